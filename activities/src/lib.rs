@@ -1,0 +1,27 @@
+//! Activities: the thin, stateless, idempotent functions a saga step calls.
+//!
+//! - [`registry`]: activity name -> async function, checked against
+//!   `sagas.toml` at load;
+//! - [`stock`]: the embedded stock ledger (`stock.reserve`, `stock.release`,
+//!   `stock.commit`);
+//! - [`orders`]: the embedded order store (`orders.create`, `orders.cancel`);
+//! - [`payment`]: the HTTP payment adapter (`payment.authorize`,
+//!   `payment.capture`, `payment.void`, `payment.refund`) and the payment
+//!   sandbox provider it talks to in the embedded profile;
+//! - [`queue`]: the embedded order queue (the embedded trigger's source).
+//!
+//! Architecture invariant: activities never see the journal or the engine;
+//! they get an [`sagaflow_workflows::ActivityCall`] and return a result. Every
+//! effect is keyed by the call's idempotency key (saga id + step), so running
+//! an activity twice has the effect of running it once.
+
+pub mod order;
+pub mod orders;
+pub mod payment;
+pub mod queue;
+pub mod registry;
+pub mod sqlite;
+pub mod stock;
+
+pub use order::Order;
+pub use registry::{ActivityFuture, Registry};

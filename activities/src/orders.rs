@@ -1,0 +1,207 @@
+//! The embedded order store: `orders.create`, `orders.cancel`.
+//!
+//! Stands in for Cosmos DB. The document id is the saga id (= order id).
+//!
+//! Invariants:
+//! - create is idempotent: a second create of the same id returns the
+//!   stored document and writes nothing;
+//! - cancel is idempotent and leaves a tombstone when the order does not
+//!   exist, so a create that arrives after its own compensation fails
+//!   instead of resurrecting the order.
+
+use crate::order::Order;
+use crate::registry::Registry;
+use crate::sqlite::{now_ms, open_store};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use sagaflow_workflows::{ActivityCall, ActivityError};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS orders (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+";
+
+/// Errors of the store's own plumbing.
+#[derive(Debug, thiserror::Error)]
+pub enum OrdersError {
+    /// The SQLite file could not be opened or read.
+    #[error("order store database error: {0}; check the data directory is writable")]
+    Db(#[from] rusqlite::Error),
+}
+
+/// Counts by status, for invariant checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OrdersSnapshot {
+    /// Orders created and not cancelled.
+    pub created: i64,
+    /// Orders cancelled (tombstones included).
+    pub cancelled: i64,
+}
+
+/// The embedded order store.
+pub struct OrderStore {
+    conn: Mutex<Connection>,
+}
+
+fn db_err(e: rusqlite::Error) -> ActivityError {
+    ActivityError::retryable("orders_db", format!("order store: {e}"))
+}
+
+impl OrderStore {
+    /// Opens (creating if needed) the store file.
+    pub fn open(path: &Path) -> Result<OrderStore, OrdersError> {
+        Ok(OrderStore {
+            conn: Mutex::new(open_store(path, SCHEMA)?),
+        })
+    }
+
+    /// Writes the order document once.
+    pub fn create(&self, order: &Order) -> Result<Value, ActivityError> {
+        let mut conn = self.conn.lock().expect("order store lock");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let status: Option<String> = tx
+            .prepare_cached("SELECT status FROM orders WHERE id = ?1")
+            .and_then(|mut s| s.query_row([&order.order_id], |r| r.get(0)).optional())
+            .map_err(db_err)?;
+        match status.as_deref() {
+            Some("created") => {}
+            Some(other) => {
+                return Err(ActivityError::business(
+                    "order_cancelled",
+                    format!(
+                        "order {} is already {other}; it cannot be created again",
+                        order.order_id
+                    ),
+                ))
+            }
+            None => {
+                let now = now_ms() as i64;
+                let body = serde_json::to_string(order).expect("orders serialize");
+                tx.prepare_cached(
+                    "INSERT INTO orders (id, status, body, created_ms, updated_ms) VALUES (?1, 'created', ?2, ?3, ?3)",
+                )
+                .and_then(|mut s| s.execute(params![order.order_id, body, now]))
+                .map_err(db_err)?;
+                tx.commit().map_err(db_err)?;
+            }
+        }
+        Ok(json!({"kind": "order", "order_id": order.order_id, "status": "created"}))
+    }
+
+    /// Cancels the order (tombstone if it was never created).
+    pub fn cancel(&self, order_id: &str) -> Result<Value, ActivityError> {
+        let conn = self.conn.lock().expect("order store lock");
+        let now = now_ms() as i64;
+        conn.prepare_cached(
+            "INSERT INTO orders (id, status, body, created_ms, updated_ms) VALUES (?1, 'cancelled', '{}', ?2, ?2)
+             ON CONFLICT (id) DO UPDATE SET status = 'cancelled', updated_ms = ?2",
+        )
+        .and_then(|mut s| s.execute(params![order_id, now]))
+        .map_err(db_err)?;
+        Ok(json!({"kind": "order", "order_id": order_id, "status": "cancelled"}))
+    }
+
+    /// Counts by status.
+    pub fn snapshot(&self) -> Result<OrdersSnapshot, OrdersError> {
+        snapshot(&self.conn.lock().expect("order store lock"))
+    }
+
+    /// Reads the counts from a store file.
+    pub fn read_snapshot(path: &Path) -> Result<OrdersSnapshot, OrdersError> {
+        snapshot(&open_store(path, SCHEMA)?)
+    }
+}
+
+fn snapshot(conn: &Connection) -> Result<OrdersSnapshot, OrdersError> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(SUM(status = 'created'), 0), COALESCE(SUM(status = 'cancelled'), 0) FROM orders",
+        [],
+        |r| {
+            Ok(OrdersSnapshot {
+                created: r.get(0)?,
+                cancelled: r.get(1)?,
+            })
+        },
+    )?)
+}
+
+fn order_of(call: &ActivityCall) -> Result<Order, ActivityError> {
+    serde_json::from_value(call.input["order"].clone()).map_err(|e| {
+        ActivityError::business(
+            "bad_input",
+            format!("the activity input has no valid order: {e}"),
+        )
+    })
+}
+
+/// Registers `orders.create` and `orders.cancel` over `store`.
+pub fn register(registry: &mut Registry, store: Arc<OrderStore>) {
+    let s = store.clone();
+    registry.register("orders.create", move |call| {
+        let s = s.clone();
+        async move { s.create(&order_of(&call)?) }
+    });
+    registry.register("orders.cancel", move |call| {
+        let s = store.clone();
+        async move { s.cancel(&order_of(&call)?.order_id) }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::order::OrderLine;
+
+    fn order(id: &str) -> Order {
+        Order {
+            order_id: id.into(),
+            customer: "c".into(),
+            items: vec![OrderLine {
+                sku: "A".into(),
+                qty: 1,
+            }],
+            amount: 100,
+            currency: "usd".into(),
+            payment_method: "pm_card_visa".into(),
+        }
+    }
+
+    #[test]
+    fn create_is_idempotent_and_cancel_leaves_a_tombstone() {
+        let dir = std::env::temp_dir().join(format!("sagaflow-orders-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = OrderStore::open(&dir.join("orders.db")).unwrap();
+        store.create(&order("o1")).unwrap();
+        store.create(&order("o1")).unwrap();
+        assert_eq!(
+            store.snapshot().unwrap(),
+            OrdersSnapshot {
+                created: 1,
+                cancelled: 0
+            }
+        );
+        store.cancel("o2").unwrap();
+        let e = store.create(&order("o2")).unwrap_err();
+        assert_eq!(e.kind, "order_cancelled");
+        store.cancel("o1").unwrap();
+        store.cancel("o1").unwrap();
+        assert_eq!(
+            store.snapshot().unwrap(),
+            OrdersSnapshot {
+                created: 0,
+                cancelled: 2
+            }
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! The embedded order queue: peek-lock delivery and a dead-letter table.
+//!
+//! Stands in for the Service Bus queue in the embedded profile and has its
+//! semantics: a received message is locked, not removed; the receiver
+//! completes it (delete), abandons it (unlock) or dead-letters it with a
+//! reason. A message whose lock expires is delivered again, and one
+//! delivered `max_deliveries` times is dead-lettered automatically, so no
+//! message is ever silently dropped.
+
+use crate::sqlite::{now_ms, open_store};
+use rusqlite::{params, Connection, TransactionBehavior};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Mutex;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    body BLOB NOT NULL,
+    enqueued_ms INTEGER NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    locked_until_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    body BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    deliveries INTEGER NOT NULL,
+    dead_lettered_ms INTEGER NOT NULL
+);
+";
+
+/// Errors of the queue's own plumbing.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The SQLite file could not be opened or written.
+    #[error("embedded queue database error: {0}; check the data directory is writable")]
+    Db(#[from] rusqlite::Error),
+}
+
+/// A locked message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Message id (for complete / abandon / dead-letter).
+    pub id: i64,
+    /// The raw message body.
+    pub body: Vec<u8>,
+    /// How many times it has been delivered, this one included.
+    pub deliveries: u32,
+}
+
+/// Queue depth, for progress and invariant checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    /// Messages waiting or locked.
+    pub pending: i64,
+    /// Messages dead-lettered.
+    pub dead_lettered: i64,
+}
+
+/// A dead-lettered message.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Original message id.
+    pub id: i64,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// The body, as text (lossy).
+    pub body: String,
+}
+
+/// The embedded queue.
+pub struct EmbeddedQueue {
+    conn: Mutex<Connection>,
+    max_deliveries: u32,
+}
+
+impl EmbeddedQueue {
+    /// Opens (creating if needed) the queue file. A message is
+    /// dead-lettered on its `max_deliveries + 1`-th receive.
+    pub fn open(path: &Path, max_deliveries: u32) -> Result<EmbeddedQueue, QueueError> {
+        Ok(EmbeddedQueue {
+            conn: Mutex::new(open_store(path, SCHEMA)?),
+            max_deliveries,
+        })
+    }
+
+    /// Enqueues messages in one transaction: all or none.
+    pub fn send_batch<B: AsRef<[u8]>>(&self, bodies: &[B]) -> Result<(), QueueError> {
+        let mut conn = self.conn.lock().expect("queue lock");
+        let tx = conn.transaction()?;
+        {
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO messages (body, enqueued_ms) VALUES (?1, ?2)")?;
+            let now = now_ms() as i64;
+            for b in bodies {
+                stmt.execute(params![b.as_ref(), now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Locks up to `max` messages for `lock_ms` and returns them, oldest
+    /// first. Messages over the delivery limit are dead-lettered instead.
+    pub fn receive(&self, max: usize, lock_ms: u64) -> Result<Vec<Delivery>, QueueError> {
+        let mut conn = self.conn.lock().expect("queue lock");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_ms() as i64;
+        let rows: Vec<Delivery> = tx
+            .prepare_cached(
+                "SELECT id, body, deliveries FROM messages WHERE locked_until_ms <= ?1 ORDER BY id LIMIT ?2",
+            )?
+            .query_map(params![now, max as i64], |r| {
+                Ok(Delivery {
+                    id: r.get(0)?,
+                    body: r.get(1)?,
+                    deliveries: r.get::<_, u32>(2)? + 1,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for d in rows {
+            if d.deliveries > self.max_deliveries {
+                dead_letter(
+                    &tx,
+                    d.id,
+                    &format!(
+                        "delivered {} times without being settled (max_deliveries = {})",
+                        d.deliveries - 1,
+                        self.max_deliveries
+                    ),
+                )?;
+                continue;
+            }
+            tx.prepare_cached(
+                "UPDATE messages SET deliveries = ?2, locked_until_ms = ?3 WHERE id = ?1",
+            )?
+            .execute(params![d.id, d.deliveries, now + lock_ms as i64])?;
+            out.push(d);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Deletes settled messages.
+    pub fn complete(&self, ids: &[i64]) -> Result<(), QueueError> {
+        let mut conn = self.conn.lock().expect("queue lock");
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Unlocks a message so it is delivered again.
+    pub fn abandon(&self, id: i64) -> Result<(), QueueError> {
+        let conn = self.conn.lock().expect("queue lock");
+        conn.execute(
+            "UPDATE messages SET locked_until_ms = 0 WHERE id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// Moves a message to the dead-letter table with a reason.
+    pub fn dead_letter(&self, id: i64, reason: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn.lock().expect("queue lock");
+        let tx = conn.transaction()?;
+        dead_letter(&tx, id, reason)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Pending and dead-lettered counts.
+    pub fn counts(&self) -> Result<QueueCounts, QueueError> {
+        counts(&self.conn.lock().expect("queue lock"))
+    }
+
+    /// Reads the counts from a queue file.
+    pub fn read_counts(path: &Path) -> Result<QueueCounts, QueueError> {
+        counts(&open_store(path, SCHEMA)?)
+    }
+
+    /// The dead-lettered messages, newest first.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let conn = self.conn.lock().expect("queue lock");
+        let rows = conn
+            .prepare("SELECT id, reason, body FROM dead_letters ORDER BY id DESC LIMIT ?1")?
+            .query_map([limit as i64], |r| {
+                Ok(DeadLetter {
+                    id: r.get(0)?,
+                    reason: r.get(1)?,
+                    body: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(2)?).into_owned(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+}
+
+fn counts(conn: &Connection) -> Result<QueueCounts, QueueError> {
+    Ok(QueueCounts {
+        pending: conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?,
+        dead_lettered: conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?,
+    })
+}
+
+fn dead_letter(tx: &Connection, id: i64, reason: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO dead_letters (id, body, reason, deliveries, dead_lettered_ms)
+         SELECT id, body, ?2, deliveries, ?3 FROM messages WHERE id = ?1",
+        params![id, reason, now_ms() as i64],
+    )?;
+    tx.execute("DELETE FROM messages WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_lock_complete_abandon_and_dead_letter() {
+        let dir = std::env::temp_dir().join(format!("sagaflow-queue-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let q = EmbeddedQueue::open(&dir.join("queue.db"), 2).unwrap();
+        q.send_batch(&["a", "b", "c"]).unwrap();
+        let got = q.receive(10, 60_000).unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(
+            q.receive(10, 60_000).unwrap().is_empty(),
+            "locked messages are not redelivered"
+        );
+        q.complete(&[got[0].id]).unwrap();
+        q.abandon(got[1].id).unwrap();
+        q.dead_letter(got[2].id, "not json").unwrap();
+        let again = q.receive(10, 0).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].body, b"b");
+        assert_eq!(again[0].deliveries, 2);
+        // Third delivery exceeds max_deliveries = 2: dead-lettered, not returned.
+        assert!(q.receive(10, 0).unwrap().is_empty());
+        assert_eq!(
+            q.counts().unwrap(),
+            QueueCounts {
+                pending: 0,
+                dead_lettered: 2
+            }
+        );
+        let dl = q.dead_letters(10).unwrap();
+        assert!(dl.iter().any(|d| d.reason == "not json"));
+        assert!(dl.iter().any(|d| d.reason.contains("delivered 2 times")));
+    }
+}

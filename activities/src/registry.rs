@@ -1,0 +1,86 @@
+//! The activity registry: the names `sagas.toml` may use, and what runs.
+
+use sagaflow_workflows::{ActivityCall, ActivityError};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What an activity returns.
+pub type ActivityFuture = Pin<Box<dyn Future<Output = Result<Value, ActivityError>> + Send>>;
+
+type ActivityFn = Arc<dyn Fn(ActivityCall) -> ActivityFuture + Send + Sync>;
+
+/// Activity name -> function. Cloning is cheap.
+#[derive(Clone, Default)]
+pub struct Registry {
+    activities: BTreeMap<String, ActivityFn>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Registers `f` under `name`, replacing any earlier one.
+    pub fn register<F, Fut>(&mut self, name: &str, f: F)
+    where
+        F: Fn(ActivityCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, ActivityError>> + Send + 'static,
+    {
+        self.activities
+            .insert(name.to_owned(), Arc::new(move |call| Box::pin(f(call))));
+    }
+
+    /// Starts the activity named in `call`; an unknown name is a
+    /// non-retryable error (loading `sagas.toml` rules it out).
+    pub fn start(&self, call: ActivityCall) -> ActivityFuture {
+        match self.activities.get(&call.activity) {
+            Some(f) => f(call),
+            None => {
+                let name = call.activity.clone();
+                Box::pin(async move {
+                    Err(ActivityError::business(
+                        "unregistered_activity",
+                        format!("{name} is not a registered activity"),
+                    ))
+                })
+            }
+        }
+    }
+
+    /// Every registered name, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.activities.keys().map(String::as_str).collect()
+    }
+
+    /// True when `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.activities.contains_key(name)
+    }
+}
+
+/// Every activity name sagaflow ships, for validating `sagas.toml` without
+/// starting adapters (`sagaflow check-config`).
+pub const BUILTIN_ACTIVITIES: [&str; 10] = [
+    "noop.ok",
+    "orders.cancel",
+    "orders.create",
+    "payment.authorize",
+    "payment.capture",
+    "payment.refund",
+    "payment.void",
+    "stock.commit",
+    "stock.release",
+    "stock.reserve",
+];
+
+/// Registers `noop.ok`: returns `{}` at once. The benchmark's
+/// `--activities noop` mode uses it to measure the engine alone.
+pub fn register_noop(registry: &mut Registry) {
+    registry.register("noop.ok", |_call| async {
+        Ok(Value::Object(Default::default()))
+    });
+}

@@ -1,0 +1,26 @@
+//! The deterministic core of sagaflow.
+//!
+//! This crate holds the saga model, the loader and validator for `sagas.toml`,
+//! the runtime-neutral [`SagaContext`] trait, the one generic saga interpreter
+//! ([`run_saga`]), retry-policy math and the saga status model.
+//!
+//! Architecture invariant: nothing here does I/O (beyond reading the config
+//! file in [`config::load_file`]), reads a clock, draws random numbers or knows
+//! tokio. Engines (embedded journal, Temporal) live in the `sagaflow` crate and
+//! implement [`SagaContext`]; this crate never knows which one runs it.
+
+pub mod config;
+pub mod context;
+pub mod duration;
+pub mod interpreter;
+pub mod model;
+pub mod replay;
+pub mod retry;
+pub mod status;
+
+pub use config::{Config, ConfigError, ConfigErrors};
+pub use context::{ActivityCall, ActivityError, Phase, SagaContext, Signal};
+pub use interpreter::{run_saga, SagaOutcome};
+pub use model::{RetryPolicy, SagaDef, StepDef};
+pub use replay::{Command, ReplayContext, Resolution};
+pub use status::SagaStatus;

@@ -1,0 +1,277 @@
+//! A [`SagaContext`] driven by recorded events: "history in, commands out".
+//!
+//! The embedded engine and the unit tests drive a saga the same way: build a
+//! [`ReplayContext`], feed it every recorded [`Resolution`] (on recovery, the
+//! whole journal; live, one result at a time), poll the saga future once,
+//! then take the [`Command`]s it asked for. Nothing here does I/O.
+//!
+//! Invariants:
+//! - every durable operation (activity attempt, timer) gets the next
+//!   sequence number when the saga first awaits it, so the same saga code
+//!   over the same history numbers its operations the same way;
+//! - a command is emitted only for an operation with no recorded
+//!   resolution, so replaying a history emits exactly the operations that
+//!   were still outstanding;
+//! - "now" only moves when the saga observes a recorded event (start,
+//!   result, timer, signal), so it replays identically;
+//! - a recorded resolution for a different activity than the saga asks for
+//!   is a divergence: the operation never completes and [`ReplayContext::divergence`]
+//!   says why.
+
+use crate::context::{ActivityCall, ActivityError, SagaContext, Signal};
+use crate::status::SagaStatus;
+use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::rc::Rc;
+use std::task::Poll;
+
+/// A recorded outcome of a durable operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// An activity attempt finished.
+    Activity {
+        /// The activity that ran (checked against what the saga asks for).
+        activity: String,
+        /// Its output or error.
+        result: Result<Value, ActivityError>,
+        /// When the result was recorded (ms since the epoch).
+        at_ms: u64,
+    },
+    /// A durable timer fired.
+    Timer {
+        /// When it fired.
+        at_ms: u64,
+    },
+}
+
+/// Something the saga asked the engine to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Run an activity attempt; resolve `seq` with its result.
+    Activity {
+        /// Operation sequence number.
+        seq: u32,
+        /// What to run.
+        call: ActivityCall,
+    },
+    /// Resolve `seq` at `fire_at_ms`.
+    Timer {
+        /// Operation sequence number.
+        seq: u32,
+        /// Deterministic deadline (ms since the epoch).
+        fire_at_ms: u64,
+    },
+    /// The saga waits for an operator signal.
+    WaitSignal,
+}
+
+#[derive(Debug)]
+struct State {
+    now_ms: u64,
+    next_seq: u32,
+    slots: Vec<Option<Resolution>>,
+    signals: VecDeque<(Signal, u64)>,
+    commands: Vec<Command>,
+    status: SagaStatus,
+    status_changed: bool,
+    divergence: Option<String>,
+}
+
+/// A cheap, clonable handle: the engine keeps one, the saga future owns
+/// another.
+#[derive(Debug, Clone)]
+pub struct ReplayContext {
+    saga_id: Rc<str>,
+    state: Rc<RefCell<State>>,
+}
+
+impl ReplayContext {
+    /// A context for a saga that started at `started_at_ms`.
+    pub fn new(saga_id: &str, started_at_ms: u64) -> Self {
+        ReplayContext {
+            saga_id: Rc::from(saga_id),
+            state: Rc::new(RefCell::new(State {
+                now_ms: started_at_ms,
+                next_seq: 0,
+                slots: Vec::new(),
+                signals: VecDeque::new(),
+                commands: Vec::new(),
+                status: SagaStatus::Running,
+                status_changed: false,
+                divergence: None,
+            })),
+        }
+    }
+
+    /// Records the outcome of operation `seq`. The saga sees it when next
+    /// polled.
+    pub fn resolve(&self, seq: u32, resolution: Resolution) {
+        let mut st = self.state.borrow_mut();
+        let i = seq as usize;
+        if st.slots.len() <= i {
+            st.slots.resize(i + 1, None);
+        }
+        st.slots[i] = Some(resolution);
+    }
+
+    /// Queues an operator signal received at `at_ms`.
+    pub fn push_signal(&self, signal: Signal, at_ms: u64) {
+        self.state.borrow_mut().signals.push_back((signal, at_ms));
+    }
+
+    /// Takes the commands emitted since the last call.
+    pub fn take_commands(&self) -> Vec<Command> {
+        std::mem::take(&mut self.state.borrow_mut().commands)
+    }
+
+    /// Moves the commands emitted since the last call into `out`.
+    pub fn drain_commands_into(&self, out: &mut Vec<Command>) {
+        out.append(&mut self.state.borrow_mut().commands);
+    }
+
+    /// The status, if the saga changed it since the last call.
+    pub fn take_status_change(&self) -> Option<SagaStatus> {
+        let mut st = self.state.borrow_mut();
+        if std::mem::take(&mut st.status_changed) {
+            Some(st.status.clone())
+        } else {
+            None
+        }
+    }
+
+    /// The saga's current status.
+    pub fn status(&self) -> SagaStatus {
+        self.state.borrow().status.clone()
+    }
+
+    /// Why replay diverged from the recorded history, if it did.
+    pub fn divergence(&self) -> Option<String> {
+        self.state.borrow().divergence.clone()
+    }
+
+    fn next_seq(st: &mut State) -> u32 {
+        let s = st.next_seq;
+        st.next_seq += 1;
+        s
+    }
+}
+
+impl SagaContext for ReplayContext {
+    fn saga_id(&self) -> &str {
+        &self.saga_id
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.state.borrow().now_ms
+    }
+
+    fn call_activity(
+        &self,
+        call: ActivityCall,
+    ) -> impl Future<Output = Result<Value, ActivityError>> {
+        let mut seq = None;
+        let mut call = Some(call);
+        poll_fn(move |_| {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            let s = match seq {
+                Some(s) => s,
+                None => {
+                    let s = Self::next_seq(st);
+                    seq = Some(s);
+                    if st.slots.get(s as usize).is_none_or(Option::is_none) {
+                        let call = call.take().expect("a call is emitted once");
+                        st.commands.push(Command::Activity { seq: s, call });
+                        return Poll::Pending;
+                    }
+                    s
+                }
+            };
+            let slot = st.slots.get_mut(s as usize).and_then(Option::take);
+            match slot {
+                None => Poll::Pending,
+                Some(Resolution::Activity {
+                    activity,
+                    result,
+                    at_ms,
+                }) => {
+                    let wanted = call.as_ref().map_or(activity.as_str(), |c| &c.activity);
+                    if wanted != activity {
+                        st.divergence = Some(format!(
+                            "operation {s}: the history has a result of {activity} but the saga asks for {wanted}"
+                        ));
+                        return Poll::Pending;
+                    }
+                    st.now_ms = st.now_ms.max(at_ms);
+                    Poll::Ready(result)
+                }
+                Some(other) => {
+                    st.divergence = Some(format!(
+                        "operation {s}: the history has {other:?} but the saga runs an activity"
+                    ));
+                    Poll::Pending
+                }
+            }
+        })
+    }
+
+    fn sleep(&self, delay_ms: u64) -> impl Future<Output = ()> {
+        let mut seq = None;
+        poll_fn(move |_| {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            let s = match seq {
+                Some(s) => s,
+                None => {
+                    let s = Self::next_seq(st);
+                    seq = Some(s);
+                    if st.slots.get(s as usize).is_none_or(Option::is_none) {
+                        let fire_at_ms = st.now_ms + delay_ms;
+                        st.commands.push(Command::Timer { seq: s, fire_at_ms });
+                        return Poll::Pending;
+                    }
+                    s
+                }
+            };
+            match st.slots.get_mut(s as usize).and_then(Option::take) {
+                None => Poll::Pending,
+                Some(Resolution::Timer { at_ms }) => {
+                    st.now_ms = st.now_ms.max(at_ms);
+                    Poll::Ready(())
+                }
+                Some(other) => {
+                    st.divergence = Some(format!(
+                        "operation {s}: the history has {other:?} but the saga waits on a timer"
+                    ));
+                    Poll::Pending
+                }
+            }
+        })
+    }
+
+    fn wait_signal(&self) -> impl Future<Output = Signal> {
+        let mut announced = false;
+        poll_fn(move |_| {
+            let mut st = self.state.borrow_mut();
+            if let Some((signal, at_ms)) = st.signals.pop_front() {
+                st.now_ms = st.now_ms.max(at_ms);
+                return Poll::Ready(signal);
+            }
+            if !announced {
+                announced = true;
+                st.commands.push(Command::WaitSignal);
+            }
+            Poll::Pending
+        })
+    }
+
+    fn set_status(&self, status: SagaStatus) {
+        let mut st = self.state.borrow_mut();
+        if st.status != status {
+            st.status = status;
+            st.status_changed = true;
+        }
+    }
+}
