@@ -242,6 +242,10 @@ impl Config {
 fn explain_parse_error(message: &str) -> String {
     if message.starts_with("unknown field") {
         format!("{message}; remove the key or fix its spelling")
+    } else if message.starts_with("invalid type") {
+        format!(
+            "{message}; see the comments in the shipped sagas.toml for each key's type (durations are strings such as \"2s\")"
+        )
     } else if message.starts_with("unknown variant") {
         format!("{message}; use one of the listed values")
     } else {
@@ -557,6 +561,7 @@ impl Validator<'_> {
                 retry,
             });
         }
+        let pivot_given = saga.pivot.is_some();
         let pivot = match &saga.pivot {
             None => None,
             Some(p) => match steps.iter().position(|s| &s.name == p.get_ref()) {
@@ -597,7 +602,7 @@ impl Validator<'_> {
                         steps[p].name
                     ),
                 ),
-                (None, None) => self.error(
+                (None, None) if !pivot_given => self.error(
                     raw.name.span(),
                     place,
                     "has no compensation and the saga has no pivot; add compensation = \"ACTIVITY\", or set pivot = \"STEP\" on the saga to mark the point of no return".into(),

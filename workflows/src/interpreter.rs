@@ -69,11 +69,15 @@ pub async fn run_saga<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> 
             }
             Err((error, _)) => {
                 // A retryable failure leaves the outcome unknown: undo this
-                // step too. A business failure means it did not happen.
-                let undo_through = if error.retryable {
-                    Some(index)
-                } else {
+                // step too. A business failure (not retryable, or a kind the
+                // policy lists as non-retryable) means it did not happen.
+                let step = &def.steps[index];
+                let definitive =
+                    !error.retryable || step.retry.non_retryable.iter().any(|k| k == &error.kind);
+                let undo_through = if definitive {
                     index.checked_sub(1)
+                } else {
+                    Some(index)
                 };
                 if let Some(last) = undo_through {
                     compensate(ctx, def, last, order, &outputs).await;
