@@ -143,6 +143,17 @@ impl EmbeddedQueue {
         Ok(out)
     }
 
+    /// Unlocks every locked message (for a single consumer restarting after
+    /// a crash; delivery counts are kept).
+    pub fn release_locks(&self) -> Result<(), QueueError> {
+        let conn = self.conn.lock().expect("queue lock");
+        conn.execute(
+            "UPDATE messages SET locked_until_ms = 0 WHERE locked_until_ms > 0",
+            [],
+        )?;
+        Ok(())
+    }
+
     /// Deletes settled messages.
     pub fn complete(&self, ids: &[i64]) -> Result<(), QueueError> {
         let mut conn = self.conn.lock().expect("queue lock");

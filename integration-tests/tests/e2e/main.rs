@@ -1,0 +1,16 @@
+//! End-to-end tests: each drives the real `sagaflow` binary (built by the
+//! same `cargo test` run) against its own data directory.
+
+mod common;
+
+/// `check-config` exit codes and messages through the CLI.
+mod config;
+/// SIGKILL the worker at random instants; every invariant still holds.
+mod crash;
+/// Malformed messages are dead-lettered with a reason; valid ones run.
+mod dead_letter;
+/// The flash-sale demo and the inspection commands on its data.
+mod demo;
+/// A compensation that keeps failing parks the saga; after a restart an
+/// operator's retry signal finishes it.
+mod parking;

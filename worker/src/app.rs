@@ -1,0 +1,192 @@
+//! Wiring: from a validated [`Config`] to running adapters, engine and
+//! trigger. Every subcommand that runs sagas (`run`, `demo`, `bench`) builds
+//! its world here, so they all exercise the same code.
+
+use crate::engine::{Ended, Engine, EngineConfig, EngineHandle};
+use anyhow::{Context, Result};
+use sagaflow_activities::orders::OrderStore;
+use sagaflow_activities::payment::http::{PaymentClient, PaymentClientConfig};
+use sagaflow_activities::payment::sandbox::{Sandbox, SandboxConfig};
+use sagaflow_activities::queue::EmbeddedQueue;
+use sagaflow_activities::registry::register_noop;
+use sagaflow_activities::stock::StockLedger;
+use sagaflow_activities::{orders, payment, stock, Registry};
+use sagaflow_workflows::config::PaymentKind;
+use sagaflow_workflows::Config;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The files under the data directory.
+#[derive(Debug, Clone)]
+pub struct DataPaths {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl DataPaths {
+    /// Paths under `dir` (created if missing).
+    pub fn new(dir: &Path) -> Result<DataPaths> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        Ok(DataPaths {
+            dir: dir.to_owned(),
+        })
+    }
+    /// The engine's journal.
+    pub fn journal(&self) -> PathBuf {
+        self.dir.join("journal.db")
+    }
+    /// The embedded stock ledger.
+    pub fn stock(&self) -> PathBuf {
+        self.dir.join("stock.db")
+    }
+    /// The embedded order store.
+    pub fn orders(&self) -> PathBuf {
+        self.dir.join("orders.db")
+    }
+    /// The embedded order queue.
+    pub fn queue(&self) -> PathBuf {
+        self.dir.join("queue.db")
+    }
+    /// The payment sandbox's state.
+    pub fn payments(&self) -> PathBuf {
+        self.dir.join("payments.db")
+    }
+}
+
+/// Default for the payment API key when its variable is unset and the
+/// sandbox is the provider.
+const SANDBOX_KEY: &str = "sk_test_sagaflow_sandbox";
+
+/// The adapters behind the activity names.
+pub struct Adapters {
+    /// Activity name -> function.
+    pub registry: Arc<Registry>,
+    /// The stock ledger (for seeding, reaping and checks).
+    pub stock: Arc<StockLedger>,
+    /// The order store.
+    pub orders: Arc<OrderStore>,
+    /// The sandbox, when the profile runs one (kept alive here).
+    pub sandbox: Option<Sandbox>,
+}
+
+/// Starts the adapters the profile selects. Must run inside the tokio
+/// runtime (the sandbox serves on it).
+pub async fn start_adapters(config: &Config, paths: &DataPaths) -> Result<Adapters> {
+    let mut registry = Registry::new();
+    register_noop(&mut registry);
+    let ledger = Arc::new(StockLedger::open(&paths.stock())?);
+    stock::register(
+        &mut registry,
+        ledger.clone(),
+        config.stock.reservation_ttl_ms,
+    );
+    let store = Arc::new(OrderStore::open(&paths.orders())?);
+    orders::register(&mut registry, store.clone());
+    let api_key = std::env::var(&config.payment.api_key_env).ok();
+    let (sandbox, base_url, api_key) = match config.profile.payment {
+        PaymentKind::Sandbox => {
+            let addr = ([127, 0, 0, 1], config.sandbox.port).into();
+            let sandbox = Sandbox::start(
+                SandboxConfig {
+                    db_path: paths.payments(),
+                    error_rate: config.sandbox.error_rate,
+                    latency_ms: config.sandbox.latency_ms,
+                },
+                addr,
+            )
+            .await
+            .context("cannot start the payment sandbox")?;
+            let url = sandbox.base_url().to_owned();
+            (
+                Some(sandbox),
+                url,
+                api_key.unwrap_or_else(|| SANDBOX_KEY.to_owned()),
+            )
+        }
+        PaymentKind::Http => {
+            let key = api_key.with_context(|| {
+                format!(
+                    "profile.payment is \"http\" but the environment variable {} (payment.api_key_env) is not set; export it with the provider's secret key",
+                    config.payment.api_key_env
+                )
+            })?;
+            (None, config.payment.base_url.clone(), key)
+        }
+    };
+    let client = PaymentClient::new(PaymentClientConfig {
+        base_url,
+        api_key,
+        currency: config.payment.currency.clone(),
+        request_timeout_ms: config.payment.request_timeout_ms,
+    })
+    .context("cannot build the payment client")?;
+    payment::http::register(&mut registry, Arc::new(client));
+    Ok(Adapters {
+        registry: Arc::new(registry),
+        stock: ledger,
+        orders: store,
+        sandbox,
+    })
+}
+
+/// Starts the embedded engine over `registry` (recovering what the journal
+/// holds).
+pub fn start_engine(
+    config: &Config,
+    paths: &DataPaths,
+    registry: Arc<Registry>,
+    ended: Option<tokio::sync::mpsc::UnboundedSender<Ended>>,
+    group_commit: Option<bool>,
+) -> Result<Engine> {
+    let engine = Engine::start(
+        EngineConfig {
+            journal_path: paths.journal(),
+            group_commit: group_commit.unwrap_or(config.embedded.group_commit),
+            max_concurrent_activities: config.embedded.max_concurrent_activities,
+            inbox_poll: Duration::from_millis(200),
+        },
+        registry,
+        tokio::runtime::Handle::current(),
+        ended,
+    )?;
+    Ok(engine)
+}
+
+/// Reclaims expired stock reservations every second, forever.
+pub fn spawn_stock_reaper(ledger: Arc<StockLedger>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let l = ledger.clone();
+            let now = crate::engine::core::now_ms();
+            match tokio::task::spawn_blocking(move || l.reclaim_expired(now)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    tracing::info!(reclaimed = n, "expired stock reservations reclaimed")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "reclaiming expired reservations failed; will retry")
+                }
+                _ => {}
+            }
+        }
+    })
+}
+
+/// Opens the embedded queue.
+pub fn open_queue(paths: &DataPaths) -> Result<EmbeddedQueue> {
+    Ok(EmbeddedQueue::open(
+        &paths.queue(),
+        crate::trigger::embedded::MAX_DELIVERIES,
+    )?)
+}
+
+/// A started engine with its handle, for code that only starts sagas.
+pub struct Running {
+    /// The engine (stops when dropped).
+    pub engine: Engine,
+    /// Its handle.
+    pub handle: EngineHandle,
+}

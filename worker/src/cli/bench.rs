@@ -1,0 +1,216 @@
+//! `sagaflow bench`: sagas per second and latency on the embedded engine.
+//!
+//! A closed loop keeps `--in-flight` sagas running: each that ends starts
+//! the next. Latency is from the start request to the end report (which
+//! comes after the commit of the saga's last journal write), so it includes
+//! every fsync on the way. Every journal commit is fsync'd
+//! (`synchronous=FULL`); `--no-group-commit` gives each event its own
+//! transaction and fsync.
+
+use super::run::runtime;
+use crate::app::{self, DataPaths};
+use crate::engine::read::percentile;
+use crate::engine::Definition;
+use anyhow::Result;
+use sagaflow_activities::order::{Order, OrderLine};
+use sagaflow_activities::registry::register_noop;
+use sagaflow_activities::Registry;
+use sagaflow_workflows::{Config, RetryPolicy, SagaDef, StepDef};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the activities do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activities {
+    /// Five steps that return at once: the engine's own ceiling
+    Noop,
+    /// The checkout saga with the embedded adapters and the payment sandbox over HTTP
+    Checkout,
+}
+
+/// Arguments of `bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Which activities run
+    #[arg(long, value_enum, default_value_t = Activities::Noop)]
+    pub activities: Activities,
+    /// Sagas to run [default: 20000 for noop, 10000 for checkout]
+    #[arg(long)]
+    pub sagas: Option<usize>,
+    /// Sagas kept in flight
+    #[arg(long, default_value_t = 200)]
+    pub in_flight: usize,
+    /// One transaction and fsync per journal event instead of group commit
+    #[arg(long)]
+    pub no_group_commit: bool,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One benchmark result.
+#[derive(Debug, Serialize)]
+pub struct BenchResult {
+    activities: Activities,
+    group_commit: bool,
+    sagas: usize,
+    in_flight: usize,
+    sagas_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    elapsed_s: f64,
+    fsync: &'static str,
+}
+
+fn noop_saga() -> SagaDef {
+    let step = |i: usize, compensation: bool| StepDef {
+        name: format!("step{i}"),
+        action: "noop.ok".into(),
+        compensation: compensation.then(|| "noop.ok".into()),
+        timeout_ms: 10_000,
+        retry: RetryPolicy::default(),
+    };
+    SagaDef {
+        name: "noop".into(),
+        steps: vec![
+            step(1, true),
+            step(2, true),
+            step(3, true),
+            step(4, false),
+            step(5, false),
+        ],
+        pivot: Some(3),
+        compensation_retry: RetryPolicy::default(),
+    }
+}
+
+/// `sagaflow bench`.
+pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<ExitCode> {
+    let sagas = args.sagas.unwrap_or(match args.activities {
+        Activities::Noop => 20_000,
+        Activities::Checkout => 10_000,
+    });
+    let in_flight = args.in_flight.max(1);
+    let temp = data.is_none();
+    let dir = data.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!(
+            "sagaflow-bench-{}-{:?}",
+            std::process::id(),
+            args.activities
+        ))
+    });
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let paths = DataPaths::new(&dir)?;
+    let group_commit = !args.no_group_commit;
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let (registry, def, _adapters) = match args.activities {
+            Activities::Noop => {
+                let mut r = Registry::new();
+                register_noop(&mut r);
+                (Arc::new(r), Definition::new(noop_saga()), None)
+            }
+            Activities::Checkout => {
+                let adapters = app::start_adapters(&config, &paths).await?;
+                adapters.stock.seed(&[("SKU-1".into(), sagas as i64)])?;
+                let def =
+                    Definition::new(config.saga("checkout").map_err(anyhow::Error::msg)?.clone());
+                (adapters.registry.clone(), def, Some(adapters))
+            }
+        };
+        let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
+        let engine = app::start_engine(
+            &config,
+            &paths,
+            registry,
+            Some(ended_tx),
+            Some(group_commit),
+        )?;
+        let handle = engine.handle();
+        let mut started_at: HashMap<Arc<str>, Instant> = HashMap::with_capacity(in_flight * 2);
+        let mut latencies: Vec<u64> = Vec::with_capacity(sagas);
+        let launch = |i: usize, started_at: &mut HashMap<Arc<str>, Instant>| {
+            let id = format!("bench-{i:08}");
+            let input = serde_json::to_value(Order {
+                order_id: id.clone(),
+                customer: "bench".into(),
+                items: vec![OrderLine {
+                    sku: "SKU-1".into(),
+                    qty: 1,
+                }],
+                amount: 1999,
+                currency: "usd".into(),
+                payment_method: "pm_card_visa".into(),
+            })
+            .expect("orders serialize");
+            started_at.insert(Arc::from(id.as_str()), Instant::now());
+            handle.start_nowait(id, def.clone(), input);
+        };
+        let begin = Instant::now();
+        let mut next = 0;
+        while next < in_flight.min(sagas) {
+            launch(next, &mut started_at);
+            next += 1;
+        }
+        let mut last_progress = Instant::now();
+        while latencies.len() < sagas {
+            let Some(ended) = ended_rx.recv().await else {
+                break;
+            };
+            if let Some(t) = started_at.remove(&ended.saga_id) {
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+            if next < sagas {
+                launch(next, &mut started_at);
+                next += 1;
+            }
+            if last_progress.elapsed() >= Duration::from_secs(2) && !args.json {
+                last_progress = Instant::now();
+                eprintln!("bench: {}/{} sagas ended", latencies.len(), sagas);
+            }
+        }
+        let elapsed = begin.elapsed();
+        tokio::task::spawn_blocking(move || engine.stop()).await?;
+        latencies.sort_unstable();
+        anyhow::Ok(BenchResult {
+            activities: args.activities,
+            group_commit,
+            sagas: latencies.len(),
+            in_flight,
+            sagas_per_sec: (latencies.len() as f64 / elapsed.as_secs_f64()).round(),
+            p50_ms: percentile(&latencies, 0.50) as f64 / 1000.0,
+            p99_ms: percentile(&latencies, 0.99) as f64 / 1000.0,
+            elapsed_s: (elapsed.as_secs_f64() * 100.0).round() / 100.0,
+            fsync: "every journal commit (WAL, synchronous=FULL)",
+        })
+    })?;
+    if temp {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&result)?)?;
+    } else {
+        writeln!(
+            out,
+            "{:?} activities, group commit {}, {} sagas, {} in flight: {} sagas/s, p50 {:.3} ms, p99 {:.3} ms ({} s)",
+            result.activities,
+            if result.group_commit { "on" } else { "off" },
+            result.sagas,
+            result.in_flight,
+            result.sagas_per_sec,
+            result.p50_ms,
+            result.p99_ms,
+            result.elapsed_s
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

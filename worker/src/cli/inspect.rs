@@ -1,0 +1,375 @@
+//! Operator views over the journal: list, show, history, stats, signal.
+
+use crate::app::{self, DataPaths};
+use crate::engine::core::now_ms;
+use crate::engine::journal;
+use crate::engine::read;
+use anyhow::{bail, Context, Result};
+use rusqlite::Connection;
+use sagaflow_activities::stock::StockLedger;
+use sagaflow_workflows::{SagaStatus, Signal};
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// `--json`.
+#[derive(Debug, clap::Args)]
+pub struct JsonArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only sagas with this status: running, compensating, completed, compensated, parked
+    #[arg(long, short = 's', value_parser = clap::builder::PossibleValuesParser::new(SagaStatus::NAMES))]
+    pub status: Option<String>,
+    /// At most this many rows
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Print JSON lines instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `show` and `history`.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// Saga id (the order id)
+    pub id: String,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `signal`.
+#[derive(Debug, clap::Args)]
+pub struct SignalArgs {
+    /// Saga id
+    pub id: String,
+    /// retry (the step or compensation it is parked on) or compensate
+    #[arg(value_parser = ["retry", "compensate"])]
+    pub signal: String,
+}
+
+/// Opens the journal of a data directory for reading, with a helpful error
+/// when there is none.
+pub fn open_journal(data: &Path) -> Result<Connection> {
+    let paths = DataPaths {
+        dir: data.to_owned(),
+    };
+    if !paths.journal().exists() {
+        bail!(
+            "no journal at {}; run `sagaflow run` or `sagaflow demo` first, or pass --data DIR",
+            paths.journal().display()
+        );
+    }
+    Ok(journal::open_reader(&paths.journal())?)
+}
+
+fn ms_to_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}.{:03}", ms % 1000)
+}
+
+/// `sagaflow list`.
+pub fn list(data: &Path, args: ListArgs) -> Result<ExitCode> {
+    let conn = open_journal(data)?;
+    let rows = read::list(&conn, args.status.as_deref(), args.limit)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for r in &rows {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<24} {:<10} {:<13} {:>9}  {:<12}  REASON",
+        "ID", "SAGA", "STATUS", "DURATION", "STARTED(UTC)"
+    )?;
+    for r in &rows {
+        let duration = r
+            .ended_ms
+            .map(|e| format!("{}ms", e.saturating_sub(r.created_ms)))
+            .unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "{:<24} {:<10} {:<13} {:>9}  {:<12}  {}",
+            r.id,
+            r.saga,
+            r.status,
+            duration,
+            ms_to_utc(r.created_ms),
+            r.reason.as_deref().unwrap_or("")
+        )?;
+    }
+    if rows.is_empty() {
+        writeln!(
+            out,
+            "(no sagas{})",
+            args.status
+                .map(|s| format!(" with status {s}"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sagaflow show ID`: the timeline.
+pub fn show(data: &Path, args: ShowArgs) -> Result<ExitCode> {
+    let conn = open_journal(data)?;
+    let saga = read::saga(&conn, &args.id)?.with_context(|| {
+        format!(
+            "no saga {} in {}; `sagaflow list` shows the ids",
+            args.id,
+            data.display()
+        )
+    })?;
+    let def = read::definition(&conn, &saga.def_hash)?.with_context(|| {
+        format!(
+            "the definition {} of saga {} is missing from the journal",
+            saga.def_hash, saga.id
+        )
+    })?;
+    let events = read::events(&conn, &saga.id)?;
+    let ended = saga.ended_ms.is_some();
+    let timeline = read::timeline(&def, &events, ended);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let v = serde_json::json!({
+            "saga": saga,
+            "input": read::input(&conn, &saga.id)?,
+            "timeline": timeline,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "saga {} ({}) status {}",
+        saga.id, saga.saga, saga.status
+    )?;
+    if let Some(r) = &saga.reason {
+        writeln!(out, "  reason: {r}")?;
+    }
+    let total = saga
+        .ended_ms
+        .map(|e| format!("{}ms", e.saturating_sub(saga.created_ms)))
+        .unwrap_or_else(|| "still open".into());
+    writeln!(
+        out,
+        "  started {} UTC, {}; {} journal events",
+        ms_to_utc(saga.created_ms),
+        total,
+        events.len()
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "  {:<20} {:<13} {:<18} {:<8} {:>8} {:>9}  LAST ERROR",
+        "STEP", "PHASE", "ACTIVITY", "STATUS", "ATTEMPTS", "DURATION"
+    )?;
+    for t in &timeline {
+        writeln!(
+            out,
+            "  {:<20} {:<13} {:<18} {:<8} {:>8} {:>9}  {}",
+            t.step,
+            t.phase,
+            t.activity,
+            t.status,
+            t.attempts,
+            t.duration_ms
+                .map(|d| format!("{d}ms"))
+                .unwrap_or_else(|| "-".into()),
+            t.last_error.as_deref().unwrap_or("")
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sagaflow history ID`: the raw journal.
+pub fn history(data: &Path, args: ShowArgs) -> Result<ExitCode> {
+    let conn = open_journal(data)?;
+    if read::saga(&conn, &args.id)?.is_none() {
+        bail!(
+            "no saga {} in {}; `sagaflow list` shows the ids",
+            args.id,
+            data.display()
+        );
+    }
+    let events = read::events(&conn, &args.id)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&events)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &events {
+        let seq = e.seq.map(|s| format!("op {s}")).unwrap_or_default();
+        writeln!(
+            out,
+            "{:>4} {} {:<19} {:<6} {}",
+            e.n,
+            ms_to_utc(e.at_ms),
+            e.kind,
+            seq,
+            e.body
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sagaflow stats`.
+pub fn stats(data: &Path, args: JsonArgs) -> Result<ExitCode> {
+    let conn = open_journal(data)?;
+    let s = read::stats(&conn)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "sagas        {}", s.total)?;
+    writeln!(out, "  running      {}", s.running)?;
+    writeln!(out, "  compensating {}", s.compensating)?;
+    writeln!(out, "  completed    {}", s.completed)?;
+    writeln!(out, "  compensated  {}", s.compensated)?;
+    writeln!(out, "  parked       {}", s.parked)?;
+    writeln!(
+        out,
+        "throughput   {} sagas/s (first start to last end)",
+        s.sagas_per_sec
+    )?;
+    writeln!(
+        out,
+        "latency      p50 {}ms  p99 {}ms (start to end)",
+        s.p50_ms, s.p99_ms
+    )?;
+    writeln!(
+        out,
+        "journal      {} events, {} signals waiting",
+        s.events, s.inbox
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sagaflow signal ID SIGNAL`.
+pub fn signal(data: &Path, args: SignalArgs) -> Result<ExitCode> {
+    let conn = open_journal(data)?;
+    let saga = read::saga(&conn, &args.id)?.with_context(|| {
+        format!(
+            "no saga {} in {}; `sagaflow list` shows the ids",
+            args.id,
+            data.display()
+        )
+    })?;
+    if saga.ended_ms.is_some() {
+        bail!(
+            "saga {} has ended ({}); signals only reach running or parked sagas",
+            saga.id,
+            saga.status
+        );
+    }
+    let signal = Signal::parse(&args.signal).expect("clap checked the value");
+    read::send_signal(&conn, &saga.id, signal, now_ms())?;
+    println!(
+        "queued {} for saga {} (status {}); the running worker delivers it",
+        signal.name(),
+        saga.id,
+        saga.status
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sagaflow stock ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum StockCommand {
+    /// Print the ledger's totals
+    Show(JsonArgs),
+    /// Set the stock of SKUs, e.g. `sagaflow stock set SKU-1=100 SKU-2=50` (replaces their counts)
+    Set {
+        /// SKU=UNITS pairs
+        #[arg(required = true)]
+        levels: Vec<String>,
+    },
+}
+
+/// `sagaflow stock show|set`.
+pub fn stock(data: &Path, command: StockCommand) -> Result<ExitCode> {
+    let paths = DataPaths::new(data)?;
+    let ledger = StockLedger::open(&paths.stock())?;
+    match command {
+        StockCommand::Show(args) => {
+            let s = ledger.snapshot()?;
+            if args.json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!(
+                    "initial {}  available {}  reserved {}  sold {}{}",
+                    s.initial,
+                    s.available,
+                    s.reserved,
+                    s.sold,
+                    if s.inconsistent {
+                        "  (INCONSISTENT)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        StockCommand::Set { levels } => {
+            let mut parsed = Vec::new();
+            for l in &levels {
+                let Some((sku, units)) = l.split_once('=') else {
+                    bail!("{l} is not SKU=UNITS; write e.g. SKU-1=100");
+                };
+                let units: i64 = units
+                    .parse()
+                    .ok()
+                    .filter(|u| *u >= 0)
+                    .with_context(|| format!("{l}: units must be a whole number >= 0"))?;
+                parsed.push((sku.to_owned(), units));
+            }
+            ledger.seed(&parsed)?;
+            println!(
+                "stock set for {} SKU(s) in {}",
+                parsed.len(),
+                paths.stock().display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `dead-letters`.
+#[derive(Debug, clap::Args)]
+pub struct DeadLetterArgs {
+    /// At most this many, newest first
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Print JSON lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sagaflow dead-letters`.
+pub fn dead_letters(data: &Path, args: DeadLetterArgs) -> Result<ExitCode> {
+    let paths = DataPaths::new(data)?;
+    let queue = app::open_queue(&paths)?;
+    let rows = queue.dead_letters(args.limit)?;
+    let mut out = std::io::stdout().lock();
+    for r in &rows {
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        } else {
+            writeln!(out, "message {}: {}\n  body: {}", r.id, r.reason, r.body)?;
+        }
+    }
+    if rows.is_empty() && !args.json {
+        writeln!(out, "(no dead-lettered messages)")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,173 @@
+//! Command-line interface: one documented function per subcommand.
+
+mod bench;
+mod demo;
+mod inspect;
+mod run;
+
+use anyhow::{anyhow, Result};
+use clap::{Parser, Subcommand};
+use sagaflow_activities::registry::BUILTIN_ACTIVITIES;
+use sagaflow_workflows::Config;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The shipped sagas.toml, used when no file is given and none is in the
+/// working directory.
+const BUILTIN_CONFIG: &str = include_str!("../../../sagas.toml");
+
+/// Durable checkout sagas: reserve stock, authorize payment, write the
+/// order, capture, commit; compensated in reverse when a step fails for good.
+#[derive(Debug, Parser)]
+#[command(name = "sagaflow", version, about, long_about = None)]
+pub struct Args {
+    /// sagas.toml to use [default: ./sagas.toml if present, else the built-in one]
+    #[arg(long, short = 'c', global = true, env = "SAGAFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides profile.data_dir)
+    #[arg(long, short = 'd', global = true, env = "SAGAFLOW_DATA")]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the worker: consume orders, run sagas, recover after a crash
+    Run(run::RunArgs),
+    /// Queue orders (a JSON object, an array, or JSON lines) from FILE or - for stdin
+    Submit(run::SubmitArgs),
+    /// List sagas, newest first
+    List(inspect::ListArgs),
+    /// Show one saga's timeline: each step and compensation with status, attempts, last error, duration
+    Show(inspect::ShowArgs),
+    /// Print one saga's raw journal
+    History(inspect::ShowArgs),
+    /// Counts by status and latency percentiles
+    Stats(inspect::JsonArgs),
+    /// Send an operator signal (retry, compensate) to a saga; the running worker delivers it
+    Signal(inspect::SignalArgs),
+    /// Show or set the embedded stock ledger
+    #[command(subcommand)]
+    Stock(inspect::StockCommand),
+    /// List dead-lettered messages with the reason for each
+    DeadLetters(inspect::DeadLetterArgs),
+    /// Validate a sagas.toml and print what it defines
+    CheckConfig(CheckArgs),
+    /// Run a flash sale on embedded defaults and check the invariants
+    Demo(demo::DemoArgs),
+    /// Measure the embedded engine: sagas per second and latency
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The file to check [default: the --config file, ./sagas.toml, or the built-in one]
+    file: Option<PathBuf>,
+}
+
+/// Parses the command line.
+pub fn parse() -> Args {
+    Args::parse()
+}
+
+/// Runs one subcommand.
+pub fn run(args: Args) -> Result<ExitCode> {
+    init_tracing(matches!(args.command, Command::Run(_)));
+    let config_path = args.config.clone();
+    let load = |p: Option<&Path>| load_config(p.or(config_path.as_deref()));
+    match args.command {
+        Command::CheckConfig(c) => check_config(c.file.as_deref().or(config_path.as_deref())),
+        Command::Run(r) => {
+            let config = load(None)?;
+            let data = data_dir(&config, args.data);
+            run::run(config, &data, r)
+        }
+        Command::Submit(s) => {
+            let config = load(None)?;
+            run::submit(&data_dir(&config, args.data), s)
+        }
+        Command::List(l) => inspect::list(&data_dir(&load(None)?, args.data), l),
+        Command::Show(s) => inspect::show(&data_dir(&load(None)?, args.data), s),
+        Command::History(s) => inspect::history(&data_dir(&load(None)?, args.data), s),
+        Command::Stats(s) => inspect::stats(&data_dir(&load(None)?, args.data), s),
+        Command::Signal(s) => inspect::signal(&data_dir(&load(None)?, args.data), s),
+        Command::Stock(c) => inspect::stock(&data_dir(&load(None)?, args.data), c),
+        Command::DeadLetters(a) => inspect::dead_letters(&data_dir(&load(None)?, args.data), a),
+        Command::Demo(d) => {
+            let config = load(None)?;
+            demo::demo(config, args.data, d)
+        }
+        Command::Bench(b) => bench::bench(load(None)?, args.data, b),
+    }
+}
+
+fn init_tracing(worker: bool) {
+    let default = if worker { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn data_dir(config: &Config, flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| config.profile.data_dir.clone())
+}
+
+/// Loads and validates the config: the given file, else ./sagas.toml, else
+/// the built-in copy.
+pub fn load_config(path: Option<&Path>) -> Result<Config> {
+    let result = match path {
+        Some(p) => Config::load_file(p, &BUILTIN_ACTIVITIES),
+        None if Path::new("sagas.toml").exists() => {
+            Config::load_file(Path::new("sagas.toml"), &BUILTIN_ACTIVITIES)
+        }
+        None => Config::parse(
+            BUILTIN_CONFIG,
+            Path::new("<built-in sagas.toml>"),
+            &BUILTIN_ACTIVITIES,
+        ),
+    };
+    result.map_err(|e| anyhow!("{e}"))
+}
+
+/// `sagaflow check-config [FILE]`: validates and summarizes.
+fn check_config(path: Option<&Path>) -> Result<ExitCode> {
+    match load_config(path) {
+        Ok(config) => {
+            println!("{}: ok", config.file.display());
+            println!(
+                "profile: engine={:?} trigger={:?} stock={:?} orders={:?} payment={:?} data_dir={}",
+                config.profile.engine,
+                config.profile.trigger,
+                config.profile.stock,
+                config.profile.orders,
+                config.profile.payment,
+                config.profile.data_dir.display()
+            );
+            for (name, saga) in &config.sagas {
+                let steps: Vec<String> = saga
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let pivot = if saga.pivot == Some(i) {
+                            " (pivot)"
+                        } else {
+                            ""
+                        };
+                        format!("{}{pivot}", s.name)
+                    })
+                    .collect();
+                println!("saga {name}: {}", steps.join(" -> "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

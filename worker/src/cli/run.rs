@@ -1,0 +1,217 @@
+//! `sagaflow run` (the worker) and `sagaflow submit` (the producer).
+
+use crate::app::{self, Adapters, DataPaths};
+use crate::engine::{Definition, Ended, Engine};
+use crate::trigger::embedded::{self, TriggerConfig};
+use anyhow::{bail, Context, Result};
+use sagaflow_activities::queue::EmbeddedQueue;
+use sagaflow_activities::Order;
+use sagaflow_workflows::Config;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Saga that each order starts
+    #[arg(long, default_value = "checkout")]
+    pub saga: String,
+    /// Exit once the queue is empty and no saga is running or compensating (parked ones wait for an operator)
+    #[arg(long)]
+    pub until_idle: bool,
+    /// Sagas in memory at most; the trigger takes no more messages above it
+    #[arg(long, default_value_t = 1000)]
+    pub max_live: usize,
+}
+
+/// Arguments of `submit`.
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// A file of orders (a JSON object, a JSON array, or JSON lines), or - for stdin
+    pub file: PathBuf,
+    /// Queue each line as it is, without checking it (the worker dead-letters malformed ones)
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// Builds the multi-threaded runtime activities and the sandbox run on.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sagaflow-rt")
+        .build()?)
+}
+
+/// A running worker: adapters, engine, trigger, stock reaper.
+pub struct Worker {
+    /// The adapters (stock ledger, order store, sandbox).
+    pub adapters: Adapters,
+    /// The engine.
+    pub engine: Engine,
+    /// The queue the trigger consumes.
+    pub queue: Arc<EmbeddedQueue>,
+    stop: Arc<AtomicBool>,
+    trigger: tokio::task::JoinHandle<()>,
+    reaper: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    /// Starts everything the profile selects; recovery runs first.
+    pub async fn start(
+        config: &Config,
+        paths: &DataPaths,
+        saga: &str,
+        max_live: usize,
+        ended: Option<tokio::sync::mpsc::UnboundedSender<Ended>>,
+    ) -> Result<Worker> {
+        let def = Definition::new(config.saga(saga).map_err(anyhow::Error::msg)?.clone());
+        let adapters = app::start_adapters(config, paths).await?;
+        let engine = app::start_engine(config, paths, adapters.registry.clone(), ended, None)?;
+        if engine.recovered > 0 {
+            tracing::info!(
+                sagas = engine.recovered,
+                "recovered open sagas from the journal"
+            );
+        }
+        let queue = Arc::new(app::open_queue(paths)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let trigger = tokio::spawn(embedded::run(
+            queue.clone(),
+            engine.handle(),
+            def,
+            TriggerConfig {
+                max_live,
+                batch: 256,
+                lock: Duration::from_secs(60),
+            },
+            stop.clone(),
+        ));
+        let reaper = app::spawn_stock_reaper(adapters.stock.clone());
+        Ok(Worker {
+            adapters,
+            engine,
+            queue,
+            stop,
+            trigger,
+            reaper,
+        })
+    }
+
+    /// True when the queue is empty, no saga is running or compensating,
+    /// and no operator signal waits for delivery (parked sagas wait for an
+    /// operator, so they do not keep the worker busy).
+    pub fn is_idle(&self, journal: &rusqlite::Connection) -> Result<bool> {
+        let pending = self.queue.counts()?.pending;
+        let open: i64 = journal.query_row(
+            "SELECT (SELECT COUNT(*) FROM sagas WHERE status IN ('running', 'compensating'))
+                  + (SELECT COUNT(*) FROM inbox)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(pending == 0 && open == 0)
+    }
+
+    /// Stops the trigger, then the engine (pending journal writes finish).
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.trigger.await;
+        self.reaper.abort();
+        let engine = self.engine;
+        let _ = tokio::task::spawn_blocking(move || engine.stop()).await;
+    }
+}
+
+/// `sagaflow run`: the worker, until Ctrl-C (or idle with `--until-idle`).
+pub fn run(config: Config, data: &Path, args: RunArgs) -> Result<ExitCode> {
+    let paths = DataPaths::new(data)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let worker = Worker::start(&config, &paths, &args.saga, args.max_live, None).await?;
+        tracing::info!(data = %data.display(), saga = args.saga, "worker running; Ctrl-C stops it");
+        let journal = crate::engine::journal::open_reader(&paths.journal())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if args.until_idle && worker.is_idle(&journal)? {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!("stopping");
+        worker.stop().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Splits submit input into messages: a JSON array, one object, or lines.
+fn split_messages(text: &str) -> Vec<(usize, String)> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        if let Ok(serde_json::Value::Array(items)) =
+            serde_json::from_str::<serde_json::Value>(trimmed)
+        {
+            return items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (i + 1, v.to_string()))
+                .collect();
+        }
+    }
+    if let Ok(v @ serde_json::Value::Object(_)) = serde_json::from_str::<serde_json::Value>(trimmed)
+    {
+        return vec![(1, v.to_string())];
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, l.to_owned()))
+        .collect()
+}
+
+/// `sagaflow submit FILE|-`: queues orders for the worker.
+pub fn submit(data: &Path, args: SubmitArgs) -> Result<ExitCode> {
+    let mut text = String::new();
+    if args.file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read orders from stdin")?;
+    } else {
+        text = std::fs::read_to_string(&args.file)
+            .with_context(|| format!("cannot read {}", args.file.display()))?;
+    }
+    let messages = split_messages(&text);
+    let mut bad = Vec::new();
+    if !args.raw {
+        for (line, m) in &messages {
+            if let Err(e) = Order::parse(m.as_bytes()) {
+                bad.push(format!("{}:{line}: {e}", args.file.display()));
+            }
+        }
+    }
+    if !bad.is_empty() {
+        for b in &bad {
+            eprintln!("{b}");
+        }
+        bail!(
+            "{} of {} orders are invalid; nothing was queued. Fix them, or pass --raw to queue them anyway (the worker dead-letters invalid ones)",
+            bad.len(),
+            messages.len()
+        );
+    }
+    let paths = DataPaths::new(data)?;
+    let queue = app::open_queue(&paths)?;
+    let bodies: Vec<&str> = messages.iter().map(|(_, m)| m.as_str()).collect();
+    queue.send_batch(&bodies)?;
+    println!(
+        "queued {} order(s) in {}",
+        bodies.len(),
+        paths.queue().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

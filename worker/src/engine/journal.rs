@@ -1,0 +1,375 @@
+//! The journal: an append-only event log per saga in SQLite, and its one
+//! writer thread with group commit.
+//!
+//! Assumptions: SQLite in WAL mode with `synchronous=FULL`, so a commit
+//! returns only after the WAL is fsync'd; a committed transaction survives a
+//! process kill and a power cut.
+//!
+//! Schema:
+//! - `definitions(hash, name, body)`: each resolved saga definition once, by
+//!   content hash; a saga replays the definition it started with;
+//! - `sagas(id, saga, def_hash, status, reason, input, created_ms,
+//!   updated_ms, ended_ms)`: one row per saga, its status kept current in
+//!   the same transaction as the event that changed it;
+//! - `events(saga_id, n, at_ms, kind, seq, body)`: the journal proper.
+//!   `n` numbers a saga's events from 0 (`started`) without gaps; `seq` is
+//!   the interpreter's operation number for `activity_*` and `timer_fired`;
+//! - `inbox(id, saga_id, signal, at_ms)`: operator signals written by the
+//!   CLI, deleted in the same transaction that journals their delivery.
+//!
+//! Commit protocol (group commit): the engine core hands the writer one
+//! [`Batch`] per round; the writer takes every batch waiting, writes them in
+//! one transaction, commits (one fsync) and reports their ids back. Nothing
+//! that depends on a record (dispatching the next activity, acknowledging a
+//! start, reporting an end) happens before the report. With group commit
+//! off, every record gets its own transaction and fsync (for measuring).
+//!
+//! Invariants:
+//! - records are the only things sagaflow writes to the journal, and only
+//!   this thread writes;
+//! - an activity result reaches any effect outside the process only after
+//!   its row is committed;
+//! - a failed commit stops the engine (the process exits): memory may be
+//!   ahead of disk, and recovery from the journal is the only safe way on.
+
+use rusqlite::{params, Connection};
+use sagaflow_workflows::{ActivityError, Phase, Signal};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Duration;
+
+/// The journal schema; `user_version` 1.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS definitions (
+    hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sagas (
+    id TEXT PRIMARY KEY,
+    saga TEXT NOT NULL,
+    def_hash TEXT NOT NULL REFERENCES definitions (hash),
+    status TEXT NOT NULL,
+    reason TEXT,
+    input TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    ended_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS sagas_status ON sagas (status);
+CREATE TABLE IF NOT EXISTS events (
+    saga_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    seq INTEGER,
+    body TEXT NOT NULL,
+    PRIMARY KEY (saga_id, n)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY,
+    saga_id TEXT NOT NULL,
+    signal TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+PRAGMA user_version = 1;
+";
+
+/// Errors opening or writing the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// SQLite failed.
+    #[error("journal database error: {0}; check that the data directory is writable and not on a full disk")]
+    Db(#[from] rusqlite::Error),
+    /// The file was written by a newer sagaflow.
+    #[error("journal {path} has schema version {found}; this sagaflow reads version 1: upgrade sagaflow")]
+    Version {
+        /// The journal file.
+        path: String,
+        /// The version found.
+        found: i64,
+    },
+}
+
+/// Opens the journal for writing (WAL, `synchronous=FULL`).
+pub fn open_writer(path: &Path) -> Result<Connection, JournalError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    check_version(&conn, path)?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+/// Opens the journal for reading (the CLI; works while a worker writes).
+pub fn open_reader(path: &Path) -> Result<Connection, JournalError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    check_version(&conn, path)?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+fn check_version(conn: &Connection, path: &Path) -> Result<(), JournalError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > 1 {
+        return Err(JournalError::Version {
+            path: path.display().to_string(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// The body of an `activity_completed` / `activity_failed` event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptBody {
+    /// Saga step.
+    pub step: String,
+    /// Activity name.
+    pub activity: String,
+    /// Action or compensation.
+    pub phase: Phase,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// When the attempt started (wall clock, ms).
+    pub started_ms: u64,
+    /// The output, for a completed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The error, for a failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ActivityError>,
+}
+
+/// One journal event.
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    /// The saga began (n = 0).
+    Started,
+    /// An activity attempt finished.
+    Attempt {
+        /// Operation number.
+        seq: u32,
+        /// What ran and how it went.
+        body: AttemptBody,
+    },
+    /// A durable timer fired.
+    TimerFired {
+        /// Operation number.
+        seq: u32,
+    },
+    /// An operator signal was delivered.
+    Signal {
+        /// Which signal.
+        signal: Signal,
+        /// Its inbox row, deleted in the same transaction.
+        inbox_id: Option<i64>,
+    },
+    /// The status changed.
+    Status {
+        /// New status name.
+        status: &'static str,
+        /// Parked reason.
+        reason: Option<String>,
+        /// Set when the saga ended.
+        ended: bool,
+    },
+}
+
+/// A record for the writer.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A definition (written once per process per hash; `INSERT OR IGNORE`).
+    Definition {
+        /// Content hash.
+        hash: String,
+        /// Saga name.
+        name: String,
+        /// The definition as JSON.
+        body: String,
+    },
+    /// A new saga row.
+    NewSaga {
+        /// Saga id.
+        id: String,
+        /// Saga name.
+        saga: String,
+        /// Definition hash.
+        def_hash: String,
+        /// Input (the order) as JSON.
+        input: String,
+        /// Start time.
+        at_ms: u64,
+    },
+    /// An event of a saga.
+    Event {
+        /// Saga id.
+        saga_id: std::sync::Arc<str>,
+        /// Event number.
+        n: u32,
+        /// When.
+        at_ms: u64,
+        /// What.
+        kind: EventKind,
+    },
+    /// An inbox row for a saga that is not live: removed without an event.
+    DropSignal {
+        /// Inbox row id.
+        inbox_id: i64,
+    },
+}
+
+/// A group of records from one core round.
+pub struct Batch {
+    /// Round id, reported back when committed.
+    pub id: u64,
+    /// The records.
+    pub records: Vec<Record>,
+}
+
+/// Reports back to the core.
+pub trait CommitSink: Send + 'static {
+    /// Batches `ids` are durable.
+    fn committed(&self, ids: Vec<u64>);
+}
+
+fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
+    match r {
+        Record::Definition { hash, name, body } => {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO definitions (hash, name, body) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![hash, name, body])?;
+        }
+        Record::NewSaga {
+            id,
+            saga,
+            def_hash,
+            input,
+            at_ms,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO sagas (id, saga, def_hash, status, input, created_ms, updated_ms) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?5)",
+            )?
+            .execute(params![id, saga, def_hash, input, *at_ms as i64])?;
+        }
+        Record::Event {
+            saga_id,
+            n,
+            at_ms,
+            kind,
+        } => {
+            let (kind_name, seq, body): (&str, Option<u32>, String) = match kind {
+                EventKind::Started => ("started", None, "{}".into()),
+                EventKind::Attempt { seq, body } => (
+                    if body.error.is_some() {
+                        "activity_failed"
+                    } else {
+                        "activity_completed"
+                    },
+                    Some(*seq),
+                    serde_json::to_string(body).expect("attempt bodies serialize"),
+                ),
+                EventKind::TimerFired { seq } => ("timer_fired", Some(*seq), "{}".into()),
+                EventKind::Signal { signal, inbox_id } => {
+                    if let Some(id) = inbox_id {
+                        conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
+                            .execute([id])?;
+                    }
+                    (
+                        "signal",
+                        None,
+                        format!("{{\"signal\":\"{}\"}}", signal.name()),
+                    )
+                }
+                EventKind::Status {
+                    status,
+                    reason,
+                    ended,
+                } => {
+                    conn.prepare_cached(
+                        "UPDATE sagas SET status = ?2, reason = ?3, updated_ms = ?4,
+                         ended_ms = CASE WHEN ?5 THEN ?4 ELSE ended_ms END WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        &**saga_id,
+                        status,
+                        reason,
+                        *at_ms as i64,
+                        ended
+                    ])?;
+                    (
+                        "status",
+                        None,
+                        serde_json::json!({"status": status, "reason": reason}).to_string(),
+                    )
+                }
+            };
+            conn.prepare_cached(
+                "INSERT INTO events (saga_id, n, at_ms, kind, seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![&**saga_id, n, *at_ms as i64, kind_name, seq, body])?;
+        }
+        Record::DropSignal { inbox_id } => {
+            conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
+                .execute([inbox_id])?;
+        }
+    }
+    Ok(())
+}
+
+/// The writer thread's loop: group commit until the channel closes.
+pub fn run_writer(
+    mut conn: Connection,
+    batches: Receiver<Batch>,
+    sink: impl CommitSink,
+    group_commit: bool,
+) {
+    let mut waiting: Vec<Batch> = Vec::new();
+    while let Ok(first) = batches.recv() {
+        waiting.push(first);
+        while let Ok(more) = batches.try_recv() {
+            waiting.push(more);
+        }
+        let result = if group_commit {
+            write_group(&mut conn, &waiting)
+        } else {
+            write_each(&mut conn, &waiting)
+        };
+        if let Err(e) = result {
+            // Memory is ahead of disk now; only recovery can continue safely.
+            eprintln!("sagaflow: journal commit failed: {e}; stopping so that recovery can resume from the journal");
+            std::process::exit(70);
+        }
+        sink.committed(waiting.drain(..).map(|b| b.id).collect());
+    }
+}
+
+fn write_group(conn: &mut Connection, batches: &[Batch]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for b in batches {
+        for r in &b.records {
+            write_record(&tx, r)?;
+        }
+    }
+    tx.commit()
+}
+
+fn write_each(conn: &mut Connection, batches: &[Batch]) -> rusqlite::Result<()> {
+    for b in batches {
+        for r in &b.records {
+            let tx = conn.transaction()?;
+            write_record(&tx, r)?;
+            tx.commit()?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends batches to the writer.
+pub type BatchSender = Sender<Batch>;

@@ -1,0 +1,326 @@
+//! Read-only views of the journal for the CLI: list, show (timeline),
+//! history (raw events), stats; and the operator inbox writer.
+//!
+//! Everything here opens its own connection and works while a worker is
+//! writing (WAL readers do not block the writer).
+
+use super::journal::AttemptBody;
+use rusqlite::{params, Connection, OptionalExtension};
+use sagaflow_workflows::{Phase, SagaDef, Signal};
+use serde::Serialize;
+use serde_json::Value;
+
+/// One saga row.
+#[derive(Debug, Clone, Serialize)]
+pub struct SagaRow {
+    /// Saga id (= order id).
+    pub id: String,
+    /// Saga name.
+    pub saga: String,
+    /// Status name.
+    pub status: String,
+    /// Parked reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Start time (ms since epoch).
+    pub created_ms: u64,
+    /// Last change.
+    pub updated_ms: u64,
+    /// End time, for terminal sagas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+    /// Definition hash.
+    pub def_hash: String,
+}
+
+fn saga_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SagaRow> {
+    Ok(SagaRow {
+        id: r.get(0)?,
+        saga: r.get(1)?,
+        status: r.get(2)?,
+        reason: r.get(3)?,
+        created_ms: r.get(4)?,
+        updated_ms: r.get(5)?,
+        ended_ms: r.get(6)?,
+        def_hash: r.get(7)?,
+    })
+}
+
+const SAGA_COLUMNS: &str = "id, saga, status, reason, created_ms, updated_ms, ended_ms, def_hash";
+
+/// Sagas, newest first, optionally of one status.
+pub fn list(
+    conn: &Connection,
+    status: Option<&str>,
+    limit: usize,
+) -> rusqlite::Result<Vec<SagaRow>> {
+    let sql = format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas WHERE (?1 IS NULL OR status = ?1) ORDER BY created_ms DESC, id LIMIT ?2"
+    );
+    conn.prepare(&sql)?
+        .query_map(params![status, limit as i64], saga_row)?
+        .collect()
+}
+
+/// One saga.
+pub fn saga(conn: &Connection, id: &str) -> rusqlite::Result<Option<SagaRow>> {
+    conn.query_row(
+        &format!("SELECT {SAGA_COLUMNS} FROM sagas WHERE id = ?1"),
+        [id],
+        saga_row,
+    )
+    .optional()
+}
+
+/// The definition a saga runs.
+pub fn definition(conn: &Connection, hash: &str) -> rusqlite::Result<Option<SagaDef>> {
+    let body: Option<String> = conn
+        .query_row(
+            "SELECT body FROM definitions WHERE hash = ?1",
+            [hash],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(body.and_then(|b| serde_json::from_str(&b).ok()))
+}
+
+/// The input (order) a saga started with.
+pub fn input(conn: &Connection, id: &str) -> rusqlite::Result<Option<Value>> {
+    let body: Option<String> = conn
+        .query_row("SELECT input FROM sagas WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?;
+    Ok(body.and_then(|b| serde_json::from_str(&b).ok()))
+}
+
+/// One raw journal event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    /// Event number within the saga.
+    pub n: u32,
+    /// When it was recorded.
+    pub at_ms: u64,
+    /// started, activity_completed, activity_failed, timer_fired, signal, status.
+    pub kind: String,
+    /// Interpreter operation number, for activities and timers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u32>,
+    /// The event's data.
+    pub body: Value,
+}
+
+/// A saga's journal, in order.
+pub fn events(conn: &Connection, id: &str) -> rusqlite::Result<Vec<EventRow>> {
+    conn.prepare("SELECT n, at_ms, kind, seq, body FROM events WHERE saga_id = ?1 ORDER BY n")?
+        .query_map([id], |r| {
+            let body: String = r.get(4)?;
+            Ok(EventRow {
+                n: r.get(0)?,
+                at_ms: r.get(1)?,
+                kind: r.get(2)?,
+                seq: r.get(3)?,
+                body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
+            })
+        })?
+        .collect()
+}
+
+/// One line of a saga's timeline: a step's action or compensation.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEntry {
+    /// Step name.
+    pub step: String,
+    /// "action" or "compensation".
+    pub phase: &'static str,
+    /// Activity name.
+    pub activity: String,
+    /// ok, failed, running (attempts so far, none finished ok), or pending.
+    pub status: &'static str,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error, if any attempt failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// From the first attempt's start to the last attempt's end, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// Builds the timeline of a saga from its definition and events: every
+/// step's action in order, then the compensations that ran, in the order
+/// they ran.
+pub fn timeline(def: &SagaDef, events: &[EventRow], saga_ended: bool) -> Vec<TimelineEntry> {
+    let mut entries: Vec<TimelineEntry> = Vec::new();
+    let mut first_start: Vec<u64> = Vec::new();
+    for e in events {
+        if e.kind != "activity_completed" && e.kind != "activity_failed" {
+            continue;
+        }
+        let Ok(b) = serde_json::from_value::<AttemptBody>(e.body.clone()) else {
+            continue;
+        };
+        let phase = b.phase.name();
+        let i = match entries
+            .iter()
+            .position(|t| t.step == b.step && t.phase == phase)
+        {
+            Some(i) => i,
+            None => {
+                entries.push(TimelineEntry {
+                    step: b.step.clone(),
+                    phase,
+                    activity: b.activity.clone(),
+                    status: "running",
+                    attempts: 0,
+                    last_error: None,
+                    duration_ms: None,
+                });
+                first_start.push(b.started_ms);
+                entries.len() - 1
+            }
+        };
+        let t = &mut entries[i];
+        t.attempts += 1;
+        t.duration_ms = Some(e.at_ms.saturating_sub(first_start[i]));
+        match &b.error {
+            Some(err) => {
+                t.last_error = Some(err.to_string());
+                t.status = "failed";
+            }
+            None => t.status = "ok",
+        }
+    }
+    // A failed entry that is still being retried is "running" until the
+    // saga moves on; only the saga's end makes the failure final.
+    if !saga_ended {
+        if let Some(last) = entries.last_mut() {
+            if last.status == "failed" {
+                last.status = "running";
+            }
+        }
+    }
+    // Steps never reached are listed as pending so the whole plan shows.
+    for step in &def.steps {
+        if !entries
+            .iter()
+            .any(|t| t.step == step.name && t.phase == Phase::Action.name())
+        {
+            let at = entries
+                .iter()
+                .position(|t| t.phase == Phase::Compensation.name())
+                .unwrap_or(entries.len());
+            entries.insert(
+                at,
+                TimelineEntry {
+                    step: step.name.clone(),
+                    phase: Phase::Action.name(),
+                    activity: step.action.clone(),
+                    status: "pending",
+                    attempts: 0,
+                    last_error: None,
+                    duration_ms: None,
+                },
+            );
+        }
+    }
+    entries
+}
+
+/// Counts and latencies over the whole journal.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Sagas in all.
+    pub total: u64,
+    /// Running.
+    pub running: u64,
+    /// Compensating.
+    pub compensating: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Compensated.
+    pub compensated: u64,
+    /// Parked.
+    pub parked: u64,
+    /// Ended sagas per second, first start to last end.
+    pub sagas_per_sec: f64,
+    /// Median start-to-end time of ended sagas, ms.
+    pub p50_ms: u64,
+    /// 99th percentile start-to-end time of ended sagas, ms.
+    pub p99_ms: u64,
+    /// Journal events.
+    pub events: u64,
+    /// Signals waiting in the inbox.
+    pub inbox: u64,
+}
+
+/// Computes [`Stats`].
+pub fn stats(conn: &Connection) -> rusqlite::Result<Stats> {
+    let mut s = Stats {
+        total: 0,
+        running: 0,
+        compensating: 0,
+        completed: 0,
+        compensated: 0,
+        parked: 0,
+        sagas_per_sec: 0.0,
+        p50_ms: 0,
+        p99_ms: 0,
+        events: 0,
+        inbox: 0,
+    };
+    let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM sagas GROUP BY status")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+    for row in rows {
+        let (status, n) = row?;
+        s.total += n;
+        match status.as_str() {
+            "running" => s.running = n,
+            "compensating" => s.compensating = n,
+            "completed" => s.completed = n,
+            "compensated" => s.compensated = n,
+            "parked" => s.parked = n,
+            _ => {}
+        }
+    }
+    let mut lat: Vec<u64> = conn
+        .prepare("SELECT ended_ms - created_ms FROM sagas WHERE ended_ms IS NOT NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    lat.sort_unstable();
+    s.p50_ms = percentile(&lat, 0.50);
+    s.p99_ms = percentile(&lat, 0.99);
+    let (first, last): (Option<u64>, Option<u64>) = conn.query_row(
+        "SELECT MIN(created_ms), MAX(ended_ms) FROM sagas WHERE ended_ms IS NOT NULL",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if let (Some(a), Some(b)) = (first, last) {
+        let secs = (b.saturating_sub(a)).max(1) as f64 / 1000.0;
+        s.sagas_per_sec = (lat.len() as f64 / secs * 10.0).round() / 10.0;
+    }
+    s.events = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+    s.inbox = conn.query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))?;
+    Ok(s)
+}
+
+/// The value at quantile `q` of sorted data (nearest rank), 0 when empty.
+pub fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Queues an operator signal for a saga; the worker delivers it.
+pub fn send_signal(
+    conn: &Connection,
+    saga_id: &str,
+    signal: Signal,
+    at_ms: u64,
+) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO inbox (saga_id, signal, at_ms) VALUES (?1, ?2, ?3)",
+        params![saga_id, signal.name(), at_ms as i64],
+    )?;
+    Ok(conn.last_insert_rowid())
+}

@@ -1,0 +1,106 @@
+//! The embedded trigger: the SQLite queue -> saga starts.
+//!
+//! Peek-lock, like Service Bus: a batch is received (locked), each valid
+//! order becomes a saga start, and only once the starts are durable are the
+//! messages completed. A malformed message is dead-lettered with the reason;
+//! a start that fails leaves the message to be delivered again. So every
+//! message either becomes a saga or is dead-lettered, and a crash at any
+//! point loses nothing (a redelivered message is a harmless duplicate start:
+//! the saga id is the order id).
+
+use crate::engine::{Definition, EngineHandle, StartOutcome};
+use sagaflow_activities::queue::EmbeddedQueue;
+use sagaflow_activities::Order;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Deliveries before a message that never settles is dead-lettered.
+pub const MAX_DELIVERIES: u32 = 10;
+
+/// How the trigger paces itself.
+#[derive(Debug, Clone)]
+pub struct TriggerConfig {
+    /// Live sagas above which no more messages are taken.
+    pub max_live: usize,
+    /// Messages per receive.
+    pub batch: usize,
+    /// Lock duration of a received message.
+    pub lock: Duration,
+}
+
+/// Consumes the queue until `stop` is set.
+pub async fn run(
+    queue: Arc<EmbeddedQueue>,
+    engine: EngineHandle,
+    def: Arc<Definition>,
+    config: TriggerConfig,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    // One worker owns an embedded data directory: locks left by a killed
+    // worker are released at once instead of waiting for them to expire.
+    if let Err(e) = queue.release_locks() {
+        tracing::warn!(error = %e, "could not release queue locks; they expire on their own");
+    }
+    let mut idle_wait = Duration::from_millis(5);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let room = config
+            .max_live
+            .saturating_sub(engine.live())
+            .min(config.batch);
+        if room == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        let q = queue.clone();
+        let lock_ms = config.lock.as_millis() as u64;
+        let deliveries = match tokio::task::spawn_blocking(move || q.receive(room, lock_ms)).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "receiving from the embedded queue failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(_) => return,
+        };
+        if deliveries.is_empty() {
+            tokio::time::sleep(idle_wait).await;
+            idle_wait = (idle_wait * 2).min(Duration::from_millis(100));
+            continue;
+        }
+        idle_wait = Duration::from_millis(5);
+        let mut starts = Vec::with_capacity(deliveries.len());
+        let mut settled = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            match Order::parse(&d.body) {
+                Ok(order) => {
+                    let input = serde_json::to_value(&order).expect("orders serialize");
+                    let engine = engine.clone();
+                    let def = def.clone();
+                    starts.push((
+                        d.id,
+                        tokio::spawn(async move { engine.start(order.order_id, def, input).await }),
+                    ));
+                }
+                Err(reason) => {
+                    tracing::warn!(message = d.id, reason, "malformed order dead-lettered");
+                    if let Err(e) = queue.dead_letter(d.id, &reason) {
+                        tracing::warn!(error = %e, "dead-lettering failed; the message will be delivered again");
+                    }
+                }
+            }
+        }
+        for (id, start) in starts {
+            match start.await {
+                Ok(Ok(StartOutcome::Started | StartOutcome::Duplicate)) => settled.push(id),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, message = id, "saga start failed; the message will be delivered again");
+                    let _ = queue.abandon(id);
+                }
+                Err(_) => return,
+            }
+        }
+        if let Err(e) = queue.complete(&settled) {
+            tracing::warn!(error = %e, "completing messages failed; they will be delivered again (harmless duplicates)");
+        }
+    }
+}
