@@ -2,7 +2,7 @@
 //! trigger. Every subcommand that runs sagas (`run`, `demo`, `bench`) builds
 //! its world here, so they all exercise the same code.
 
-use crate::engine::{Ended, Engine, EngineConfig, EngineHandle};
+use crate::engine::{Ended, Engine, EngineConfig};
 use anyhow::{Context, Result};
 use sagaflow_activities::orders::OrderStore;
 use sagaflow_activities::payment::http::{PaymentClient, PaymentClientConfig};
@@ -65,10 +65,8 @@ pub struct Adapters {
     pub registry: Arc<Registry>,
     /// The stock ledger (for seeding, reaping and checks).
     pub stock: Arc<StockLedger>,
-    /// The order store.
-    pub orders: Arc<OrderStore>,
-    /// The sandbox, when the profile runs one (kept alive here).
-    pub sandbox: Option<Sandbox>,
+    /// The sandbox, when the profile runs one: it serves as long as this lives.
+    pub _sandbox: Option<Sandbox>,
 }
 
 /// Starts the adapters the profile selects. Must run inside the tokio
@@ -126,8 +124,7 @@ pub async fn start_adapters(config: &Config, paths: &DataPaths) -> Result<Adapte
     Ok(Adapters {
         registry: Arc::new(registry),
         stock: ledger,
-        orders: store,
-        sandbox,
+        _sandbox: sandbox,
     })
 }
 
@@ -181,12 +178,4 @@ pub fn open_queue(paths: &DataPaths) -> Result<EmbeddedQueue> {
         &paths.queue(),
         crate::trigger::embedded::MAX_DELIVERIES,
     )?)
-}
-
-/// A started engine with its handle, for code that only starts sagas.
-pub struct Running {
-    /// The engine (stops when dropped).
-    pub engine: Engine,
-    /// Its handle.
-    pub handle: EngineHandle,
 }

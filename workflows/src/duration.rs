@@ -39,11 +39,11 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
 /// Formats milliseconds the way `sagas.toml` writes them, choosing the
 /// largest unit that divides evenly.
 pub fn format_duration_ms(ms: u64) -> String {
-    if ms != 0 && ms % 3_600_000 == 0 {
+    if ms != 0 && ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms != 0 && ms % 60_000 == 0 {
+    } else if ms != 0 && ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms != 0 && ms % 1_000 == 0 {
+    } else if ms != 0 && ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")

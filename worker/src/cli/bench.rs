@@ -15,7 +15,7 @@ use anyhow::Result;
 use sagaflow_activities::order::{Order, OrderLine};
 use sagaflow_activities::registry::register_noop;
 use sagaflow_activities::Registry;
-use sagaflow_workflows::{Config, RetryPolicy, SagaDef, StepDef};
+use sagaflow_workflows::{Config, RetryPolicy, SagaDef, SagaStatus, StepDef};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write;
@@ -137,6 +137,7 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
         let handle = engine.handle();
         let mut started_at: HashMap<Arc<str>, Instant> = HashMap::with_capacity(in_flight * 2);
         let mut latencies: Vec<u64> = Vec::with_capacity(sagas);
+        let mut not_completed = 0usize;
         let launch = |i: usize, started_at: &mut HashMap<Arc<str>, Instant>| {
             let id = format!("bench-{i:08}");
             let input = serde_json::to_value(Order {
@@ -165,6 +166,9 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
             let Some(ended) = ended_rx.recv().await else {
                 break;
             };
+            if ended.status != SagaStatus::Completed {
+                not_completed += 1;
+            }
             if let Some(t) = started_at.remove(&ended.saga_id) {
                 latencies.push(t.elapsed().as_micros() as u64);
             }
@@ -180,6 +184,9 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
         let elapsed = begin.elapsed();
         tokio::task::spawn_blocking(move || engine.stop()).await?;
         latencies.sort_unstable();
+        if not_completed > 0 {
+            anyhow::bail!("{not_completed} sagas did not complete; the measurement is void (see the journal with --data)");
+        }
         anyhow::Ok(BenchResult {
             activities: args.activities,
             group_commit,

@@ -48,8 +48,8 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// A running worker: adapters, engine, trigger, stock reaper.
 pub struct Worker {
-    /// The adapters (stock ledger, order store, sandbox).
-    pub adapters: Adapters,
+    /// The adapters (stock ledger, order store, sandbox), alive while the worker is.
+    pub _adapters: Adapters,
     /// The engine.
     pub engine: Engine,
     /// The queue the trigger consumes.
@@ -92,7 +92,7 @@ impl Worker {
         ));
         let reaper = app::spawn_stock_reaper(adapters.stock.clone());
         Ok(Worker {
-            adapters,
+            _adapters: adapters,
             engine,
             queue,
             stop,

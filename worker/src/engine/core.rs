@@ -110,10 +110,6 @@ pub struct Ended {
     pub saga_id: Arc<str>,
     /// `Completed` or `Compensated`.
     pub status: SagaStatus,
-    /// When it started (journal time).
-    pub started_ms: u64,
-    /// When it ended.
-    pub ended_ms: u64,
 }
 
 enum Msg {
@@ -361,7 +357,6 @@ struct Live {
     ctx: ReplayContext,
     fut: SagaFuture,
     next_n: u32,
-    started_ms: u64,
     /// The activity attempt in flight: what to journal when it returns.
     inflight: Option<(u32, ActivityCallMeta)>,
 }
@@ -653,8 +648,6 @@ impl Core {
             self.round.actions.push(Action::Ended(Ended {
                 saga_id: live.id,
                 status: outcome.status,
-                started_ms: live.started_ms,
-                ended_ms: now_ms(),
             }));
         }
     }
@@ -897,8 +890,6 @@ impl Core {
                 Poll::Ready(outcome) => self.round.actions.push(Action::Ended(Ended {
                     saga_id: id.clone(),
                     status: outcome.status,
-                    started_ms: *created_ms,
-                    ended_ms: now_ms(),
                 })),
                 Poll::Pending => {
                     self.sagas.insert(id, live);
@@ -926,7 +917,6 @@ fn new_live(
         ctx,
         fut,
         next_n,
-        started_ms,
         inflight: None,
     }
 }

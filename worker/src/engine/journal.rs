@@ -37,7 +37,7 @@ use sagaflow_workflows::{ActivityError, Phase, Signal};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 /// The journal schema; `user_version` 1.
@@ -370,6 +370,3 @@ fn write_each(conn: &mut Connection, batches: &[Batch]) -> rusqlite::Result<()> 
     }
     Ok(())
 }
-
-/// Sends batches to the writer.
-pub type BatchSender = Sender<Batch>;

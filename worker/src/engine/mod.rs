@@ -14,6 +14,4 @@ pub mod core;
 pub mod journal;
 pub mod read;
 
-pub use self::core::{
-    Definition, Ended, Engine, EngineConfig, EngineError, EngineHandle, StartOutcome,
-};
+pub use self::core::{Definition, Ended, Engine, EngineConfig, EngineHandle, StartOutcome};
