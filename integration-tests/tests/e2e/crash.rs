@@ -10,14 +10,14 @@ fn demo_args(d: &str) -> Vec<String> {
         "--orders",
         "1000",
         "--stock",
-        "400",
+        "900",
         "--decline-rate",
         "0.05",
         "--data",
         d,
         "--json",
         "--in-flight",
-        "4",
+        "3",
         "--sandbox-latency-ms",
         "25",
         "--sandbox-error-rate",
@@ -45,15 +45,18 @@ fn sigkill_at_random_instants_loses_and_repeats_nothing() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let wait = Duration::from_millis(250 + seed % 900);
+        let log = std::fs::File::create(dir.join(format!("run-{kills}.log"))).unwrap();
         let mut child = Command::new(bin())
             .args(demo_args(&d))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let began = Instant::now();
         while began.elapsed() < wait {
-            if child.try_wait().unwrap().is_some() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(dir.join(format!("run-{kills}.log"))).unwrap();
+                eprintln!("run {kills} ended by itself ({status}):\n{log}");
                 finished_early = true;
                 break;
             }
@@ -120,7 +123,7 @@ fn sigkill_at_random_instants_loses_and_repeats_nothing() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();
-    assert_eq!(initial, 400);
+    assert_eq!(initial, 900);
     assert!(
         available >= 0 && reserved == 0,
         "no oversell, nothing left reserved: {available} {reserved}"

@@ -66,7 +66,7 @@ fn malformed_messages_are_dead_lettered_with_a_reason_and_valid_ones_run() {
     assert!(rows.iter().any(|r| r["reason"]
         .as_str()
         .unwrap()
-        .contains("not a valid order: expected value")));
+        .contains("not a valid order: expected ident at line 1 column 2")));
     assert!(rows
         .iter()
         .any(|r| r["reason"].as_str().unwrap().contains("missing field")));
