@@ -72,6 +72,20 @@ pub enum EngineError {
     /// The engine has stopped.
     #[error("the engine has stopped; restart the worker")]
     Stopped,
+    /// Another process runs an engine on the same journal.
+    #[error("another sagaflow worker is using {path}; stop it first, or give this one another --data directory")]
+    Locked {
+        /// The lock file.
+        path: String,
+    },
+    /// The lock file could not be created.
+    #[error("cannot create the lock file {path}: {source}; check that the data directory is writable")]
+    LockFile {
+        /// The lock file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A saga definition with its hash and JSON form computed once.
@@ -194,6 +208,8 @@ pub struct Engine {
     core: Option<JoinHandle<()>>,
     inbox: Option<JoinHandle<()>>,
     stop_inbox: Arc<AtomicBool>,
+    /// Held for the engine's lifetime: one engine per journal.
+    _lock: std::fs::File,
     /// Sagas recovered from the journal at start-up.
     pub recovered: usize,
 }
@@ -208,6 +224,16 @@ impl Engine {
         runtime: tokio::runtime::Handle,
         ended: Option<tokio::sync::mpsc::UnboundedSender<Ended>>,
     ) -> Result<Engine, EngineError> {
+        let lock_path = config.journal_path.with_extension("lock");
+        let lock = std::fs::File::create(&lock_path).map_err(|source| EngineError::LockFile {
+            path: lock_path.display().to_string(),
+            source,
+        })?;
+        if lock.try_lock().is_err() {
+            return Err(EngineError::Locked {
+                path: config.journal_path.display().to_string(),
+            });
+        }
         let writer_conn = journal::open_writer(&config.journal_path)?;
         let reader = journal::open_reader(&config.journal_path)?;
         let (tx, rx) = mpsc::channel();
@@ -278,6 +304,7 @@ impl Engine {
             core: Some(core_thread),
             inbox: Some(inbox),
             stop_inbox,
+            _lock: lock,
             recovered,
         })
     }

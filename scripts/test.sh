@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The test command (README, second command; .ci/run calls exactly this).
+#
+# Checks what the tests need and starts or installs only what is missing,
+# builds once in release mode, and runs every test against that build:
+# format, lints, unit tests, the interpreter and config suites, and the
+# end-to-end tests that drive the real `sagaflow` binary (flash-sale demo,
+# SIGKILL crash test, dead-lettering, parking + operator retry).
+#
+# The embedded profile needs no servers. Later suites (Redis, an AMQP 1.0
+# broker, Temporal) start theirs from here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is not installed: install Rust with rustup (https://rustup.rs), then run scripts/test.sh again" >&2
+  exit 1
+fi
+
+step "format (cargo fmt --check)"
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --all -- --check
+else
+  rustup component add rustfmt && cargo fmt --all -- --check
+fi
+
+step "lints (cargo clippy -D warnings)"
+if ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add clippy
+fi
+cargo clippy --release --locked --all-targets -- -D warnings
+
+step "build (release, once)"
+cargo build --release --locked --workspace
+
+step "tests"
+cargo test --release --locked --workspace
