@@ -88,28 +88,24 @@ impl ActivityError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Signal {
-    /// Retry the step or compensation the saga is parked on.
+    /// Retry the step or compensation the saga is parked on, with a fresh
+    /// retry budget.
     Retry,
-    /// Give up going forward and compensate (only before the pivot
-    /// succeeded; ignored after it, where only forward recovery is allowed).
-    Compensate,
 }
 
 impl Signal {
-    /// Parses "retry" or "compensate".
+    /// Parses a signal name ("retry").
     pub fn parse(s: &str) -> Option<Signal> {
         match s {
             "retry" => Some(Signal::Retry),
-            "compensate" => Some(Signal::Compensate),
             _ => None,
         }
     }
 
-    /// "retry" or "compensate".
+    /// The signal's name as the CLI and the journal write it.
     pub fn name(self) -> &'static str {
         match self {
             Signal::Retry => "retry",
-            Signal::Compensate => "compensate",
         }
     }
 }

@@ -376,11 +376,7 @@ fn steps_after_the_pivot_only_go_forward() {
         }
         _ => ok(c),
     };
-    let run = drive(
-        &checkout(),
-        &mut answer,
-        &[Signal::Compensate, Signal::Retry],
-    );
+    let run = drive(&checkout(), &mut answer, &[Signal::Retry]);
     assert!(
         run.calls.iter().all(|(_, p, _)| *p == Phase::Action),
         "nothing is compensated after the pivot: {:?}",
@@ -390,11 +386,7 @@ fn steps_after_the_pivot_only_go_forward() {
         matches!(&run.statuses[0], SagaStatus::Parked { reason } if reason.contains("past the pivot"))
     );
     assert_eq!(run.end, Some(SagaStatus::Completed));
-    assert_eq!(
-        run.signals.len(),
-        2,
-        "compensate is ignored after the pivot; retry resumes"
-    );
+    assert_eq!(run.signals.len(), 1, "the operator's retry resumes it");
 }
 
 #[test]

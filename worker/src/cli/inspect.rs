@@ -49,8 +49,8 @@ pub struct ShowArgs {
 pub struct SignalArgs {
     /// Saga id
     pub id: String,
-    /// retry (the step or compensation it is parked on) or compensate
-    #[arg(value_parser = ["retry", "compensate"])]
+    /// retry: run the step or compensation the saga is parked on again, with a fresh retry budget
+    #[arg(value_parser = ["retry"])]
     pub signal: String,
 }
 
@@ -136,8 +136,7 @@ pub fn show(data: &Path, args: ShowArgs) -> Result<ExitCode> {
         )
     })?;
     let events = read::events(&conn, &saga.id)?;
-    let ended = saga.ended_ms.is_some();
-    let timeline = read::timeline(&def, &events, ended);
+    let timeline = read::timeline(&def, &events, &saga.status);
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({

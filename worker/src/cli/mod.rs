@@ -45,7 +45,7 @@ enum Command {
     History(inspect::ShowArgs),
     /// Counts by status and latency percentiles
     Stats(inspect::JsonArgs),
-    /// Send an operator signal (retry, compensate) to a saga; the running worker delivers it
+    /// Send an operator signal (retry) to a parked saga; the running worker delivers it
     Signal(inspect::SignalArgs),
     /// Show or set the embedded stock ledger
     #[command(subcommand)]

@@ -79,7 +79,9 @@ pub enum EngineError {
         path: String,
     },
     /// The lock file could not be created.
-    #[error("cannot create the lock file {path}: {source}; check that the data directory is writable")]
+    #[error(
+        "cannot create the lock file {path}: {source}; check that the data directory is writable"
+    )]
     LockFile {
         /// The lock file.
         path: String,

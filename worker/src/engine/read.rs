@@ -148,7 +148,7 @@ pub struct TimelineEntry {
 /// Builds the timeline of a saga from its definition and events: every
 /// step's action in order, then the compensations that ran, in the order
 /// they ran.
-pub fn timeline(def: &SagaDef, events: &[EventRow], saga_ended: bool) -> Vec<TimelineEntry> {
+pub fn timeline(def: &SagaDef, events: &[EventRow], status: &str) -> Vec<TimelineEntry> {
     let mut entries: Vec<TimelineEntry> = Vec::new();
     let mut first_start: Vec<u64> = Vec::new();
     for e in events {
@@ -189,9 +189,9 @@ pub fn timeline(def: &SagaDef, events: &[EventRow], saga_ended: bool) -> Vec<Tim
             None => t.status = "ok",
         }
     }
-    // A failed entry that is still being retried is "running" until the
-    // saga moves on; only the saga's end makes the failure final.
-    if !saga_ended {
+    // A failed entry of a saga that is still running or compensating is
+    // being retried; for an ended or parked saga the failure stands.
+    if status == "running" || status == "compensating" {
         if let Some(last) = entries.last_mut() {
             if last.status == "failed" {
                 last.status = "running";
