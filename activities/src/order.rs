@@ -1,5 +1,6 @@
 //! The order message: what a trigger receives and a checkout saga carries.
 
+use sagaflow_workflows::{ActivityCall, ActivityError};
 use serde::{Deserialize, Serialize};
 
 /// One line of an order.
@@ -38,6 +39,16 @@ impl Order {
             serde_json::from_slice(bytes).map_err(|e| format!("not a valid order: {e}"))?;
         order.check()?;
         Ok(order)
+    }
+
+    /// The order inside an activity call's input (`{"order": ...}`).
+    pub fn from_call(call: &ActivityCall) -> Result<Order, ActivityError> {
+        Order::deserialize(&call.input["order"]).map_err(|e| {
+            ActivityError::business(
+                "bad_input",
+                format!("the activity input has no valid order: {e}"),
+            )
+        })
     }
 
     /// Checks the fields serde cannot.

@@ -13,7 +13,7 @@ use crate::order::Order;
 use crate::registry::Registry;
 use crate::sqlite::{now_ms, open_store};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use sagaflow_workflows::{ActivityCall, ActivityError};
+use sagaflow_workflows::ActivityError;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -135,25 +135,16 @@ fn snapshot(conn: &Connection) -> Result<OrdersSnapshot, OrdersError> {
     )?)
 }
 
-fn order_of(call: &ActivityCall) -> Result<Order, ActivityError> {
-    serde_json::from_value(call.input["order"].clone()).map_err(|e| {
-        ActivityError::business(
-            "bad_input",
-            format!("the activity input has no valid order: {e}"),
-        )
-    })
-}
-
 /// Registers `orders.create` and `orders.cancel` over `store`.
 pub fn register(registry: &mut Registry, store: Arc<OrderStore>) {
     let s = store.clone();
     registry.register("orders.create", move |call| {
         let s = s.clone();
-        async move { s.create(&order_of(&call)?) }
+        async move { s.create(&Order::from_call(&call)?) }
     });
     registry.register("orders.cancel", move |call| {
         let s = store.clone();
-        async move { s.cancel(&order_of(&call)?.order_id) }
+        async move { s.cancel(&Order::from_call(&call)?.order_id) }
     });
 }
 

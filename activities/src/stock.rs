@@ -353,15 +353,6 @@ fn set_state(tx: &Connection, reservation: &str, state: &str) -> rusqlite::Resul
     Ok(())
 }
 
-fn order_of(call: &ActivityCall) -> Result<Order, ActivityError> {
-    serde_json::from_value(call.input["order"].clone()).map_err(|e| {
-        ActivityError::business(
-            "bad_input",
-            format!("the activity input has no valid order: {e}"),
-        )
-    })
-}
-
 fn saga_id(call: &ActivityCall) -> Result<String, ActivityError> {
     call.input["saga_id"]
         .as_str()
@@ -376,7 +367,7 @@ pub fn register(registry: &mut Registry, ledger: Arc<StockLedger>, reservation_t
     registry.register("stock.reserve", move |call| {
         let l = l.clone();
         async move {
-            let order = order_of(&call)?;
+            let order = Order::from_call(&call)?;
             l.reserve(
                 &saga_id(&call)?,
                 &order.items,

@@ -150,11 +150,29 @@ impl ReplayContext {
     pub fn divergence(&self) -> Option<String> {
         self.state.borrow().divergence.clone()
     }
+}
 
-    fn next_seq(st: &mut State) -> u32 {
-        let s = st.next_seq;
-        st.next_seq += 1;
-        s
+impl State {
+    /// On an operation's first poll: numbers it and, when the history holds
+    /// no resolution for it, emits the command `emit` builds and returns
+    /// `None` (pending). On later polls: returns its number.
+    fn operation(
+        &mut self,
+        seq: &mut Option<u32>,
+        emit: impl FnOnce(u32, &State) -> Command,
+    ) -> Option<u32> {
+        if let Some(s) = *seq {
+            return Some(s);
+        }
+        let s = self.next_seq;
+        self.next_seq += 1;
+        *seq = Some(s);
+        if self.slots.get(s as usize).is_none_or(Option::is_none) {
+            let command = emit(s, self);
+            self.commands.push(command);
+            return None;
+        }
+        Some(s)
     }
 }
 
@@ -176,18 +194,11 @@ impl SagaContext for ReplayContext {
         poll_fn(move |_| {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
-            let s = match seq {
-                Some(s) => s,
-                None => {
-                    let s = Self::next_seq(st);
-                    seq = Some(s);
-                    if st.slots.get(s as usize).is_none_or(Option::is_none) {
-                        let call = call.take().expect("a call is emitted once");
-                        st.commands.push(Command::Activity { seq: s, call });
-                        return Poll::Pending;
-                    }
-                    s
-                }
+            let Some(s) = st.operation(&mut seq, |s, _| Command::Activity {
+                seq: s,
+                call: call.take().expect("a call is emitted once"),
+            }) else {
+                return Poll::Pending;
             };
             let slot = st.slots.get_mut(s as usize).and_then(Option::take);
             match slot {
@@ -222,18 +233,11 @@ impl SagaContext for ReplayContext {
         poll_fn(move |_| {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
-            let s = match seq {
-                Some(s) => s,
-                None => {
-                    let s = Self::next_seq(st);
-                    seq = Some(s);
-                    if st.slots.get(s as usize).is_none_or(Option::is_none) {
-                        let fire_at_ms = st.now_ms + delay_ms;
-                        st.commands.push(Command::Timer { seq: s, fire_at_ms });
-                        return Poll::Pending;
-                    }
-                    s
-                }
+            let Some(s) = st.operation(&mut seq, |s, st| Command::Timer {
+                seq: s,
+                fire_at_ms: st.now_ms + delay_ms,
+            }) else {
+                return Poll::Pending;
             };
             match st.slots.get_mut(s as usize).and_then(Option::take) {
                 None => Poll::Pending,

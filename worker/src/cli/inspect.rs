@@ -69,6 +69,15 @@ pub fn open_journal(data: &Path) -> Result<Connection> {
     Ok(journal::open_reader(&paths.journal())?)
 }
 
+fn find_saga(conn: &Connection, id: &str, data: &Path) -> Result<read::SagaRow> {
+    read::saga(conn, id)?.with_context(|| {
+        format!(
+            "no saga {id} in {}; `sagaflow list` shows the ids",
+            data.display()
+        )
+    })
+}
+
 fn ms_to_utc(ms: u64) -> String {
     let secs = ms / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
@@ -122,13 +131,7 @@ pub fn list(data: &Path, args: ListArgs) -> Result<ExitCode> {
 /// `sagaflow show ID`: the timeline.
 pub fn show(data: &Path, args: ShowArgs) -> Result<ExitCode> {
     let conn = open_journal(data)?;
-    let saga = read::saga(&conn, &args.id)?.with_context(|| {
-        format!(
-            "no saga {} in {}; `sagaflow list` shows the ids",
-            args.id,
-            data.display()
-        )
-    })?;
+    let saga = find_saga(&conn, &args.id, data)?;
     let def = read::definition(&conn, &saga.def_hash)?.with_context(|| {
         format!(
             "the definition {} of saga {} is missing from the journal",
@@ -193,13 +196,7 @@ pub fn show(data: &Path, args: ShowArgs) -> Result<ExitCode> {
 /// `sagaflow history ID`: the raw journal.
 pub fn history(data: &Path, args: ShowArgs) -> Result<ExitCode> {
     let conn = open_journal(data)?;
-    if read::saga(&conn, &args.id)?.is_none() {
-        bail!(
-            "no saga {} in {}; `sagaflow list` shows the ids",
-            args.id,
-            data.display()
-        );
-    }
+    find_saga(&conn, &args.id, data)?;
     let events = read::events(&conn, &args.id)?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -257,13 +254,7 @@ pub fn stats(data: &Path, args: JsonArgs) -> Result<ExitCode> {
 /// `sagaflow signal ID SIGNAL`.
 pub fn signal(data: &Path, args: SignalArgs) -> Result<ExitCode> {
     let conn = open_journal(data)?;
-    let saga = read::saga(&conn, &args.id)?.with_context(|| {
-        format!(
-            "no saga {} in {}; `sagaflow list` shows the ids",
-            args.id,
-            data.display()
-        )
-    })?;
+    let saga = find_saga(&conn, &args.id, data)?;
     if saga.ended_ms.is_some() {
         bail!(
             "saga {} has ended ({}); signals only reach running or parked sagas",

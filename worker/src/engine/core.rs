@@ -274,6 +274,7 @@ impl Engine {
                         ended,
                         live,
                         waker: Waker::noop(),
+                        stopping: false,
                     };
                     let recovered = core.recover(&reader);
                     drop(reader);
@@ -434,13 +435,13 @@ struct Core {
     ended: Option<tokio::sync::mpsc::UnboundedSender<Ended>>,
     live: Arc<AtomicUsize>,
     waker: &'static Waker,
+    stopping: bool,
 }
 
 const MAX_ROUND: usize = 4096;
 
 impl Core {
     fn run(mut self, rx: Receiver<Msg>) {
-        let mut stopping = false;
         loop {
             let wait = self
                 .timers
@@ -449,14 +450,14 @@ impl Core {
                 .unwrap_or(Duration::from_millis(500))
                 .min(Duration::from_millis(500));
             match rx.recv_timeout(wait) {
-                Ok(m) => stopping |= self.handle(m),
+                Ok(m) => self.handle(m),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             let deadline = Instant::now() + Duration::from_millis(2);
             for _ in 0..MAX_ROUND {
                 match rx.try_recv() {
-                    Ok(m) => stopping |= self.handle(m),
+                    Ok(m) => self.handle(m),
                     Err(_) => break,
                 }
                 if Instant::now() > deadline {
@@ -466,14 +467,14 @@ impl Core {
             self.fire_due_timers();
             self.flush();
             self.live.store(self.sagas.len(), Ordering::Relaxed);
-            if stopping && self.pending.is_empty() {
+            if self.stopping && self.pending.is_empty() {
                 break;
             }
         }
     }
 
-    /// Applies one message; true when it asks the core to stop.
-    fn handle(&mut self, msg: Msg) -> bool {
+    /// Applies one message.
+    fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Start {
                 saga_id,
@@ -494,9 +495,8 @@ impl Core {
                 inbox_id,
             } => self.signal(&saga_id, signal, inbox_id),
             Msg::Committed(ids) => self.committed(&ids),
-            Msg::Shutdown => return true,
+            Msg::Shutdown => self.stopping = true,
         }
-        false
     }
 
     fn start(
@@ -739,6 +739,9 @@ impl Core {
 
     fn carry_out(&mut self, action: Action) {
         match action {
+            // Stopping: no new work, so the pending commits drain. What is
+            // not dispatched now is re-dispatched by recovery.
+            Action::Dispatch { .. } | Action::Timer { .. } if self.stopping => {}
             Action::Dispatch { saga_id, seq, call } => self.dispatch(saga_id, seq, call),
             Action::Timer {
                 fire_at_ms,

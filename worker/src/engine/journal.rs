@@ -15,7 +15,9 @@
 //!   `n` numbers a saga's events from 0 (`started`) without gaps; `seq` is
 //!   the interpreter's operation number for `activity_*` and `timer_fired`;
 //! - `inbox(id, saga_id, signal, at_ms)`: operator signals written by the
-//!   CLI, deleted in the same transaction that journals their delivery.
+//!   CLI, deleted in the same transaction that journals their delivery;
+//!   `AUTOINCREMENT` so ids never repeat (the worker reads rows above the
+//!   last id it has seen).
 //!
 //! Commit protocol (group commit): the engine core hands the writer one
 //! [`Batch`] per round; the writer takes every batch waiting, writes them in
@@ -69,7 +71,7 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (saga_id, n)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbox (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     saga_id TEXT NOT NULL,
     signal TEXT NOT NULL,
     at_ms INTEGER NOT NULL
