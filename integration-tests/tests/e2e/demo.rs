@@ -19,6 +19,7 @@ fn flash_sale_holds_every_invariant_and_is_inspectable() {
     let s = json_line(&out);
     assert_eq!(s["invariants_ok"], true, "{s}");
     assert_eq!(s["orders"], 2000);
+    assert_eq!(s["declined_cards"], 100, "5% of 2000 exactly: {s}");
     let completed = s["completed"].as_u64().unwrap();
     let compensated = s["compensated"].as_u64().unwrap();
     assert_eq!(

@@ -67,6 +67,7 @@ struct SaleMarker {
 #[derive(Debug, Serialize)]
 pub struct Summary {
     orders: usize,
+    declined_cards: usize,
     completed: u64,
     compensated: u64,
     parked: u64,
@@ -84,16 +85,18 @@ pub struct Summary {
     violations: Vec<String>,
 }
 
-/// Deterministic order generator (xorshift), so a resumed sale regenerates
-/// the same orders.
-fn orders(n: usize, skus: usize, decline_rate: f64) -> Vec<Order> {
+/// Deterministic order generator (xorshift for SKUs and customers), so a
+/// resumed sale regenerates the same orders. Decline cards are spread
+/// evenly: exactly `ceil(n * decline_rate)` of them.
+fn generate_orders(n: usize, skus: usize, decline_rate: f64) -> Vec<Order> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     (0..n)
         .map(|i| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let declined = ((x >> 11) as f64 / (1u64 << 53) as f64) < decline_rate;
+            let declined =
+                (i as f64 * decline_rate).ceil() < ((i + 1) as f64 * decline_rate).ceil();
             Order {
                 order_id: format!("order-{i:06}"),
                 customer: format!("customer-{}", x % 50_000),
@@ -178,7 +181,7 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
                 .collect();
             ledger.seed(&stock)?;
             let queue = crate::app::open_queue(&paths)?;
-            let bodies: Vec<String> = orders(args.orders, args.skus, args.decline_rate)
+            let bodies: Vec<String> = generate_orders(args.orders, args.skus, args.decline_rate)
                 .iter()
                 .map(|o| serde_json::to_string(o).expect("orders serialize"))
                 .collect();
@@ -306,6 +309,10 @@ fn summarize(
     }
     Ok(Summary {
         orders: args.orders,
+        declined_cards: generate_orders(args.orders, args.skus, args.decline_rate)
+            .iter()
+            .filter(|o| o.payment_method != "pm_card_visa")
+            .count(),
         completed: s.completed,
         compensated: s.compensated,
         parked: s.parked,
@@ -325,7 +332,11 @@ fn summarize(
 }
 
 fn print_summary(out: &mut impl Write, s: &Summary) -> Result<()> {
-    writeln!(out, "flash sale: {} orders", s.orders)?;
+    writeln!(
+        out,
+        "flash sale: {} orders ({} with decline cards)",
+        s.orders, s.declined_cards
+    )?;
     writeln!(out, "  completed          {}", s.completed)?;
     writeln!(out, "  compensated        {}", s.compensated)?;
     writeln!(out, "  parked             {}", s.parked)?;
