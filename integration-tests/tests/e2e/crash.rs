@@ -154,4 +154,32 @@ fn sigkill_at_random_instants_loses_and_repeats_nothing() {
         created as u64, completed,
         "one order document per completed saga"
     );
+
+    // The provider saw each order's authorization once and captured each
+    // payment at most once, however often the worker died mid-request.
+    let payments = rusqlite::Connection::open(dir.join("payments.db")).unwrap();
+    let twice_authorized: i64 = payments
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT value FROM intent_metadata WHERE key = 'order_id'
+             GROUP BY value HAVING COUNT(*) > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        twice_authorized, 0,
+        "an order was authorized more than once"
+    );
+    let (captured, over_captured): (i64, i64) = payments
+        .query_row(
+            "SELECT COALESCE(SUM(capture_count = 1), 0), COALESCE(SUM(capture_count > 1), 0) FROM intents",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(over_captured, 0, "a payment was captured twice");
+    assert_eq!(
+        captured as u64, completed,
+        "captured payments = completed orders"
+    );
 }
