@@ -3,6 +3,8 @@
 
 mod common;
 
+/// A journal written by an earlier format still opens and recovers.
+mod compat;
 /// `check-config` exit codes and messages through the CLI.
 mod config;
 /// SIGKILL the worker at random instants; every invariant still holds.
