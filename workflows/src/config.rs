@@ -69,6 +69,8 @@ impl fmt::Display for ConfigErrors {
 pub enum EngineKind {
     /// The embedded SQLite journal (one machine).
     Embedded,
+    /// A Temporal cluster (`[temporal]`).
+    Temporal,
 }
 
 /// Where orders come from.
@@ -132,6 +134,17 @@ pub struct EmbeddedSettings {
     pub max_concurrent_activities: usize,
 }
 
+/// Where the Temporal engine finds its cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemporalSettings {
+    /// Frontend address, `host:port` (no scheme).
+    pub address: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Task queue for the saga workflow and its activities.
+    pub task_queue: String,
+}
+
 /// Settings of the HTTP payment adapter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaymentSettings {
@@ -172,6 +185,8 @@ pub struct Config {
     pub profile: Profile,
     /// Embedded engine settings.
     pub embedded: EmbeddedSettings,
+    /// Temporal engine settings.
+    pub temporal: TemporalSettings,
     /// Payment adapter settings.
     pub payment: PaymentSettings,
     /// Stock ledger settings.
@@ -268,6 +283,8 @@ struct RawConfig {
     #[serde(default)]
     embedded: RawEmbedded,
     #[serde(default)]
+    temporal: RawTemporal,
+    #[serde(default)]
     payment: RawPayment,
     #[serde(default)]
     stock: RawStock,
@@ -317,6 +334,39 @@ impl Default for RawEmbedded {
             max_concurrent_activities: default_concurrency(),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTemporal {
+    #[serde(default = "default_temporal_address")]
+    address: Spanned<String>,
+    #[serde(default = "default_namespace")]
+    namespace: String,
+    #[serde(default = "default_task_queue")]
+    task_queue: String,
+}
+
+impl Default for RawTemporal {
+    fn default() -> Self {
+        RawTemporal {
+            address: default_temporal_address(),
+            namespace: default_namespace(),
+            task_queue: default_task_queue(),
+        }
+    }
+}
+
+fn default_temporal_address() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:7233".into())
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+fn default_task_queue() -> String {
+    "sagaflow".into()
 }
 
 #[derive(Deserialize, Default)]
@@ -460,6 +510,14 @@ impl Validator<'_> {
             .as_ref()
             .map_or(0, |d| self.duration(d, &none, "latency"));
 
+        let address = raw.temporal.address.get_ref();
+        if address.contains("://") || !address.contains(':') {
+            self.error(
+                raw.temporal.address.span(),
+                Some("[temporal]".into()),
+                format!("address \"{address}\" is not host:port; write e.g. \"127.0.0.1:7233\" (no scheme)"),
+            );
+        }
         let mut sagas = BTreeMap::new();
         for (name, saga) in raw.sagas {
             let def = self.saga(&name, saga);
@@ -478,6 +536,11 @@ impl Validator<'_> {
             embedded: EmbeddedSettings {
                 group_commit: raw.embedded.group_commit,
                 max_concurrent_activities: concurrency.max(1) as usize,
+            },
+            temporal: TemporalSettings {
+                address: raw.temporal.address.into_inner(),
+                namespace: raw.temporal.namespace,
+                task_queue: raw.temporal.task_queue,
             },
             payment: PaymentSettings {
                 base_url: raw.payment.base_url,

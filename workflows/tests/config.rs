@@ -126,7 +126,7 @@ fn bad_retry_policy_reports_every_problem() {
 fn unknown_engine() {
     assert_eq!(
         broken("bad_engine.toml"),
-        "tests/broken/bad_engine.toml:2: unknown variant `temporal-ish`, expected `embedded`; use one of the listed values"
+        "tests/broken/bad_engine.toml:2: unknown variant `temporal-ish`, expected `embedded` or `temporal`; use one of the listed values"
     );
 }
 

@@ -7,15 +7,18 @@
 //! resumes the same sale (seeding happens once), which is how the crash
 //! test drives it.
 
-use super::run::{runtime, Worker};
+use super::run::{runtime, EngineRun, Worker};
 use crate::app::DataPaths;
 use crate::engine::journal;
 use crate::engine::read;
+use crate::engine::read::Stats;
+use crate::engine::temporal::client::TemporalClient;
 use anyhow::{bail, Context, Result};
 use sagaflow_activities::order::{Order, OrderLine};
 use sagaflow_activities::orders::OrderStore;
 use sagaflow_activities::payment::sandbox::read_ledger;
 use sagaflow_activities::stock::StockLedger;
+use sagaflow_workflows::config::EngineKind;
 use sagaflow_workflows::Config;
 use serde::{Deserialize, Serialize};
 use std::io::{IsTerminal, Write};
@@ -55,12 +58,27 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize)]
 struct SaleMarker {
     orders: usize,
     stock: u64,
     skus: usize,
     decline_rate: f64,
+    /// Order-id prefix of this sale: on Temporal the namespace is shared
+    /// with other sales, so ids must not repeat across them.
+    #[serde(default = "default_prefix")]
+    prefix: String,
+}
+
+fn default_prefix() -> String {
+    "order-".into()
+}
+
+impl SaleMarker {
+    fn same_sale(&self, other: &SaleMarker) -> bool {
+        (self.orders, self.stock, self.skus, self.decline_rate)
+            == (other.orders, other.stock, other.skus, other.decline_rate)
+    }
 }
 
 /// The summary `demo` prints.
@@ -88,7 +106,7 @@ pub struct Summary {
 /// Deterministic order generator (xorshift for SKUs and customers), so a
 /// resumed sale regenerates the same orders. Decline cards are spread
 /// evenly: exactly `ceil(n * decline_rate)` of them.
-fn generate_orders(n: usize, skus: usize, decline_rate: f64) -> Vec<Order> {
+fn generate_orders(prefix: &str, n: usize, skus: usize, decline_rate: f64) -> Vec<Order> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     (0..n)
         .map(|i| {
@@ -98,7 +116,7 @@ fn generate_orders(n: usize, skus: usize, decline_rate: f64) -> Vec<Order> {
             let declined =
                 (i as f64 * decline_rate).ceil() < ((i + 1) as f64 * decline_rate).ceil();
             Order {
-                order_id: format!("order-{i:06}"),
+                order_id: format!("{prefix}{i:06}"),
                 customer: format!("customer-{}", x % 50_000),
                 items: vec![OrderLine {
                     sku: format!("SKU-{}", (x >> 32) as usize % skus + 1),
@@ -140,11 +158,21 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
     }
     let paths = DataPaths::new(&dir)?;
     let marker_path = dir.join("demo.json");
-    let wanted = SaleMarker {
+    let mut wanted = SaleMarker {
         orders: args.orders,
         stock: args.stock,
         skus: args.skus,
         decline_rate: args.decline_rate,
+        prefix: match config.profile.engine {
+            EngineKind::Embedded => default_prefix(),
+            EngineKind::Temporal => format!(
+                "order-{:08x}-",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64 >> 10)
+                    & 0xffff_ffff
+            ),
+        },
     };
     let fresh_sale = match std::fs::read(&marker_path) {
         Ok(bytes) => {
@@ -154,7 +182,7 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
                     marker_path.display()
                 )
             })?;
-            if found != wanted {
+            if !found.same_sale(&wanted) {
                 bail!(
                     "{} holds another sale ({} orders, {} units); pass --fresh to start over or use another --data",
                     dir.display(),
@@ -162,6 +190,7 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
                     found.stock
                 );
             }
+            wanted.prefix = found.prefix;
             false
         }
         Err(_) => true,
@@ -181,7 +210,7 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
                 .collect();
             ledger.seed(&stock)?;
             let queue = crate::app::open_queue(&paths)?;
-            let bodies: Vec<String> = generate_orders(args.orders, args.skus, args.decline_rate)
+            let bodies: Vec<String> = generate_orders(&wanted.prefix, args.orders, args.skus, args.decline_rate)
                 .iter()
                 .map(|o| serde_json::to_string(o).expect("orders serialize"))
                 .collect();
@@ -200,15 +229,18 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
         } else if progress {
             eprintln!("demo: resuming the sale in {}", dir.display());
         }
-        let worker = Worker::start(&config, &paths, "checkout", args.in_flight, None).await?;
-        let journal = journal::open_reader(&paths.journal())?;
+        let mut worker = Worker::start(&config, &paths, "checkout", args.in_flight, None).await?;
+        let source = match &worker.engine {
+            EngineRun::Embedded { .. } => StatsSource::Journal(paths.journal()),
+            EngineRun::Temporal { client, .. } => StatsSource::Temporal(client.scoped(&wanted.prefix)),
+        };
         let mut last_report = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let idle = worker.is_idle(&journal)?;
+            let idle = worker.is_idle().await?;
             if progress && (last_report.elapsed() >= Duration::from_secs(1) || idle) {
                 last_report = Instant::now();
-                let s = read::stats(&journal)?;
+                let s = source.counts().await?;
                 eprintln!(
                     "demo: [{:>5.1}s] {}/{} ended: {} completed, {} compensated, {} parked; {} running",
                     started.elapsed().as_secs_f64(),
@@ -225,8 +257,9 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
             }
         }
         let dead_lettered = worker.queue.counts()?.dead_lettered;
-        worker.stop().await;
-        let summary = summarize(&paths, &args, dead_lettered, started.elapsed())?;
+        worker.stop().await?;
+        let stats = source.stats().await?;
+        let summary = summarize(&paths, &args, &wanted.prefix, stats, dead_lettered, started.elapsed())?;
         let mut out = std::io::stdout().lock();
         if args.json {
             writeln!(out, "{}", serde_json::to_string(&summary)?)?;
@@ -241,14 +274,49 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
     })
 }
 
+/// Where the demo reads saga counts from.
+enum StatsSource {
+    Journal(PathBuf),
+    Temporal(TemporalClient),
+}
+
+impl StatsSource {
+    /// Counts only (cheap, for progress).
+    async fn counts(&self) -> Result<Stats> {
+        match self {
+            StatsSource::Journal(p) => Ok(read::stats(&journal::open_reader(p)?)?),
+            StatsSource::Temporal(c) => {
+                let mut s = Stats {
+                    running: c.count(Some("running")).await?,
+                    compensating: c.count(Some("compensating")).await?,
+                    completed: c.count(Some("completed")).await?,
+                    compensated: c.count(Some("compensated")).await?,
+                    parked: c.count(Some("parked")).await?,
+                    ..Stats::default()
+                };
+                s.total = s.running + s.compensating + s.completed + s.compensated + s.parked;
+                Ok(s)
+            }
+        }
+    }
+
+    /// Counts and latencies.
+    async fn stats(&self) -> Result<Stats> {
+        match self {
+            StatsSource::Journal(p) => Ok(read::stats(&journal::open_reader(p)?)?),
+            StatsSource::Temporal(c) => Ok(c.stats().await?),
+        }
+    }
+}
+
 fn summarize(
     paths: &DataPaths,
     args: &DemoArgs,
+    prefix: &str,
+    s: Stats,
     dead_lettered: i64,
     elapsed: Duration,
 ) -> Result<Summary> {
-    let journal = journal::open_reader(&paths.journal())?;
-    let s = read::stats(&journal)?;
     let stock = StockLedger::read_snapshot(&paths.stock())?;
     let orders = OrderStore::read_snapshot(&paths.orders())?;
     let pay = read_ledger(&paths.payments())?;
@@ -309,7 +377,7 @@ fn summarize(
     }
     Ok(Summary {
         orders: args.orders,
-        declined_cards: generate_orders(args.orders, args.skus, args.decline_rate)
+        declined_cards: generate_orders(prefix, args.orders, args.skus, args.decline_rate)
             .iter()
             .filter(|o| o.payment_method != "pm_card_visa")
             .count(),

@@ -4,12 +4,16 @@ use crate::app::{self, DataPaths};
 use crate::engine::core::now_ms;
 use crate::engine::journal;
 use crate::engine::read;
+use crate::engine::temporal::client::TemporalClient;
 use anyhow::{bail, Context, Result};
 use rusqlite::Connection;
 use sagaflow_activities::stock::StockLedger;
-use sagaflow_workflows::{SagaStatus, Signal};
+use sagaflow_workflows::config::TemporalSettings;
+use sagaflow_workflows::{SagaDef, SagaStatus, Signal};
+use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// `--json`.
@@ -34,7 +38,7 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// Arguments of `show` and `history`.
+/// Arguments of `show`.
 #[derive(Debug, clap::Args)]
 pub struct ShowArgs {
     /// Saga id (the order id)
@@ -42,6 +46,19 @@ pub struct ShowArgs {
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `history`.
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// Saga id (the order id)
+    pub id: String,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Temporal only: write the workflow's Temporal history to FILE in the SDK's replayable JSON form (for replay tests)
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
 }
 
 /// Arguments of `signal`.
@@ -78,6 +95,86 @@ fn find_saga(conn: &Connection, id: &str, data: &Path) -> Result<read::SagaRow> 
     })
 }
 
+/// Where the operator views read from: the embedded journal in a data
+/// directory, or a Temporal cluster. Both give the same rows, so every
+/// command prints the same way on both engines.
+pub enum Source {
+    /// The embedded engine's journal under this data directory.
+    Journal(PathBuf),
+    /// A Temporal cluster.
+    Temporal(TemporalSettings),
+}
+
+/// One saga with everything `show` and `history` print.
+struct SagaView {
+    row: read::SagaRow,
+    def: SagaDef,
+    input: Option<Value>,
+    events: Vec<read::EventRow>,
+}
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f))
+}
+
+impl Source {
+    fn list(&self, status: Option<&str>, limit: usize) -> Result<Vec<read::SagaRow>> {
+        match self {
+            Source::Journal(data) => Ok(read::list(&open_journal(data)?, status, limit)?),
+            Source::Temporal(settings) => block_on(async {
+                TemporalClient::connect(settings)
+                    .await?
+                    .list(status, limit)
+                    .await
+            })?
+            .map_err(Into::into),
+        }
+    }
+
+    fn saga(&self, id: &str) -> Result<SagaView> {
+        match self {
+            Source::Journal(data) => {
+                let conn = open_journal(data)?;
+                let row = find_saga(&conn, id, data)?;
+                let def = read::definition(&conn, &row.def_hash)?.with_context(|| {
+                    format!(
+                        "the definition {} of saga {} is missing from the journal",
+                        row.def_hash, row.id
+                    )
+                })?;
+                Ok(SagaView {
+                    input: read::input(&conn, id)?,
+                    events: read::events(&conn, id)?,
+                    row,
+                    def,
+                })
+            }
+            Source::Temporal(settings) => {
+                let saga =
+                    block_on(async { TemporalClient::connect(settings).await?.saga(id).await })??;
+                Ok(SagaView {
+                    row: saga.row,
+                    def: saga.def,
+                    input: Some(saga.order),
+                    events: saga.events,
+                })
+            }
+        }
+    }
+
+    fn stats(&self) -> Result<read::Stats> {
+        match self {
+            Source::Journal(data) => Ok(read::stats(&open_journal(data)?)?),
+            Source::Temporal(settings) => Ok(block_on(async {
+                TemporalClient::connect(settings).await?.stats().await
+            })??),
+        }
+    }
+}
+
 fn ms_to_utc(ms: u64) -> String {
     let secs = ms / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
@@ -85,9 +182,8 @@ fn ms_to_utc(ms: u64) -> String {
 }
 
 /// `sagaflow list`.
-pub fn list(data: &Path, args: ListArgs) -> Result<ExitCode> {
-    let conn = open_journal(data)?;
-    let rows = read::list(&conn, args.status.as_deref(), args.limit)?;
+pub fn list(source: &Source, args: ListArgs) -> Result<ExitCode> {
+    let rows = source.list(args.status.as_deref(), args.limit)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for r in &rows {
@@ -129,22 +225,19 @@ pub fn list(data: &Path, args: ListArgs) -> Result<ExitCode> {
 }
 
 /// `sagaflow show ID`: the timeline.
-pub fn show(data: &Path, args: ShowArgs) -> Result<ExitCode> {
-    let conn = open_journal(data)?;
-    let saga = find_saga(&conn, &args.id, data)?;
-    let def = read::definition(&conn, &saga.def_hash)?.with_context(|| {
-        format!(
-            "the definition {} of saga {} is missing from the journal",
-            saga.def_hash, saga.id
-        )
-    })?;
-    let events = read::events(&conn, &saga.id)?;
+pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
+    let SagaView {
+        row: saga,
+        def,
+        input,
+        events,
+    } = source.saga(&args.id)?;
     let timeline = read::timeline(&def, &events, &saga.status);
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({
             "saga": saga,
-            "input": read::input(&conn, &saga.id)?,
+            "input": input,
             "timeline": timeline,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
@@ -194,10 +287,22 @@ pub fn show(data: &Path, args: ShowArgs) -> Result<ExitCode> {
 }
 
 /// `sagaflow history ID`: the raw journal.
-pub fn history(data: &Path, args: ShowArgs) -> Result<ExitCode> {
-    let conn = open_journal(data)?;
-    find_saga(&conn, &args.id, data)?;
-    let events = read::events(&conn, &args.id)?;
+pub fn history(source: &Source, args: HistoryArgs) -> Result<ExitCode> {
+    if let Some(file) = &args.export {
+        let Source::Temporal(settings) = source else {
+            bail!("--export writes a Temporal history; pass --engine temporal (the embedded journal is `history --json`)");
+        };
+        let json = block_on(async {
+            TemporalClient::connect(settings)
+                .await?
+                .history_json(&args.id)
+                .await
+        })??;
+        std::fs::write(file, json).with_context(|| format!("cannot write {}", file.display()))?;
+        println!("wrote the history of {} to {}", args.id, file.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let events = source.saga(&args.id)?.events;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&events)?)?;
@@ -219,9 +324,8 @@ pub fn history(data: &Path, args: ShowArgs) -> Result<ExitCode> {
 }
 
 /// `sagaflow stats`.
-pub fn stats(data: &Path, args: JsonArgs) -> Result<ExitCode> {
-    let conn = open_journal(data)?;
-    let s = read::stats(&conn)?;
+pub fn stats(source: &Source, args: JsonArgs) -> Result<ExitCode> {
+    let s = source.stats()?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
@@ -252,7 +356,25 @@ pub fn stats(data: &Path, args: JsonArgs) -> Result<ExitCode> {
 }
 
 /// `sagaflow signal ID SIGNAL`.
-pub fn signal(data: &Path, args: SignalArgs) -> Result<ExitCode> {
+pub fn signal(source: &Source, args: SignalArgs) -> Result<ExitCode> {
+    let signal = Signal::parse(&args.signal).expect("clap checked the value");
+    let data = match source {
+        Source::Journal(data) => data,
+        Source::Temporal(settings) => {
+            block_on(async {
+                TemporalClient::connect(settings)
+                    .await?
+                    .signal(&args.id, signal)
+                    .await
+            })??;
+            println!(
+                "signalled {} to saga {} on Temporal",
+                signal.name(),
+                args.id
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let conn = open_journal(data)?;
     let saga = find_saga(&conn, &args.id, data)?;
     if saga.ended_ms.is_some() {
@@ -262,7 +384,6 @@ pub fn signal(data: &Path, args: SignalArgs) -> Result<ExitCode> {
             saga.status
         );
     }
-    let signal = Signal::parse(&args.signal).expect("clap checked the value");
     read::send_signal(&conn, &saga.id, signal, now_ms())?;
     println!(
         "queued {} for saga {} (status {}); the running worker delivers it",

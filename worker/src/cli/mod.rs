@@ -8,6 +8,7 @@ mod run;
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
 use sagaflow_activities::registry::BUILTIN_ACTIVITIES;
+use sagaflow_workflows::config::EngineKind;
 use sagaflow_workflows::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +28,9 @@ pub struct Args {
     /// Data directory (overrides profile.data_dir)
     #[arg(long, short = 'd', global = true, env = "SAGAFLOW_DATA")]
     data: Option<PathBuf>,
+    /// Engine (overrides profile.engine): embedded, or temporal ([temporal] in sagas.toml)
+    #[arg(long, global = true, value_enum, env = "SAGAFLOW_ENGINE")]
+    engine: Option<EngineArg>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,7 +46,7 @@ enum Command {
     /// Show one saga's timeline: each step and compensation with status, attempts, last error, duration
     Show(inspect::ShowArgs),
     /// Print one saga's raw journal
-    History(inspect::ShowArgs),
+    History(inspect::HistoryArgs),
     /// Counts by status and latency percentiles
     Stats(inspect::JsonArgs),
     /// Send an operator signal (retry) to a parked saga; the running worker delivers it
@@ -60,6 +64,15 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// `--engine`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EngineArg {
+    /// The embedded SQLite journal
+    Embedded,
+    /// A Temporal cluster
+    Temporal,
+}
+
 #[derive(Debug, clap::Args)]
 struct CheckArgs {
     /// The file to check [default: the --config file, ./sagas.toml, or the built-in one]
@@ -75,7 +88,20 @@ pub fn parse() -> Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     init_tracing(matches!(args.command, Command::Run(_)));
     let config_path = args.config.clone();
-    let load = |p: Option<&Path>| load_config(p.or(config_path.as_deref()));
+    let engine = args.engine;
+    let load = |p: Option<&Path>| -> Result<Config> {
+        let mut config = load_config(p.or(config_path.as_deref()))?;
+        match engine {
+            Some(EngineArg::Embedded) => config.profile.engine = EngineKind::Embedded,
+            Some(EngineArg::Temporal) => config.profile.engine = EngineKind::Temporal,
+            None => {}
+        }
+        Ok(config)
+    };
+    let source = |config: &Config, data: Option<PathBuf>| match config.profile.engine {
+        EngineKind::Embedded => inspect::Source::Journal(data_dir(config, data)),
+        EngineKind::Temporal => inspect::Source::Temporal(config.temporal.clone()),
+    };
     match args.command {
         Command::CheckConfig(c) => check_config(c.file.as_deref().or(config_path.as_deref())),
         Command::Run(r) => {
@@ -87,11 +113,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let config = load(None)?;
             run::submit(&data_dir(&config, args.data), s)
         }
-        Command::List(l) => inspect::list(&data_dir(&load(None)?, args.data), l),
-        Command::Show(s) => inspect::show(&data_dir(&load(None)?, args.data), s),
-        Command::History(s) => inspect::history(&data_dir(&load(None)?, args.data), s),
-        Command::Stats(s) => inspect::stats(&data_dir(&load(None)?, args.data), s),
-        Command::Signal(s) => inspect::signal(&data_dir(&load(None)?, args.data), s),
+        Command::List(l) => inspect::list(&source(&load(None)?, args.data), l),
+        Command::Show(s) => inspect::show(&source(&load(None)?, args.data), s),
+        Command::History(s) => inspect::history(&source(&load(None)?, args.data), s),
+        Command::Stats(s) => inspect::stats(&source(&load(None)?, args.data), s),
+        Command::Signal(s) => inspect::signal(&source(&load(None)?, args.data), s),
         Command::Stock(c) => inspect::stock(&data_dir(&load(None)?, args.data), c),
         Command::DeadLetters(a) => inspect::dead_letters(&data_dir(&load(None)?, args.data), a),
         Command::Demo(d) => {

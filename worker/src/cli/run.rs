@@ -1,11 +1,14 @@
 //! `sagaflow run` (the worker) and `sagaflow submit` (the producer).
 
 use crate::app::{self, Adapters, DataPaths};
-use crate::engine::{Definition, Ended, Engine};
+use crate::engine::temporal::client::TemporalClient;
+use crate::engine::temporal::worker::run_worker;
+use crate::engine::{Definition, Ended, Engine, Starter};
 use crate::trigger::embedded::{self, TriggerConfig};
 use anyhow::{bail, Context, Result};
 use sagaflow_activities::queue::EmbeddedQueue;
 use sagaflow_activities::Order;
+use sagaflow_workflows::config::EngineKind;
 use sagaflow_workflows::Config;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -46,21 +49,44 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The engine a worker runs sagas on.
+pub enum EngineRun {
+    /// The embedded engine, in this process.
+    Embedded {
+        /// The engine.
+        engine: Engine,
+        /// A reader of its journal (idle checks).
+        journal: rusqlite::Connection,
+    },
+    /// A Temporal worker on its own thread (the SDK's worker future is not
+    /// `Send`), polling the cluster.
+    Temporal {
+        /// Client for starts and idle checks.
+        client: TemporalClient,
+        /// Tells the worker thread to shut down.
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        /// The worker thread; its result says why it ended.
+        thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    },
+}
+
 /// A running worker: adapters, engine, trigger, stock reaper.
 pub struct Worker {
     /// The adapters (stock ledger, order store, sandbox), alive while the worker is.
     pub _adapters: Adapters,
     /// The engine.
-    pub engine: Engine,
+    pub engine: EngineRun,
     /// The queue the trigger consumes.
     pub queue: Arc<EmbeddedQueue>,
     stop: Arc<AtomicBool>,
     trigger: tokio::task::JoinHandle<()>,
     reaper: tokio::task::JoinHandle<()>,
+    idle_streak: u32,
 }
 
 impl Worker {
-    /// Starts everything the profile selects; recovery runs first.
+    /// Starts everything the profile selects; on the embedded engine
+    /// recovery runs first.
     pub async fn start(
         config: &Config,
         paths: &DataPaths,
@@ -70,18 +96,91 @@ impl Worker {
     ) -> Result<Worker> {
         let def = Definition::new(config.saga(saga).map_err(anyhow::Error::msg)?.clone());
         let adapters = app::start_adapters(config, paths).await?;
-        let engine = app::start_engine(config, paths, adapters.registry.clone(), ended, None)?;
-        if engine.recovered > 0 {
-            tracing::info!(
-                sagas = engine.recovered,
-                "recovered open sagas from the journal"
-            );
+        for saga in config.sagas.values() {
+            for step in &saga.steps {
+                for name in std::iter::once(&step.action).chain(step.compensation.as_ref()) {
+                    if !adapters.registry.contains(name) {
+                        bail!(
+                            "saga {} step {} uses {name}, which this worker does not register; registered: {}",
+                            saga.name,
+                            step.name,
+                            adapters.registry.names().join(", ")
+                        );
+                    }
+                }
+            }
         }
+        let (engine, starter) = match config.profile.engine {
+            EngineKind::Embedded => {
+                let engine =
+                    app::start_engine(config, paths, adapters.registry.clone(), ended, None)?;
+                if engine.recovered > 0 {
+                    tracing::info!(
+                        sagas = engine.recovered,
+                        "recovered open sagas from the journal"
+                    );
+                }
+                let starter = Starter::Embedded(engine.handle());
+                let journal = crate::engine::journal::open_reader(&paths.journal())?;
+                (EngineRun::Embedded { engine, journal }, starter)
+            }
+            EngineKind::Temporal => {
+                let client = TemporalClient::connect(&config.temporal).await?;
+                client.check_search_attributes().await?;
+                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+                let registry = adapters.registry.clone();
+                let settings = config.temporal.clone();
+                let thread = std::thread::Builder::new()
+                    .name("sagaflow-temporal".into())
+                    .spawn(move || -> Result<(), String> {
+                        let rt = tokio::runtime::Builder::new_multi_thread()
+                            .enable_all()
+                            .thread_name("sagaflow-temporal-rt")
+                            .build()
+                            .map_err(|e| e.to_string())?;
+                        rt.block_on(async move {
+                            let client = TemporalClient::connect(&settings)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            let _ = ready_tx.send(());
+                            run_worker(&client, registry, async {
+                                let _ = stop_rx.await;
+                            })
+                            .await
+                            .map_err(|e| e.to_string())
+                        })
+                    })?;
+                if ready_rx.await.is_err() {
+                    let why = thread
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("the Temporal worker thread panicked"))?;
+                    bail!(
+                        "the Temporal worker did not start: {}",
+                        why.err().unwrap_or_default()
+                    );
+                }
+                tracing::info!(
+                    address = config.temporal.address,
+                    task_queue = config.temporal.task_queue,
+                    "Temporal worker polling"
+                );
+                let starter = Starter::Temporal(client.clone());
+                (
+                    EngineRun::Temporal {
+                        client,
+                        stop: Some(stop_tx),
+                        thread: Some(thread),
+                    },
+                    starter,
+                )
+            }
+        };
         let queue = Arc::new(app::open_queue(paths)?);
         let stop = Arc::new(AtomicBool::new(false));
         let trigger = tokio::spawn(embedded::run(
             queue.clone(),
-            engine.handle(),
+            starter,
             def,
             TriggerConfig {
                 max_live,
@@ -98,30 +197,72 @@ impl Worker {
             stop,
             trigger,
             reaper,
+            idle_streak: 0,
         })
     }
 
     /// True when the queue is empty, no saga is running or compensating,
     /// and no operator signal waits for delivery (parked sagas wait for an
-    /// operator, so they do not keep the worker busy).
-    pub fn is_idle(&self, journal: &rusqlite::Connection) -> Result<bool> {
+    /// operator, so they do not keep the worker busy). On Temporal,
+    /// visibility lags a little, so idleness must hold for three checks in
+    /// a row.
+    pub async fn is_idle(&mut self) -> Result<bool> {
         let pending = self.queue.counts()?.pending;
-        let open: i64 = journal.query_row(
-            "SELECT (SELECT COUNT(*) FROM sagas WHERE status IN ('running', 'compensating'))
-                  + (SELECT COUNT(*) FROM inbox)",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(pending == 0 && open == 0)
+        let (open, needed) = match &self.engine {
+            EngineRun::Embedded { journal, .. } => {
+                let open: i64 = journal.query_row(
+                    "SELECT (SELECT COUNT(*) FROM sagas WHERE status IN ('running', 'compensating'))
+                          + (SELECT COUNT(*) FROM inbox)",
+                    [],
+                    |r| r.get(0),
+                )?;
+                (open as u64, 1)
+            }
+            EngineRun::Temporal { client, thread, .. } => {
+                if thread.as_ref().is_some_and(|t| t.is_finished()) {
+                    bail!("the Temporal worker stopped; see the log above");
+                }
+                let open = client.count(Some("running")).await?
+                    + client.count(Some("compensating")).await?;
+                (open, 3)
+            }
+        };
+        if pending == 0 && open == 0 {
+            self.idle_streak += 1;
+        } else {
+            self.idle_streak = 0;
+        }
+        Ok(self.idle_streak >= needed)
     }
 
-    /// Stops the trigger, then the engine (pending journal writes finish).
-    pub async fn stop(self) {
+    /// Stops the trigger, then the engine (pending journal writes finish;
+    /// the Temporal worker shuts down gracefully).
+    pub async fn stop(self) -> Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.trigger.await;
         self.reaper.abort();
-        let engine = self.engine;
-        let _ = tokio::task::spawn_blocking(move || engine.stop()).await;
+        match self.engine {
+            EngineRun::Embedded { engine, journal } => {
+                drop(journal);
+                let _ = tokio::task::spawn_blocking(move || engine.stop()).await;
+            }
+            EngineRun::Temporal {
+                mut stop,
+                mut thread,
+                ..
+            } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                if let Some(thread) = thread.take() {
+                    let result = tokio::task::spawn_blocking(move || thread.join())
+                        .await?
+                        .map_err(|_| anyhow::anyhow!("the Temporal worker thread panicked"))?;
+                    result.map_err(anyhow::Error::msg)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -130,21 +271,20 @@ pub fn run(config: Config, data: &Path, args: RunArgs) -> Result<ExitCode> {
     let paths = DataPaths::new(data)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let worker = Worker::start(&config, &paths, &args.saga, args.max_live, None).await?;
-        tracing::info!(data = %data.display(), saga = args.saga, "worker running; Ctrl-C stops it");
-        let journal = crate::engine::journal::open_reader(&paths.journal())?;
+        let mut worker = Worker::start(&config, &paths, &args.saga, args.max_live, None).await?;
+        tracing::info!(data = %data.display(), saga = args.saga, engine = ?config.profile.engine, "worker running; Ctrl-C stops it");
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    if args.until_idle && worker.is_idle(&journal)? {
+                    if args.until_idle && worker.is_idle().await? {
                         break;
                     }
                 }
             }
         }
         tracing::info!("stopping");
-        worker.stop().await;
+        worker.stop().await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -6,12 +6,66 @@
 //!   commit that justifies them;
 //! - [`read`]: read-only queries for the CLI (list, show, history, stats).
 //!
+//! - [`temporal`]: the same sagas on a Temporal cluster.
+//!
 //! Live sagas stay in memory; the journal is replayed only on start-up
 //! (recovery). Activities run on the tokio runtime with bounded
 //! concurrency; each is at-least-once, made safe by idempotency keys.
+//! [`Starter`] is the one thing triggers know about engines.
 
 pub mod core;
 pub mod journal;
 pub mod read;
+pub mod temporal;
 
 pub use self::core::{Definition, Ended, Engine, EngineConfig, EngineHandle, StartOutcome};
+
+use self::temporal::client::TemporalClient;
+use self::temporal::workflow::SagaInput;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Where saga starts go: the embedded engine or a Temporal cluster.
+#[derive(Clone)]
+pub enum Starter {
+    /// The embedded engine in this process.
+    Embedded(EngineHandle),
+    /// A Temporal cluster.
+    Temporal(TemporalClient),
+}
+
+impl Starter {
+    /// Starts a saga; resolves once the start is durable. Starting an id
+    /// that exists is a harmless duplicate on both engines.
+    pub async fn start(
+        &self,
+        saga_id: String,
+        def: Arc<Definition>,
+        order: Value,
+    ) -> Result<StartOutcome, String> {
+        match self {
+            Starter::Embedded(h) => h
+                .start(saga_id, def, order)
+                .await
+                .map_err(|e| e.to_string()),
+            Starter::Temporal(c) => c
+                .start(SagaInput {
+                    saga_id,
+                    def_hash: def.hash.clone(),
+                    def: def.def.clone(),
+                    order,
+                })
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Sagas held in memory by this process (0 on Temporal: the cluster
+    /// holds them, and queues work rather than refusing it).
+    pub fn live(&self) -> usize {
+        match self {
+            Starter::Embedded(h) => h.live(),
+            Starter::Temporal(_) => 0,
+        }
+    }
+}

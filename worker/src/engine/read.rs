@@ -226,7 +226,7 @@ pub fn timeline(def: &SagaDef, events: &[EventRow], status: &str) -> Vec<Timelin
 }
 
 /// Counts and latencies over the whole journal.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
     /// Sagas in all.
     pub total: u64,

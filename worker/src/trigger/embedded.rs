@@ -8,7 +8,7 @@
 //! point loses nothing (a redelivered message is a harmless duplicate start:
 //! the saga id is the order id).
 
-use crate::engine::{Definition, EngineHandle, StartOutcome};
+use crate::engine::{Definition, StartOutcome, Starter};
 use sagaflow_activities::queue::EmbeddedQueue;
 use sagaflow_activities::Order;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub struct TriggerConfig {
 /// Consumes the queue until `stop` is set.
 pub async fn run(
     queue: Arc<EmbeddedQueue>,
-    engine: EngineHandle,
+    engine: Starter,
     def: Arc<Definition>,
     config: TriggerConfig,
     stop: Arc<std::sync::atomic::AtomicBool>,

@@ -1,0 +1,515 @@
+//! Talking to the cluster: start, signal, and the CLI's views.
+//!
+//! The views (list, show, history, stats) produce the same rows as the
+//! embedded engine's [`read`](crate::engine::read) module, so the CLI prints
+//! both engines the same way: list and stats come from visibility (the
+//! `SagaStatus` and `SagaName` search attributes), show and history from the
+//! workflow's Temporal history, translated into sagaflow's journal events.
+
+use super::workflow::{SagaInput, SagaWorkflow, SAGA_NAME, SAGA_STATUS, WORKFLOW_TYPE};
+use crate::engine::journal::AttemptBody;
+use crate::engine::read::{percentile, EventRow, SagaRow, Stats};
+use crate::engine::StartOutcome;
+use futures::TryStreamExt;
+use sagaflow_workflows::config::TemporalSettings;
+use sagaflow_workflows::{ActivityCall, ActivityError, SagaDef, SagaStatus, Signal};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+use temporalio_client::errors::WorkflowStartError;
+use temporalio_client::{
+    Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowCountOptions,
+    WorkflowFetchHistoryOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    WorkflowListOptions, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
+};
+use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
+use temporalio_common::protos::temporal::api::failure::v1::{failure::FailureInfo, Failure};
+use temporalio_common::protos::temporal::api::history::v1::{
+    history_event::Attributes, HistoryEvent,
+};
+use temporalio_common::search_attributes::SearchAttributes;
+
+/// Errors talking to the Temporal cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum TemporalError {
+    /// The cluster did not answer.
+    #[error("cannot reach Temporal at {address} ({source}); start it (`scripts/services.sh temporal` runs a dev server) or fix [temporal] address in sagas.toml")]
+    Connect {
+        /// The address tried.
+        address: String,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A request failed.
+    #[error("temporal request failed: {0}")]
+    Request(String),
+    /// No saga with that id.
+    #[error(
+        "no saga {0} on the Temporal cluster; `sagaflow list --engine temporal` shows the ids"
+    )]
+    NotFound(String),
+}
+
+fn request<E: std::fmt::Display>(e: E) -> TemporalError {
+    TemporalError::Request(e.to_string())
+}
+
+/// A connected client plus the settings it was made from.
+#[derive(Clone)]
+pub struct TemporalClient {
+    /// The SDK client.
+    pub client: Client,
+    /// Address, namespace, task queue.
+    pub settings: TemporalSettings,
+    /// When set, views only see sagas whose id starts with it (a demo sale
+    /// shares the namespace with everything else).
+    pub scope: Option<String>,
+}
+
+fn ms(t: Option<SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl TemporalClient {
+    /// Connects to the cluster in `settings`.
+    pub async fn connect(settings: &TemporalSettings) -> Result<TemporalClient, TemporalError> {
+        let connect_err =
+            |source: Box<dyn std::error::Error + Send + Sync>| TemporalError::Connect {
+                address: settings.address.clone(),
+                source,
+            };
+        let url = Url::from_str(&format!("http://{}", settings.address))
+            .map_err(|e| connect_err(Box::new(e)))?;
+        let connection = Connection::connect(
+            ConnectionOptions::new(url)
+                .identity(format!("sagaflow-{}", std::process::id()))
+                .build(),
+        )
+        .await
+        .map_err(|e| connect_err(Box::new(e)))?;
+        let client = Client::new(
+            connection,
+            ClientOptions::new(settings.namespace.clone()).build(),
+        )
+        .map_err(|e| connect_err(Box::new(e)))?;
+        Ok(TemporalClient {
+            client,
+            settings: settings.clone(),
+            scope: None,
+        })
+    }
+
+    /// The same client, its views limited to ids starting with `prefix`.
+    pub fn scoped(&self, prefix: &str) -> TemporalClient {
+        TemporalClient {
+            scope: Some(prefix.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// The visibility query selecting saga workflows in scope, with `extra`
+    /// conditions.
+    fn query(&self, extra: Option<String>) -> String {
+        let mut q = format!("WorkflowType = '{WORKFLOW_TYPE}'");
+        if let Some(prefix) = &self.scope {
+            q.push_str(&format!(" AND WorkflowId STARTS_WITH '{prefix}'"));
+        }
+        if let Some(extra) = extra {
+            q.push_str(" AND ");
+            q.push_str(&extra);
+        }
+        q
+    }
+
+    fn status_query(&self, status: Option<&str>) -> String {
+        self.query(status.map(|s| format!("SagaStatus = '{s}'")))
+    }
+
+    /// Starts a saga workflow (workflow id = saga id). A saga that is
+    /// running or has ended already is a harmless duplicate: nothing new
+    /// runs.
+    pub async fn start(&self, input: SagaInput) -> Result<StartOutcome, TemporalError> {
+        let options =
+            WorkflowStartOptions::new(self.settings.task_queue.clone(), input.saga_id.clone())
+                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+                .search_attributes(SearchAttributes::new([
+                    SAGA_STATUS.value_set("running".to_owned()),
+                    SAGA_NAME.value_set(input.def.name.clone()),
+                ]))
+                .build();
+        match self
+            .client
+            .start_workflow(SagaWorkflow::run, input, options)
+            .await
+        {
+            Ok(_) => Ok(StartOutcome::Started),
+            Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(StartOutcome::Duplicate),
+            Err(e) => Err(request(e)),
+        }
+    }
+
+    /// Fails with what to run when the cluster lacks the `SagaStatus` or
+    /// `SagaName` search attributes (starts and status upserts would fail).
+    pub async fn check_search_attributes(&self) -> Result<(), TemporalError> {
+        let probe = format!(
+            "WorkflowType = '{WORKFLOW_TYPE}' AND SagaStatus = 'running' AND SagaName = 'checkout'"
+        );
+        match self.client.count_workflows(probe, WorkflowCountOptions::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(TemporalError::Request(format!(
+                "the namespace {} lacks the SagaStatus/SagaName search attributes ({e}); create them: \
+                 temporal operator search-attribute create --namespace {} --name SagaStatus --type Keyword \
+                 && temporal operator search-attribute create --namespace {} --name SagaName --type Keyword \
+                 (scripts/services.sh starts a dev server that has them)",
+                self.settings.namespace, self.settings.namespace, self.settings.namespace
+            ))),
+        }
+    }
+
+    /// Sends an operator signal.
+    pub async fn signal(&self, saga_id: &str, signal: Signal) -> Result<(), TemporalError> {
+        self.client
+            .get_workflow_handle::<SagaWorkflow>(saga_id)
+            .signal(
+                SagaWorkflow::operator,
+                signal,
+                WorkflowSignalOptions::default(),
+            )
+            .await
+            .map_err(|e| match e.to_string() {
+                s if s.contains("not found") => TemporalError::NotFound(saga_id.to_owned()),
+                s => TemporalError::Request(s),
+            })
+    }
+
+    /// Counts sagas of a status (or all), through visibility.
+    pub async fn count(&self, status: Option<&str>) -> Result<u64, TemporalError> {
+        let n = self
+            .client
+            .count_workflows(self.status_query(status), WorkflowCountOptions::default())
+            .await
+            .map_err(request)?;
+        Ok(n.count() as u64)
+    }
+
+    /// Lists sagas, newest first, as the embedded engine's rows.
+    pub async fn list(
+        &self,
+        status: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SagaRow>, TemporalError> {
+        let mut rows: Vec<SagaRow> = self
+            .client
+            .list_workflows(self.status_query(status), WorkflowListOptions::default())
+            .map_err(request)
+            .try_filter_map(|wf| async move {
+                let sa = wf.search_attributes();
+                let created = ms(wf.start_time());
+                let ended = wf.close_time().map(|t| ms(Some(t)));
+                Ok(Some(SagaRow {
+                    id: wf.id().to_owned(),
+                    saga: sa.get(&SAGA_NAME).unwrap_or_default(),
+                    status: sa.get(&SAGA_STATUS).unwrap_or_else(|| "running".into()),
+                    reason: None,
+                    created_ms: created,
+                    updated_ms: ended.unwrap_or(created),
+                    ended_ms: ended,
+                    def_hash: String::new(),
+                }))
+            })
+            .try_collect()
+            .await?;
+        rows.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(a.id.cmp(&b.id)));
+        rows.truncate(limit);
+        for row in rows.iter_mut().filter(|r| r.status == "parked") {
+            row.reason = self
+                .status(&row.id)
+                .await?
+                .and_then(|s| s.reason().map(str::to_owned));
+        }
+        Ok(rows)
+    }
+
+    /// The saga's status as its workflow reports it (a query).
+    pub async fn status(&self, saga_id: &str) -> Result<Option<SagaStatus>, TemporalError> {
+        self.client
+            .get_workflow_handle::<SagaWorkflow>(saga_id)
+            .query(SagaWorkflow::status, (), WorkflowQueryOptions::default())
+            .await
+            .map_err(request)
+    }
+
+    /// The raw Temporal history of a saga.
+    pub async fn raw_history(&self, saga_id: &str) -> Result<Vec<HistoryEvent>, TemporalError> {
+        self.client
+            .get_workflow_handle::<SagaWorkflow>(saga_id)
+            .fetch_history(WorkflowFetchHistoryOptions::default())
+            .into_events()
+            .await
+            .map_err(|e| match e.to_string() {
+                s if s.contains("not found") => TemporalError::NotFound(saga_id.to_owned()),
+                s => TemporalError::Request(s),
+            })
+    }
+
+    /// The saga's history in the SDK's replayable JSON form (for recorded
+    /// replay tests).
+    pub async fn history_json(&self, saga_id: &str) -> Result<Vec<u8>, TemporalError> {
+        self.client
+            .get_workflow_handle::<SagaWorkflow>(saga_id)
+            .fetch_history(WorkflowFetchHistoryOptions::default())
+            .to_json()
+            .await
+            .map_err(request)
+    }
+
+    /// One saga: its row, definition and journal, from its history.
+    pub async fn saga(&self, saga_id: &str) -> Result<TemporalSaga, TemporalError> {
+        let events = self.raw_history(saga_id).await?;
+        let translated = translate(&events);
+        let input = translated
+            .input
+            .ok_or_else(|| TemporalError::NotFound(saga_id.to_owned()))?;
+        let status = self
+            .status(saga_id)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| {
+                SagaStatus::from_parts(&translated.last_status, None).unwrap_or(SagaStatus::Running)
+            });
+        let created = translated.events.first().map_or(0, |e| e.at_ms);
+        let ended = status
+            .is_terminal()
+            .then(|| translated.events.last().map_or(created, |e| e.at_ms));
+        Ok(TemporalSaga {
+            row: SagaRow {
+                id: saga_id.to_owned(),
+                saga: input.def.name.clone(),
+                status: status.name().to_owned(),
+                reason: status.reason().map(str::to_owned),
+                created_ms: created,
+                updated_ms: translated.events.last().map_or(created, |e| e.at_ms),
+                ended_ms: ended,
+                def_hash: input.def_hash.clone(),
+            },
+            def: input.def,
+            order: input.order,
+            events: translated.events,
+        })
+    }
+
+    /// Counts by status and latency percentiles over ended sagas.
+    pub async fn stats(&self) -> Result<Stats, TemporalError> {
+        let mut s = Stats {
+            total: 0,
+            running: self.count(Some("running")).await?,
+            compensating: self.count(Some("compensating")).await?,
+            completed: self.count(Some("completed")).await?,
+            compensated: self.count(Some("compensated")).await?,
+            parked: self.count(Some("parked")).await?,
+            sagas_per_sec: 0.0,
+            p50_ms: 0,
+            p99_ms: 0,
+            events: 0,
+            inbox: 0,
+        };
+        s.total = s.running + s.compensating + s.completed + s.compensated + s.parked;
+        let spans: Vec<(u64, u64, i64)> = self
+            .client
+            .list_workflows(
+                self.query(Some("ExecutionStatus = 'Completed'".into())),
+                WorkflowListOptions::default(),
+            )
+            .map_err(request)
+            .and_then(|wf| async move {
+                Ok((
+                    ms(wf.start_time()),
+                    ms(wf.close_time()),
+                    wf.history_length(),
+                ))
+            })
+            .try_collect()
+            .await?;
+        let mut lat: Vec<u64> = spans.iter().map(|(a, b, _)| b.saturating_sub(*a)).collect();
+        lat.sort_unstable();
+        s.p50_ms = percentile(&lat, 0.5);
+        s.p99_ms = percentile(&lat, 0.99);
+        s.events = spans.iter().map(|(_, _, n)| *n as u64).sum();
+        if let (Some(first), Some(last)) = (
+            spans.iter().map(|(a, _, _)| *a).min(),
+            spans.iter().map(|(_, b, _)| *b).max(),
+        ) {
+            let secs = last.saturating_sub(first).max(1) as f64 / 1000.0;
+            s.sagas_per_sec = (lat.len() as f64 / secs * 10.0).round() / 10.0;
+        }
+        Ok(s)
+    }
+}
+
+/// A saga read back from Temporal.
+pub struct TemporalSaga {
+    /// The list row.
+    pub row: SagaRow,
+    /// The definition it runs.
+    pub def: SagaDef,
+    /// Its order.
+    pub order: Value,
+    /// Its history as sagaflow journal events.
+    pub events: Vec<EventRow>,
+}
+
+struct Translated {
+    input: Option<SagaInput>,
+    events: Vec<EventRow>,
+    last_status: String,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(payloads: Option<&Payloads>) -> Option<T> {
+    payloads
+        .and_then(|p| p.payloads.first())
+        .and_then(|p: &Payload| serde_json::from_slice(&p.data).ok())
+}
+
+/// The sagaflow error inside an activity failure (its details), or one
+/// made from the failure's message.
+fn failure_error(failure: Option<&Failure>) -> ActivityError {
+    let mut f = failure;
+    while let Some(failure) = f {
+        if let Some(FailureInfo::ApplicationFailureInfo(app)) = &failure.failure_info {
+            if let Some(e) = decode::<ActivityError>(app.details.as_ref()) {
+                return e;
+            }
+            return ActivityError {
+                kind: app.r#type.clone(),
+                message: failure.message.clone(),
+                retryable: !app.non_retryable,
+            };
+        }
+        if let Some(FailureInfo::TimeoutFailureInfo(_)) = &failure.failure_info {
+            return ActivityError::retryable("timeout", failure.message.clone());
+        }
+        f = failure.cause.as_deref();
+    }
+    ActivityError::retryable(
+        "activity_failed",
+        failure.map_or_else(String::new, |f| f.message.clone()),
+    )
+}
+
+/// Translates a Temporal history into sagaflow journal events: started,
+/// activity_completed / activity_failed (with step, phase, attempt),
+/// timer_fired, signal, status.
+fn translate(history: &[HistoryEvent]) -> Translated {
+    let mut out = Translated {
+        input: None,
+        events: Vec::new(),
+        last_status: "running".into(),
+    };
+    let mut scheduled: HashMap<i64, (ActivityCall, u64)> = HashMap::new();
+    let push = |events: &mut Vec<EventRow>, at_ms: u64, kind: &str, body: Value| {
+        events.push(EventRow {
+            n: events.len() as u32,
+            at_ms,
+            kind: kind.to_owned(),
+            seq: None,
+            body,
+        });
+    };
+    for ev in history {
+        let at_ms = ev.event_time.as_ref().map_or(0, |t| {
+            (t.seconds.max(0) as u64) * 1000 + (t.nanos.max(0) as u64) / 1_000_000
+        });
+        let attempt = |call: &ActivityCall,
+                       started_ms: u64,
+                       output: Option<Value>,
+                       error: Option<ActivityError>| {
+            serde_json::to_value(AttemptBody {
+                step: call.step.clone(),
+                activity: call.activity.clone(),
+                phase: call.phase,
+                attempt: call.attempt,
+                started_ms,
+                output,
+                error,
+            })
+            .unwrap_or(Value::Null)
+        };
+        match &ev.attributes {
+            Some(Attributes::WorkflowExecutionStartedEventAttributes(a)) => {
+                out.input = decode(a.input.as_ref());
+                push(&mut out.events, at_ms, "started", json!({}));
+            }
+            Some(Attributes::ActivityTaskScheduledEventAttributes(a)) => {
+                if let Some(call) = decode::<ActivityCall>(a.input.as_ref()) {
+                    scheduled.insert(ev.event_id, (call, at_ms));
+                }
+            }
+            Some(Attributes::ActivityTaskCompletedEventAttributes(a)) => {
+                if let Some((call, started)) = scheduled.get(&a.scheduled_event_id) {
+                    let body = attempt(
+                        call,
+                        *started,
+                        Some(decode(a.result.as_ref()).unwrap_or(Value::Null)),
+                        None,
+                    );
+                    push(&mut out.events, at_ms, "activity_completed", body);
+                }
+            }
+            Some(Attributes::ActivityTaskFailedEventAttributes(a)) => {
+                if let Some((call, started)) = scheduled.get(&a.scheduled_event_id) {
+                    let body = attempt(
+                        call,
+                        *started,
+                        None,
+                        Some(failure_error(a.failure.as_ref())),
+                    );
+                    push(&mut out.events, at_ms, "activity_failed", body);
+                }
+            }
+            Some(Attributes::ActivityTaskTimedOutEventAttributes(a)) => {
+                if let Some((call, started)) = scheduled.get(&a.scheduled_event_id) {
+                    let error = ActivityError::retryable(
+                        "timeout",
+                        format!("no result within {}ms", call.timeout_ms),
+                    );
+                    let body = attempt(call, *started, None, Some(error));
+                    push(&mut out.events, at_ms, "activity_failed", body);
+                }
+            }
+            Some(Attributes::TimerFiredEventAttributes(_)) => {
+                push(&mut out.events, at_ms, "timer_fired", json!({}));
+            }
+            Some(Attributes::WorkflowExecutionSignaledEventAttributes(a)) => {
+                let signal: Value = decode(a.input.as_ref()).unwrap_or(Value::Null);
+                push(
+                    &mut out.events,
+                    at_ms,
+                    "signal",
+                    json!({ "signal": signal }),
+                );
+            }
+            Some(Attributes::UpsertWorkflowSearchAttributesEventAttributes(a)) => {
+                let status = a
+                    .search_attributes
+                    .as_ref()
+                    .and_then(|s| s.indexed_fields.get("SagaStatus"))
+                    .and_then(|p| serde_json::from_slice::<String>(&p.data).ok());
+                if let Some(status) = status {
+                    out.last_status = status.clone();
+                    push(
+                        &mut out.events,
+                        at_ms,
+                        "status",
+                        json!({ "status": status }),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}

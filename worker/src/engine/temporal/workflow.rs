@@ -1,0 +1,183 @@
+//! `SagaWorkflow`: the generic saga interpreter as a Temporal workflow.
+
+use sagaflow_workflows::{
+    run_saga, ActivityCall, ActivityError, SagaContext, SagaDef, SagaOutcome, SagaStatus, Signal,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::{Duration, UNIX_EPOCH};
+use temporalio_common::error::IncomingError;
+use temporalio_common::search_attributes::SearchAttributeKey;
+use temporalio_common::{ActivityDefinition, RetryPolicy};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
+};
+
+/// The workflow type name in Temporal.
+pub const WORKFLOW_TYPE: &str = "SagaWorkflow";
+/// Keyword search attribute holding the status name.
+pub const SAGA_STATUS: SearchAttributeKey<String> = SearchAttributeKey::keyword("SagaStatus");
+/// Keyword search attribute holding the saga name.
+pub const SAGA_NAME: SearchAttributeKey<String> = SearchAttributeKey::keyword("SagaName");
+
+/// What a saga workflow starts with: everything it needs, nothing read
+/// later.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SagaInput {
+    /// Saga id (also the workflow id).
+    pub saga_id: String,
+    /// Content hash of `def`.
+    pub def_hash: String,
+    /// The resolved saga definition.
+    pub def: SagaDef,
+    /// The order.
+    pub order: Value,
+}
+
+/// Calls an activity by its registered name.
+pub struct NamedActivity(pub String);
+
+impl ActivityDefinition for NamedActivity {
+    type Input = ActivityCall;
+    type Output = Value;
+    fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The saga workflow's state: the signal inbox and the status.
+#[workflow]
+#[derive(Default)]
+pub struct SagaWorkflow {
+    inbox: VecDeque<Signal>,
+    status: Option<SagaStatus>,
+}
+
+#[workflow_methods]
+impl SagaWorkflow {
+    /// Runs the saga to its end (parked sagas wait here for a signal).
+    #[allow(missing_docs)]
+    #[run(name = WORKFLOW_TYPE)]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: SagaInput,
+    ) -> WorkflowResult<SagaOutcome> {
+        let saga = TemporalSaga {
+            ctx: ctx.clone(),
+            saga_id: input.saga_id.clone(),
+        };
+        Ok(run_saga(&saga, &input.def, &input.order).await)
+    }
+
+    /// Queues an operator signal.
+    #[allow(missing_docs)]
+    #[signal(name = "operator")]
+    pub fn operator(&mut self, _ctx: &mut SyncWorkflowContext<Self>, signal: Signal) {
+        self.inbox.push_back(signal);
+    }
+
+    /// The current status.
+    #[allow(missing_docs)]
+    #[query(name = "status")]
+    pub fn status(&self, _ctx: &WorkflowContextView) -> Option<SagaStatus> {
+        self.status.clone()
+    }
+}
+
+/// `SagaContext` over Temporal's workflow context.
+pub struct TemporalSaga {
+    ctx: WorkflowContext<SagaWorkflow>,
+    saga_id: String,
+}
+
+impl SagaContext for TemporalSaga {
+    fn saga_id(&self) -> &str {
+        &self.saga_id
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.ctx
+            .workflow_time()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn call_activity(
+        &self,
+        call: ActivityCall,
+    ) -> impl Future<Output = Result<Value, ActivityError>> {
+        let options =
+            ActivityOptions::with_start_to_close_timeout(Duration::from_millis(call.timeout_ms))
+                // One attempt per task: the interpreter owns retries on both engines.
+                .retry_policy(RetryPolicy::builder().maximum_attempts(1).build())
+                .summary(format!(
+                    "{} {} #{}",
+                    call.step,
+                    call.phase.name(),
+                    call.attempt
+                ))
+                .build();
+        let activity = NamedActivity(call.activity.clone());
+        let fut = self.ctx.execute_activity(activity, call, options);
+        async move { fut.await.map_err(to_saga_error) }
+    }
+
+    fn sleep(&self, delay_ms: u64) -> impl Future<Output = ()> {
+        let timer = self.ctx.timer(Duration::from_millis(delay_ms));
+        async move {
+            let _ = timer.await;
+        }
+    }
+
+    async fn wait_signal(&self) -> Signal {
+        loop {
+            let _ = self.ctx.wait_condition(|s| !s.inbox.is_empty()).await;
+            if let Some(signal) = self.ctx.state_mut(|s| s.inbox.pop_front()) {
+                return signal;
+            }
+        }
+    }
+
+    fn set_status(&self, status: SagaStatus) {
+        // The start request already set SagaStatus = running.
+        let changed = self
+            .ctx
+            .state(|s| s.status.as_ref().unwrap_or(&SagaStatus::Running) != &status);
+        if changed {
+            self.ctx
+                .upsert_search_attributes([SAGA_STATUS.value_set(status.name().to_owned())]);
+        }
+        self.ctx.state_mut(|s| s.status = Some(status));
+    }
+}
+
+/// Maps a failed activity back to sagaflow's error: the activity side puts
+/// the original error in the failure details, so the mapping is lossless;
+/// a timeout or a lost worker is a retryable "timeout".
+fn to_saga_error(err: ActivityExecutionError) -> ActivityError {
+    match &err {
+        ActivityExecutionError::Failed(f) => match f.cause() {
+            Some(IncomingError::Application(app)) => {
+                if let Ok(Some(e)) = app.details::<ActivityError>() {
+                    return e;
+                }
+                let kind = app.type_name().unwrap_or("activity_failed").to_owned();
+                if app.is_non_retryable() {
+                    ActivityError::business(kind, app.to_string())
+                } else {
+                    ActivityError::retryable(kind, app.to_string())
+                }
+            }
+            Some(IncomingError::Timeout(t)) => ActivityError::retryable(
+                "timeout",
+                format!("no result in time ({:?})", t.timeout_type()),
+            ),
+            _ => ActivityError::retryable("activity_failed", err.to_string()),
+        },
+        _ => ActivityError::retryable("activity_failed", err.to_string()),
+    }
+}
