@@ -7,8 +7,9 @@
 # end-to-end tests that drive the real `sagaflow` binary (flash-sale demo,
 # SIGKILL crash test, dead-lettering, parking + operator retry).
 #
-# The embedded profile needs no servers. Later suites (Redis, an AMQP 1.0
-# broker, Temporal) start theirs from here.
+# Servers: scripts/services.sh installs (only when missing) and starts a
+# Temporal dev server on 127.0.0.1:7233 for the Temporal half of the
+# scenario suite. Later suites (Redis, an AMQP 1.0 broker) add theirs there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,9 @@ if ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add clippy
 fi
 cargo clippy --release --locked --all-targets -- -D warnings
+
+step "services (start what is missing)"
+scripts/services.sh
 
 step "build (release, once)"
 cargo build --release --locked --workspace

@@ -420,6 +420,7 @@ struct RawStep {
     action: Spanned<String>,
     compensation: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    compensation_timeout: Option<Spanned<String>>,
     retry: Option<Spanned<RawRetry>>,
 }
 
@@ -611,6 +612,30 @@ impl Validator<'_> {
                     }
                 }
             }
+            let compensation_timeout_ms = match (&raw.compensation_timeout, &raw.compensation) {
+                (Some(t), None) => {
+                    self.error(
+                        t.span(),
+                        place.clone(),
+                        "compensation_timeout is set but the step has no compensation; remove it or add compensation = \"ACTIVITY\"".into(),
+                    );
+                    None
+                }
+                (Some(t), Some(_)) => match self.duration(t, &place, "compensation_timeout") {
+                    0 => {
+                        if parse_duration_ms(t.get_ref()).is_ok() {
+                            self.error(
+                                t.span(),
+                                place.clone(),
+                                "compensation_timeout is 0; give each attempt some time, e.g. \"5s\"".into(),
+                            );
+                        }
+                        None
+                    }
+                    ms => Some(ms),
+                },
+                (None, _) => None,
+            };
             let retry = match &raw.retry {
                 Some(r) => self.retry(r, &place),
                 None => RetryPolicy::default(),
@@ -621,6 +646,7 @@ impl Validator<'_> {
                 action: raw.action.get_ref().clone(),
                 compensation: raw.compensation.as_ref().map(|c| c.get_ref().clone()),
                 timeout_ms,
+                compensation_timeout_ms,
                 retry,
             });
         }

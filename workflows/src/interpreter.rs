@@ -158,14 +158,15 @@ async fn attempt_until_done<C: SagaContext>(
     outputs: &[Option<Value>],
 ) -> Result<Value, (ActivityError, u32)> {
     let step = &def.steps[index];
-    let (activity, policy, key_suffix) = match phase {
-        Phase::Action => (&step.action, &step.retry, ""),
+    let (activity, policy, key_suffix, timeout_ms) = match phase {
+        Phase::Action => (&step.action, &step.retry, "", step.timeout_ms),
         Phase::Compensation => (
             step.compensation
                 .as_ref()
                 .expect("compensate only calls steps with a compensation"),
             &def.compensation_retry,
             "/compensate",
+            step.compensation_timeout_ms.unwrap_or(step.timeout_ms),
         ),
     };
     let idempotency_key = format!("{}/{}{}", ctx.saga_id(), step.name, key_suffix);
@@ -177,7 +178,7 @@ async fn attempt_until_done<C: SagaContext>(
             activity: activity.clone(),
             phase,
             attempt,
-            timeout_ms: step.timeout_ms,
+            timeout_ms,
             idempotency_key: idempotency_key.clone(),
             input: activity_input(ctx.saga_id(), def, order, outputs),
         };

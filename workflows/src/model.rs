@@ -48,8 +48,13 @@ pub struct StepDef {
     pub action: String,
     /// Registered activity name run to undo the step (steps before the pivot).
     pub compensation: Option<String>,
-    /// Time limit for one attempt of the action or compensation, in ms.
+    /// Time limit for one attempt of the action, in ms (and of the
+    /// compensation, unless `compensation_timeout_ms` says otherwise).
     pub timeout_ms: u64,
+    /// Time limit for one attempt of the compensation, in ms, when it
+    /// differs from the action's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation_timeout_ms: Option<u64>,
     /// Retry policy for the action.
     pub retry: RetryPolicy,
 }

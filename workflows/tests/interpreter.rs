@@ -27,6 +27,7 @@ fn step(name: &str, action: &str, compensation: Option<&str>, retry: RetryPolicy
         action: action.into(),
         compensation: compensation.map(Into::into),
         timeout_ms: 1_000,
+        compensation_timeout_ms: None,
         retry,
     }
 }

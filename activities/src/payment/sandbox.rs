@@ -7,6 +7,9 @@
 //! `pm_card_chargeDeclined`, `pm_card_chargeDeclinedInsufficientFunds` and
 //! `pm_card_chargeDeclinedFraudulent` decline with a 402, any other `pm_`
 //! succeeds), `POST /v1/payment_intents/{id}/capture`,
+//! (the sandbox-only test card [`CAPTURE_EXPIRES_CARD`] authorizes, but
+//! its capture fails as a real one does after the authorization window:
+//! 400 `charge_expired_for_capture`, stored),
 //! `POST /v1/payment_intents/{id}/cancel`, `POST /v1/refunds`,
 //! `GET /v1/payment_intents/{id}`, `GET /v1/refunds?payment_intent=..` and
 //! `GET /v1/payment_intents/search?query=metadata['KEY']:'VALUE'`. Every
@@ -1227,10 +1230,27 @@ fn create_intent(conn: &Connection, shared: &Shared, form: &Form) -> Exec {
     }
 }
 
+/// A sandbox-only test payment method: it authorizes, and capturing it
+/// fails with Stripe's `charge_expired_for_capture`, as a capture after the
+/// authorization window does. It lets tests fail a saga at its pivot.
+pub const CAPTURE_EXPIRES_CARD: &str = "pm_card_sandboxCaptureExpires";
+
 fn capture_intent(conn: &Connection, id: &str, form: &Form) -> Exec {
     form.check_known(&["amount_to_capture"], false)?;
     let amount_to_capture = form.positive("amount_to_capture")?;
     let mut intent = load_intent(conn, id)?.ok_or_else(|| no_such_intent(id, "intent"))?;
+    if intent.status == "requires_capture"
+        && intent.payment_method.as_deref() == Some(CAPTURE_EXPIRES_CARD)
+    {
+        let mut body = error_body(
+            "invalid_request_error",
+            Some("charge_expired_for_capture"),
+            "The charge expired before it was captured: the authorization window has passed.",
+            None,
+        );
+        body["error"]["payment_intent"] = intent.to_json();
+        return Ok(Outcome::new(400, body));
+    }
     if intent.status != "requires_capture" {
         let message = format!(
             "This PaymentIntent could not be captured because it has a status of {}. \

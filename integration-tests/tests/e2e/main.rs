@@ -13,6 +13,5 @@ mod crash;
 mod dead_letter;
 /// The flash-sale demo and the inspection commands on its data.
 mod demo;
-/// A compensation that keeps failing parks the saga; after a restart an
-/// operator's retry signal finishes it.
-mod parking;
+/// The interpreter's scenarios on both engines (embedded and Temporal).
+mod scenarios;

@@ -74,6 +74,7 @@ fn noop_saga() -> SagaDef {
         action: "noop.ok".into(),
         compensation: compensation.then(|| "noop.ok".into()),
         timeout_ms: 10_000,
+        compensation_timeout_ms: None,
         retry: RetryPolicy::default(),
     };
     SagaDef {

@@ -222,8 +222,11 @@ impl Worker {
                 if thread.as_ref().is_some_and(|t| t.is_finished()) {
                     bail!("the Temporal worker stopped; see the log above");
                 }
-                let open = client.count(Some("running")).await?
+                let mut open = client.count(Some("running")).await?
                     + client.count(Some("compensating")).await?;
+                if open == 0 && client.parked_with_pending_work().await? {
+                    open = 1;
+                }
                 (open, 3)
             }
         };

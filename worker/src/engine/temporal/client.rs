@@ -6,7 +6,9 @@
 //! `SagaStatus` and `SagaName` search attributes), show and history from the
 //! workflow's Temporal history, translated into sagaflow's journal events.
 
-use super::workflow::{SagaInput, SagaWorkflow, SAGA_NAME, SAGA_STATUS, WORKFLOW_TYPE};
+use super::workflow::{
+    SagaInput, SagaWorkflow, REASON_MEMO, SAGA_NAME, SAGA_STATUS, WORKFLOW_TYPE,
+};
 use crate::engine::journal::AttemptBody;
 use crate::engine::read::{percentile, EventRow, SagaRow, Stats};
 use crate::engine::StartOutcome;
@@ -20,8 +22,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowCountOptions,
-    WorkflowFetchHistoryOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
-    WorkflowListOptions, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
+    WorkflowDescribeOptions, WorkflowFetchHistoryOptions, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy, WorkflowListOptions, WorkflowQueryOptions, WorkflowSignalOptions,
+    WorkflowStartOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
 use temporalio_common::protos::temporal::api::failure::v1::{failure::FailureInfo, Failure};
@@ -209,11 +212,17 @@ impl TemporalClient {
                 let sa = wf.search_attributes();
                 let created = ms(wf.start_time());
                 let ended = wf.close_time().map(|t| ms(Some(t)));
+                let status = sa.get(&SAGA_STATUS).unwrap_or_else(|| "running".into());
+                let reason = if status == "parked" {
+                    wf.memo().get::<String>(REASON_MEMO).ok().flatten()
+                } else {
+                    None
+                };
                 Ok(Some(SagaRow {
                     id: wf.id().to_owned(),
                     saga: sa.get(&SAGA_NAME).unwrap_or_default(),
-                    status: sa.get(&SAGA_STATUS).unwrap_or_else(|| "running".into()),
-                    reason: None,
+                    status,
+                    reason,
                     created_ms: created,
                     updated_ms: ended.unwrap_or(created),
                     ended_ms: ended,
@@ -224,13 +233,34 @@ impl TemporalClient {
             .await?;
         rows.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(a.id.cmp(&b.id)));
         rows.truncate(limit);
-        for row in rows.iter_mut().filter(|r| r.status == "parked") {
-            row.reason = self
-                .status(&row.id)
-                .await?
-                .and_then(|s| s.reason().map(str::to_owned));
-        }
         Ok(rows)
+    }
+
+    /// True when some parked saga has a workflow task waiting (a signal not
+    /// yet processed): visibility still says parked, but work is pending.
+    pub async fn parked_with_pending_work(&self) -> Result<bool, TemporalError> {
+        let parked: Vec<String> = self
+            .client
+            .list_workflows(
+                self.status_query(Some("parked")),
+                WorkflowListOptions::default(),
+            )
+            .map_err(request)
+            .map_ok(|wf| wf.id().to_owned())
+            .try_collect()
+            .await?;
+        for id in parked {
+            let description = self
+                .client
+                .get_workflow_handle::<SagaWorkflow>(id)
+                .describe(WorkflowDescribeOptions::default())
+                .await
+                .map_err(request)?;
+            if description.raw_description.pending_workflow_task.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The saga's status as its workflow reports it (a query).
@@ -279,7 +309,8 @@ impl TemporalClient {
             .ok()
             .flatten()
             .unwrap_or_else(|| {
-                SagaStatus::from_parts(&translated.last_status, None).unwrap_or(SagaStatus::Running)
+                SagaStatus::from_parts(&translated.last_status, translated.last_reason.clone())
+                    .unwrap_or(SagaStatus::Running)
             });
         let created = translated.events.first().map_or(0, |e| e.at_ms);
         let ended = status
@@ -366,6 +397,7 @@ struct Translated {
     input: Option<SagaInput>,
     events: Vec<EventRow>,
     last_status: String,
+    last_reason: Option<String>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payloads: Option<&Payloads>) -> Option<T> {
@@ -408,6 +440,7 @@ fn translate(history: &[HistoryEvent]) -> Translated {
         input: None,
         events: Vec::new(),
         last_status: "running".into(),
+        last_reason: None,
     };
     let mut scheduled: HashMap<i64, (ActivityCall, u64)> = HashMap::new();
     let push = |events: &mut Vec<EventRow>, at_ms: u64, kind: &str, body: Value| {
@@ -491,6 +524,14 @@ fn translate(history: &[HistoryEvent]) -> Translated {
                     "signal",
                     json!({ "signal": signal }),
                 );
+            }
+            Some(Attributes::WorkflowPropertiesModifiedEventAttributes(a)) => {
+                if let Some(memo) = &a.upserted_memo {
+                    out.last_reason = memo
+                        .fields
+                        .get(REASON_MEMO)
+                        .and_then(|p| serde_json::from_slice::<String>(&p.data).ok());
+                }
             }
             Some(Attributes::UpsertWorkflowSearchAttributesEventAttributes(a)) => {
                 let status = a

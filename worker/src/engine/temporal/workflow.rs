@@ -13,12 +13,17 @@ use temporalio_common::search_attributes::SearchAttributeKey;
 use temporalio_common::{ActivityDefinition, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, SyncWorkflowContext, WorkflowContext,
+    ActivityExecutionError, ActivityOptions, MemoValue, SyncWorkflowContext, WorkflowContext,
     WorkflowContextView, WorkflowResult,
 };
 
 /// The workflow type name in Temporal.
 pub const WORKFLOW_TYPE: &str = "SagaWorkflow";
+/// How much longer than an attempt's limit the server waits before it
+/// declares the attempt timed out (the worker enforces the limit itself).
+pub const SERVER_TIMEOUT_MARGIN_MS: u64 = 1_000;
+/// Memo key holding a parked saga's reason (readable without a worker).
+pub const REASON_MEMO: &str = "reason";
 /// Keyword search attribute holding the status name.
 pub const SAGA_STATUS: SearchAttributeKey<String> = SearchAttributeKey::keyword("SagaStatus");
 /// Keyword search attribute holding the saga name.
@@ -110,17 +115,20 @@ impl SagaContext for TemporalSaga {
         &self,
         call: ActivityCall,
     ) -> impl Future<Output = Result<Value, ActivityError>> {
-        let options =
-            ActivityOptions::with_start_to_close_timeout(Duration::from_millis(call.timeout_ms))
-                // One attempt per task: the interpreter owns retries on both engines.
-                .retry_policy(RetryPolicy::builder().maximum_attempts(1).build())
-                .summary(format!(
-                    "{} {} #{}",
-                    call.step,
-                    call.phase.name(),
-                    call.attempt
-                ))
-                .build();
+        // The worker enforces the attempt's limit; the server's own timeout,
+        // a second later, only catches a worker that died mid-attempt.
+        let options = ActivityOptions::with_start_to_close_timeout(Duration::from_millis(
+            call.timeout_ms + SERVER_TIMEOUT_MARGIN_MS,
+        ))
+        // One attempt per task: the interpreter owns retries on both engines.
+        .retry_policy(RetryPolicy::builder().maximum_attempts(1).build())
+        .summary(format!(
+            "{} {} #{}",
+            call.step,
+            call.phase.name(),
+            call.attempt
+        ))
+        .build();
         let activity = NamedActivity(call.activity.clone());
         let fut = self.ctx.execute_activity(activity, call, options);
         async move { fut.await.map_err(to_saga_error) }
@@ -150,6 +158,16 @@ impl SagaContext for TemporalSaga {
         if changed {
             self.ctx
                 .upsert_search_attributes([SAGA_STATUS.value_set(status.name().to_owned())]);
+            // The reason goes in the memo, so list and show can give it
+            // while no worker runs to answer a query.
+            let reason = status.reason().map(|r| MemoValue::new(r.to_owned()));
+            let had_reason = self
+                .ctx
+                .state(|s| s.status.as_ref().is_some_and(|s| s.reason().is_some()));
+            if reason.is_some() || had_reason {
+                // A string memo value always serializes.
+                let _ = self.ctx.upsert_memo([(REASON_MEMO, reason)]);
+            }
         }
         self.ctx.state_mut(|s| s.status = Some(status));
     }
