@@ -27,3 +27,6 @@ pub mod activities;
 pub mod client;
 pub mod worker;
 pub mod workflow;
+
+#[cfg(test)]
+mod replay_tests;
