@@ -10,11 +10,15 @@
 use super::run::runtime;
 use crate::app::{self, DataPaths};
 use crate::engine::read::percentile;
+use crate::engine::temporal::client::TemporalClient;
+use crate::engine::temporal::worker::WorkerThread;
+use crate::engine::temporal::workflow::SagaInput;
 use crate::engine::Definition;
 use anyhow::Result;
 use sagaflow_activities::order::{Order, OrderLine};
 use sagaflow_activities::registry::register_noop;
 use sagaflow_activities::Registry;
+use sagaflow_workflows::config::EngineKind;
 use sagaflow_workflows::{Config, RetryPolicy, SagaDef, SagaStatus, StepDef};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -57,8 +61,10 @@ pub struct BenchArgs {
 /// One benchmark result.
 #[derive(Debug, Serialize)]
 pub struct BenchResult {
+    engine: &'static str,
     activities: Activities,
-    group_commit: bool,
+    /// Embedded only.
+    group_commit: Option<bool>,
     sagas: usize,
     in_flight: usize,
     sagas_per_sec: f64,
@@ -112,7 +118,10 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
     let paths = DataPaths::new(&dir)?;
     let group_commit = !args.no_group_commit;
     let rt = runtime()?;
-    let result = rt.block_on(async {
+    let result = if config.profile.engine == EngineKind::Temporal {
+        rt.block_on(bench_temporal(&config, &paths, &args, sagas, in_flight))?
+    } else {
+        rt.block_on(async {
         let (registry, def, _adapters) = match args.activities {
             Activities::Noop => {
                 let mut r = Registry::new();
@@ -189,8 +198,9 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
             anyhow::bail!("{not_completed} sagas did not complete; the measurement is void (see the journal with --data)");
         }
         anyhow::Ok(BenchResult {
+            engine: "embedded",
             activities: args.activities,
-            group_commit,
+            group_commit: Some(group_commit),
             sagas: latencies.len(),
             in_flight,
             sagas_per_sec: (latencies.len() as f64 / elapsed.as_secs_f64()).round(),
@@ -199,7 +209,8 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
             elapsed_s: (elapsed.as_secs_f64() * 100.0).round() / 100.0,
             fsync: "every journal commit (WAL, synchronous=FULL)",
         })
-    })?;
+    })?
+    };
     if temp {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -209,9 +220,14 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
     } else {
         writeln!(
             out,
-            "{:?} activities, group commit {}, {} sagas, {} in flight: {} sagas/s, p50 {:.3} ms, p99 {:.3} ms ({} s)",
+            "{} engine, {:?} activities, group commit {}, {} sagas, {} in flight: {} sagas/s, p50 {:.3} ms, p99 {:.3} ms ({} s)",
+            result.engine,
             result.activities,
-            if result.group_commit { "on" } else { "off" },
+            match result.group_commit {
+                Some(true) => "on",
+                Some(false) => "off",
+                None => "n/a",
+            },
             result.sagas,
             result.in_flight,
             result.sagas_per_sec,
@@ -221,4 +237,107 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn order(id: &str) -> serde_json::Value {
+    serde_json::to_value(Order {
+        order_id: id.to_owned(),
+        customer: "bench".into(),
+        items: vec![OrderLine {
+            sku: "SKU-1".into(),
+            qty: 1,
+        }],
+        amount: 1999,
+        currency: "usd".into(),
+        payment_method: "pm_card_visa".into(),
+    })
+    .expect("orders serialize")
+}
+
+/// The same closed loop on a Temporal cluster: a worker in this process
+/// (same adapters), `in_flight` clients each starting a saga and waiting
+/// for its result.
+async fn bench_temporal(
+    config: &Config,
+    paths: &DataPaths,
+    args: &BenchArgs,
+    sagas: usize,
+    in_flight: usize,
+) -> Result<BenchResult> {
+    let (registry, def, _adapters) = match args.activities {
+        Activities::Noop => {
+            let mut r = Registry::new();
+            register_noop(&mut r);
+            (Arc::new(r), Definition::new(noop_saga()), None)
+        }
+        Activities::Checkout => {
+            let adapters = app::start_adapters(config, paths).await?;
+            adapters.stock.seed(&[("SKU-1".into(), sagas as i64)])?;
+            let def = Definition::new(config.saga("checkout").map_err(anyhow::Error::msg)?.clone());
+            (adapters.registry.clone(), def, Some(adapters))
+        }
+    };
+    let client = TemporalClient::connect(&config.temporal).await?;
+    client.check_search_attributes().await?;
+    let worker = WorkerThread::spawn(&config.temporal, registry).await?;
+    let run = format!(
+        "bench-{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    );
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let begin = Instant::now();
+    let mut tasks = Vec::with_capacity(in_flight);
+    for _ in 0..in_flight.min(sagas) {
+        let (client, def, next, run) = (client.clone(), def.clone(), next.clone(), run.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= sagas {
+                    return anyhow::Ok(latencies);
+                }
+                let id = format!("{run}-{i:08}");
+                let t = Instant::now();
+                client
+                    .start(SagaInput {
+                        saga_id: id.clone(),
+                        def_hash: def.hash.clone(),
+                        def: def.def.clone(),
+                        order: order(&id),
+                    })
+                    .await?;
+                let outcome = client.wait(&id).await?;
+                if outcome.status != SagaStatus::Completed {
+                    anyhow::bail!(
+                        "saga {id} ended {}; the measurement is void",
+                        outcome.status.name()
+                    );
+                }
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(sagas);
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = begin.elapsed();
+    tokio::task::spawn_blocking(move || worker.stop())
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    latencies.sort_unstable();
+    Ok(BenchResult {
+        engine: "temporal",
+        activities: args.activities,
+        group_commit: None,
+        sagas: latencies.len(),
+        in_flight,
+        sagas_per_sec: (latencies.len() as f64 / elapsed.as_secs_f64() * 10.0).round() / 10.0,
+        p50_ms: percentile(&latencies, 0.50) as f64 / 1000.0,
+        p99_ms: percentile(&latencies, 0.99) as f64 / 1000.0,
+        elapsed_s: (elapsed.as_secs_f64() * 100.0).round() / 100.0,
+        fsync: "the Temporal server's persistence (dev server: SQLite file)",
+    })
 }

@@ -2,7 +2,7 @@
 
 use crate::app::{self, Adapters, DataPaths};
 use crate::engine::temporal::client::TemporalClient;
-use crate::engine::temporal::worker::run_worker;
+use crate::engine::temporal::worker::WorkerThread;
 use crate::engine::{Definition, Ended, Engine, Starter};
 use crate::trigger::embedded::{self, TriggerConfig};
 use anyhow::{bail, Context, Result};
@@ -13,7 +13,7 @@ use sagaflow_workflows::Config;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,15 +58,14 @@ pub enum EngineRun {
         /// A reader of its journal (idle checks).
         journal: rusqlite::Connection,
     },
-    /// A Temporal worker on its own thread (the SDK's worker future is not
-    /// `Send`), polling the cluster.
+    /// A Temporal worker on its own thread, polling the cluster.
     Temporal {
         /// Client for starts and idle checks.
         client: TemporalClient,
-        /// Tells the worker thread to shut down.
-        stop: Option<tokio::sync::oneshot::Sender<()>>,
-        /// The worker thread; its result says why it ended.
-        thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+        /// The worker.
+        worker: Option<WorkerThread>,
+        /// Keeps the trigger's view of open sagas current.
+        watcher: tokio::task::JoinHandle<()>,
     },
 }
 
@@ -127,50 +126,21 @@ impl Worker {
             EngineKind::Temporal => {
                 let client = TemporalClient::connect(&config.temporal).await?;
                 client.check_search_attributes().await?;
-                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-                let registry = adapters.registry.clone();
-                let settings = config.temporal.clone();
-                let thread = std::thread::Builder::new()
-                    .name("sagaflow-temporal".into())
-                    .spawn(move || -> Result<(), String> {
-                        let rt = tokio::runtime::Builder::new_multi_thread()
-                            .enable_all()
-                            .thread_name("sagaflow-temporal-rt")
-                            .build()
-                            .map_err(|e| e.to_string())?;
-                        rt.block_on(async move {
-                            let client = TemporalClient::connect(&settings)
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            let _ = ready_tx.send(());
-                            run_worker(&client, registry, async {
-                                let _ = stop_rx.await;
-                            })
-                            .await
-                            .map_err(|e| e.to_string())
-                        })
-                    })?;
-                if ready_rx.await.is_err() {
-                    let why = thread
-                        .join()
-                        .map_err(|_| anyhow::anyhow!("the Temporal worker thread panicked"))?;
-                    bail!(
-                        "the Temporal worker did not start: {}",
-                        why.err().unwrap_or_default()
-                    );
-                }
+                let worker =
+                    WorkerThread::spawn(&config.temporal, adapters.registry.clone()).await?;
                 tracing::info!(
                     address = config.temporal.address,
                     task_queue = config.temporal.task_queue,
                     "Temporal worker polling"
                 );
-                let starter = Starter::Temporal(client.clone());
+                let live = Arc::new(AtomicUsize::new(0));
+                let watcher = tokio::spawn(watch_open_sagas(client.clone(), live.clone()));
+                let starter = Starter::Temporal(client.clone(), live);
                 (
                     EngineRun::Temporal {
                         client,
-                        stop: Some(stop_tx),
-                        thread: Some(thread),
+                        worker: Some(worker),
+                        watcher,
                     },
                     starter,
                 )
@@ -218,8 +188,8 @@ impl Worker {
                 )?;
                 (open as u64, 1)
             }
-            EngineRun::Temporal { client, thread, .. } => {
-                if thread.as_ref().is_some_and(|t| t.is_finished()) {
+            EngineRun::Temporal { client, worker, .. } => {
+                if worker.as_ref().is_some_and(WorkerThread::is_finished) {
                     bail!("the Temporal worker stopped; see the log above");
                 }
                 let mut open = client.count(Some("running")).await?
@@ -250,22 +220,34 @@ impl Worker {
                 let _ = tokio::task::spawn_blocking(move || engine.stop()).await;
             }
             EngineRun::Temporal {
-                mut stop,
-                mut thread,
+                mut worker,
+                watcher,
                 ..
             } => {
-                if let Some(stop) = stop.take() {
-                    let _ = stop.send(());
-                }
-                if let Some(thread) = thread.take() {
-                    let result = tokio::task::spawn_blocking(move || thread.join())
+                watcher.abort();
+                if let Some(worker) = worker.take() {
+                    tokio::task::spawn_blocking(move || worker.stop())
                         .await?
-                        .map_err(|_| anyhow::anyhow!("the Temporal worker thread panicked"))?;
-                    result.map_err(anyhow::Error::msg)?;
+                        .map_err(anyhow::Error::msg)?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Keeps `live` at the number of sagas running or compensating on the
+/// cluster, so the trigger holds back when `--max-live` are in flight
+/// (visibility lags a little, so this is approximate).
+async fn watch_open_sagas(client: TemporalClient, live: Arc<AtomicUsize>) {
+    loop {
+        if let (Ok(r), Ok(c)) = (
+            client.count(Some("running")).await,
+            client.count(Some("compensating")).await,
+        ) {
+            live.store((r + c) as usize, Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

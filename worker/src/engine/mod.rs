@@ -23,6 +23,7 @@ pub use self::core::{Definition, Ended, Engine, EngineConfig, EngineHandle, Star
 use self::temporal::client::TemporalClient;
 use self::temporal::workflow::SagaInput;
 use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Where saga starts go: the embedded engine or a Temporal cluster.
@@ -30,8 +31,9 @@ use std::sync::Arc;
 pub enum Starter {
     /// The embedded engine in this process.
     Embedded(EngineHandle),
-    /// A Temporal cluster.
-    Temporal(TemporalClient),
+    /// A Temporal cluster, and how many sagas are open on it (kept
+    /// current by a watcher; approximate).
+    Temporal(TemporalClient, Arc<AtomicUsize>),
 }
 
 impl Starter {
@@ -48,7 +50,7 @@ impl Starter {
                 .start(saga_id, def, order)
                 .await
                 .map_err(|e| e.to_string()),
-            Starter::Temporal(c) => c
+            Starter::Temporal(c, _) => c
                 .start(SagaInput {
                     saga_id,
                     def_hash: def.hash.clone(),
@@ -60,12 +62,12 @@ impl Starter {
         }
     }
 
-    /// Sagas held in memory by this process (0 on Temporal: the cluster
-    /// holds them, and queues work rather than refusing it).
+    /// Sagas in flight: in memory on the embedded engine, open on the
+    /// cluster (as visibility last said) on Temporal.
     pub fn live(&self) -> usize {
         match self {
             Starter::Embedded(h) => h.live(),
-            Starter::Temporal(_) => 0,
+            Starter::Temporal(_, live) => live.load(Ordering::Relaxed),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::engine::read::{percentile, EventRow, SagaRow, Stats};
 use crate::engine::StartOutcome;
 use futures::TryStreamExt;
 use sagaflow_workflows::config::TemporalSettings;
-use sagaflow_workflows::{ActivityCall, ActivityError, SagaDef, SagaStatus, Signal};
+use sagaflow_workflows::{ActivityCall, ActivityError, SagaDef, SagaOutcome, SagaStatus, Signal};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -22,9 +22,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use temporalio_client::errors::WorkflowStartError;
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowCountOptions,
-    WorkflowDescribeOptions, WorkflowFetchHistoryOptions, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowListOptions, WorkflowQueryOptions, WorkflowSignalOptions,
-    WorkflowStartOptions,
+    WorkflowDescribeOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowListOptions, WorkflowQueryOptions,
+    WorkflowSignalOptions, WorkflowStartOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
 use temporalio_common::protos::temporal::api::failure::v1::{failure::FailureInfo, Failure};
@@ -170,6 +170,15 @@ impl TemporalClient {
                 self.settings.namespace, self.settings.namespace, self.settings.namespace
             ))),
         }
+    }
+
+    /// Waits for a saga to end and returns how.
+    pub async fn wait(&self, saga_id: &str) -> Result<SagaOutcome, TemporalError> {
+        self.client
+            .get_workflow_handle::<SagaWorkflow>(saga_id)
+            .get_result(WorkflowGetResultOptions::default())
+            .await
+            .map_err(request)
     }
 
     /// Sends an operator signal.

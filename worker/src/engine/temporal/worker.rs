@@ -5,6 +5,7 @@ use super::activities::TemporalActivities;
 use super::client::{TemporalClient, TemporalError};
 use super::workflow::SagaWorkflow;
 use sagaflow_activities::Registry;
+use sagaflow_workflows::config::TemporalSettings;
 use std::sync::Arc;
 use std::time::Duration;
 use temporalio_sdk::runtime::RuntimeOptions;
@@ -41,4 +42,77 @@ pub async fn run_worker(
         }
     }
     Ok(())
+}
+
+/// A Temporal worker running on its own thread.
+pub struct WorkerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl WorkerThread {
+    /// Starts a worker for `settings` on a dedicated thread with its own
+    /// runtime (the SDK's worker future is not `Send`, so it cannot be a
+    /// task on the caller's runtime). Returns once it is connected.
+    pub async fn spawn(
+        settings: &TemporalSettings,
+        registry: Arc<Registry>,
+    ) -> Result<WorkerThread, TemporalError> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let settings = settings.clone();
+        let thread = std::thread::Builder::new()
+            .name("sagaflow-temporal".into())
+            .spawn(move || -> Result<(), String> {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .thread_name("sagaflow-temporal-rt")
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(async move {
+                    let client = TemporalClient::connect(&settings)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let _ = ready_tx.send(());
+                    run_worker(&client, registry, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                })
+            })
+            .map_err(|e| TemporalError::Request(format!("cannot start the worker thread: {e}")))?;
+        if ready_rx.await.is_err() {
+            let why = match thread.join() {
+                Ok(Err(why)) => why,
+                Ok(Ok(())) => "it stopped at once".into(),
+                Err(_) => "it panicked".into(),
+            };
+            return Err(TemporalError::Request(format!(
+                "the Temporal worker did not start: {why}"
+            )));
+        }
+        Ok(WorkerThread {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// True when the worker has stopped on its own (an error).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| t.is_finished())
+    }
+
+    /// Shuts the worker down gracefully and waits for it; reports why it
+    /// failed, if it did. Blocks: call from a blocking context.
+    pub fn stop(mut self) -> Result<(), String> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err("the Temporal worker thread panicked".into()),
+            None => Ok(()),
+        }
+    }
 }
