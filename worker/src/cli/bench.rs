@@ -8,7 +8,7 @@
 //! transaction and fsync.
 
 use super::run::runtime;
-use crate::app::{self, DataPaths};
+use crate::app::{self, Adapters, DataPaths};
 use crate::engine::read::percentile;
 use crate::engine::temporal::client::TemporalClient;
 use crate::engine::temporal::worker::WorkerThread;
@@ -122,20 +122,7 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
         rt.block_on(bench_temporal(&config, &paths, &args, sagas, in_flight))?
     } else {
         rt.block_on(async {
-        let (registry, def, _adapters) = match args.activities {
-            Activities::Noop => {
-                let mut r = Registry::new();
-                register_noop(&mut r);
-                (Arc::new(r), Definition::new(noop_saga()), None)
-            }
-            Activities::Checkout => {
-                let adapters = app::start_adapters(&config, &paths).await?;
-                adapters.stock.seed(&[("SKU-1".into(), sagas as i64)])?;
-                let def =
-                    Definition::new(config.saga("checkout").map_err(anyhow::Error::msg)?.clone());
-                (adapters.registry.clone(), def, Some(adapters))
-            }
-        };
+        let (registry, def, _adapters) = world(&config, &paths, args.activities, sagas).await?;
         let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
         let engine = app::start_engine(
             &config,
@@ -150,18 +137,7 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
         let mut not_completed = 0usize;
         let launch = |i: usize, started_at: &mut HashMap<Arc<str>, Instant>| {
             let id = format!("bench-{i:08}");
-            let input = serde_json::to_value(Order {
-                order_id: id.clone(),
-                customer: "bench".into(),
-                items: vec![OrderLine {
-                    sku: "SKU-1".into(),
-                    qty: 1,
-                }],
-                amount: 1999,
-                currency: "usd".into(),
-                payment_method: "pm_card_visa".into(),
-            })
-            .expect("orders serialize");
+            let input = order(&id);
             started_at.insert(Arc::from(id.as_str()), Instant::now());
             handle.start_nowait(id, def.clone(), input);
         };
@@ -239,6 +215,30 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// What the activities run on: the noop registry, or the embedded adapters
+/// (kept alive by the returned `Adapters`) with enough stock for every saga.
+async fn world(
+    config: &Config,
+    paths: &DataPaths,
+    activities: Activities,
+    sagas: usize,
+) -> Result<(Arc<Registry>, Arc<Definition>, Option<Adapters>)> {
+    Ok(match activities {
+        Activities::Noop => {
+            let mut r = Registry::new();
+            register_noop(&mut r);
+            (Arc::new(r), Definition::new(noop_saga()), None)
+        }
+        Activities::Checkout => {
+            let adapters = app::start_adapters(config, paths).await?;
+            adapters.stock.seed(&[("SKU-1".into(), sagas as i64)])?;
+            let def = Definition::new(config.saga("checkout").map_err(anyhow::Error::msg)?.clone());
+            (adapters.registry.clone(), def, Some(adapters))
+        }
+    })
+}
+
+/// A one-unit order paid with a card that succeeds.
 fn order(id: &str) -> serde_json::Value {
     serde_json::to_value(Order {
         order_id: id.to_owned(),
@@ -264,19 +264,7 @@ async fn bench_temporal(
     sagas: usize,
     in_flight: usize,
 ) -> Result<BenchResult> {
-    let (registry, def, _adapters) = match args.activities {
-        Activities::Noop => {
-            let mut r = Registry::new();
-            register_noop(&mut r);
-            (Arc::new(r), Definition::new(noop_saga()), None)
-        }
-        Activities::Checkout => {
-            let adapters = app::start_adapters(config, paths).await?;
-            adapters.stock.seed(&[("SKU-1".into(), sagas as i64)])?;
-            let def = Definition::new(config.saga("checkout").map_err(anyhow::Error::msg)?.clone());
-            (adapters.registry.clone(), def, Some(adapters))
-        }
-    };
+    let (registry, def, _adapters) = world(config, paths, args.activities, sagas).await?;
     let client = TemporalClient::connect(&config.temporal).await?;
     client.check_search_attributes().await?;
     let worker = WorkerThread::spawn(&config.temporal, registry).await?;
