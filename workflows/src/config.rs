@@ -245,10 +245,14 @@ impl Config {
     pub fn saga(&self, name: &str) -> Result<&SagaDef, String> {
         self.sagas.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.sagas.keys().map(String::as_str).collect();
-            format!(
-                "no saga named {name} in {}; defined: {}",
-                self.file.display(),
+            let known = if known.is_empty() {
+                "none".to_owned()
+            } else {
                 known.join(", ")
+            };
+            format!(
+                "no saga named {name} in {}; defined: {known}; add [sagas.{name}] (see the shipped sagas.toml)",
+                self.file.display(),
             )
         })
     }
@@ -257,6 +261,8 @@ impl Config {
 fn explain_parse_error(message: &str) -> String {
     if message.starts_with("unknown field") {
         format!("{message}; remove the key or fix its spelling")
+    } else if message.starts_with("missing field") {
+        format!("{message}; add it (the shipped sagas.toml shows every key with its default)")
     } else if message.starts_with("invalid type") {
         format!(
             "{message}; see the comments in the shipped sagas.toml for each key's type (durations are strings such as \"2s\")"

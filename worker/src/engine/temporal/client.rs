@@ -37,7 +37,7 @@ use temporalio_common::search_attributes::SearchAttributes;
 #[derive(Debug, thiserror::Error)]
 pub enum TemporalError {
     /// The cluster did not answer.
-    #[error("cannot reach Temporal at {address} ({source}); start it (`scripts/services.sh temporal` runs a dev server) or fix [temporal] address in sagas.toml")]
+    #[error("cannot reach Temporal at {address}; start it (`scripts/services.sh temporal` runs a dev server) or fix [temporal] address in sagas.toml")]
     Connect {
         /// The address tried.
         address: String,
