@@ -4,7 +4,7 @@ use crate::common::*;
 fn flash_sale_holds_every_invariant_and_is_inspectable() {
     let dir = data_dir("demo");
     let d = dir.to_str().unwrap();
-    let out = sagaflow_ok(&[
+    let sale = [
         "demo",
         "--orders",
         "2000",
@@ -15,7 +15,8 @@ fn flash_sale_holds_every_invariant_and_is_inspectable() {
         "--data",
         d,
         "--json",
-    ]);
+    ];
+    let out = sagaflow_ok(&sale);
     let s = json_line(&out);
     assert_eq!(s["invariants_ok"], true, "{s}");
     assert_eq!(s["orders"], 2000);
@@ -130,18 +131,7 @@ fn flash_sale_holds_every_invariant_and_is_inspectable() {
     );
 
     // Running the demo again on the same data resumes (nothing new to do) and still checks out.
-    let again = json_line(&sagaflow_ok(&[
-        "demo",
-        "--orders",
-        "2000",
-        "--stock",
-        "500",
-        "--decline-rate",
-        "0.05",
-        "--data",
-        d,
-        "--json",
-    ]));
+    let again = json_line(&sagaflow_ok(&sale));
     assert_eq!(again["invariants_ok"], true);
     assert_eq!(again["completed"].as_u64(), Some(completed));
 
