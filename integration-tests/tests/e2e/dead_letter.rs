@@ -57,19 +57,19 @@ fn malformed_messages_are_dead_lettered_with_a_reason_and_valid_ones_run() {
     );
     assert_eq!(stats["completed"], 2);
 
-    let dl = sagaflow_ok(&["dead-letters", "--json", "--data", d]);
+    let dl = sagaflow_ok(&["dlq", "list", "--json", "--data", d]);
     let rows: Vec<serde_json::Value> = dl
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(rows.len(), 2, "{dl}");
-    assert!(rows.iter().any(|r| r["reason"]
-        .as_str()
-        .unwrap()
-        .contains("not a valid order: expected ident at line 1 column 2")));
-    assert!(rows
-        .iter()
-        .any(|r| r["reason"].as_str().unwrap().contains("missing field")));
+    assert!(rows.iter().any(|r| r["reason"] == "InvalidJson"
+        && r["description"]
+            .as_str()
+            .unwrap()
+            .contains("the body is not JSON: expected ident at line 1 column 2")));
+    assert!(rows.iter().any(|r| r["reason"] == "InvalidOrder"
+        && r["description"].as_str().unwrap().contains("missing field")));
     assert!(
         rows.iter().any(|r| r["body"] == "this is not json"),
         "the body is kept: {dl}"

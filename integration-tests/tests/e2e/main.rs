@@ -1,6 +1,13 @@
 //! End-to-end tests: each drives the real `sagaflow` binary (built by the
 //! same `cargo test` run) against its own data directory.
 
+/// Invariants read straight from the stores.
+#[path = "../shared/books.rs"]
+mod books;
+/// The AMQP 1.0 broker the Service Bus tests use.
+#[path = "../shared/broker.rs"]
+mod broker;
+#[path = "../shared/common.rs"]
 mod common;
 
 /// A journal written by an earlier format still opens and recovers.
@@ -15,3 +22,5 @@ mod dead_letter;
 mod demo;
 /// The interpreter's scenarios on both engines (embedded and Temporal).
 mod scenarios;
+/// The Service Bus trigger against a real AMQP 1.0 broker.
+mod servicebus;

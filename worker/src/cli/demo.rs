@@ -145,6 +145,9 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
     if args.skus == 0 || args.orders == 0 {
         bail!("--orders and --skus must be at least 1");
     }
+    // The demo fills the embedded queue itself; a Service Bus profile
+    // would leave its orders unread.
+    config.profile.trigger = sagaflow_workflows::config::TriggerKind::Embedded;
     if let Some(r) = args.sandbox_error_rate {
         config.sandbox.error_rate = r;
     }
@@ -256,7 +259,12 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
                 break;
             }
         }
-        let dead_lettered = worker.queue.counts()?.dead_lettered;
+        let dead_lettered = worker
+            .queue
+            .as_ref()
+            .expect("the demo runs the embedded trigger")
+            .counts()?
+            .dead_lettered;
         worker.stop().await?;
         let stats = source.stats().await?;
         let summary = summarize(&paths, &args, &wanted.prefix, stats, dead_lettered, started.elapsed())?;

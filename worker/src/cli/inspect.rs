@@ -1,6 +1,6 @@
 //! Operator views over the journal: list, show, history, stats, signal.
 
-use crate::app::{self, DataPaths};
+use crate::app::DataPaths;
 use crate::engine::core::now_ms;
 use crate::engine::journal;
 use crate::engine::read;
@@ -451,36 +451,6 @@ pub fn stock(data: &Path, command: StockCommand) -> Result<ExitCode> {
                 paths.stock().display()
             );
         }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Arguments of `dead-letters`.
-#[derive(Debug, clap::Args)]
-pub struct DeadLetterArgs {
-    /// At most this many, newest first
-    #[arg(long, default_value_t = 100)]
-    pub limit: usize,
-    /// Print JSON lines
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `sagaflow dead-letters`.
-pub fn dead_letters(data: &Path, args: DeadLetterArgs) -> Result<ExitCode> {
-    let paths = DataPaths::new(data)?;
-    let queue = app::open_queue(&paths)?;
-    let rows = queue.dead_letters(args.limit)?;
-    let mut out = std::io::stdout().lock();
-    for r in &rows {
-        if args.json {
-            writeln!(out, "{}", serde_json::to_string(r)?)?;
-        } else {
-            writeln!(out, "message {}: {}\n  body: {}", r.id, r.reason, r.body)?;
-        }
-    }
-    if rows.is_empty() && !args.json {
-        writeln!(out, "(no dead-lettered messages)")?;
     }
     Ok(ExitCode::SUCCESS)
 }

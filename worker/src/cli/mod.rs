@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod dlq;
 mod inspect;
 mod run;
 
@@ -41,6 +42,8 @@ enum Command {
     Run(run::RunArgs),
     /// Queue orders (a JSON object, an array, or JSON lines) from FILE or - for stdin
     Submit(run::SubmitArgs),
+    /// Publish orders to the [servicebus] queue (Service Bus or a local AMQP 1.0 broker)
+    Send(dlq::SendArgs),
     /// List sagas, newest first
     List(inspect::ListArgs),
     /// Show one saga's timeline: each step and compensation with status, attempts, last error, duration
@@ -54,8 +57,12 @@ enum Command {
     /// Show or set the embedded stock ledger
     #[command(subcommand)]
     Stock(inspect::StockCommand),
-    /// List dead-lettered messages with the reason for each
-    DeadLetters(inspect::DeadLetterArgs),
+    /// Dead-lettered messages: list them with their reasons, or resubmit one
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Same as `dlq list`
+    #[command(hide = true)]
+    DeadLetters(dlq::DlqListArgs),
     /// Validate a sagas.toml and print what it defines
     CheckConfig(CheckArgs),
     /// Run a flash sale on embedded defaults and check the invariants
@@ -119,7 +126,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Stats(s) => inspect::stats(&source(&load(None)?, args.data), s),
         Command::Signal(s) => inspect::signal(&source(&load(None)?, args.data), s),
         Command::Stock(c) => inspect::stock(&data_dir(&load(None)?, args.data), c),
-        Command::DeadLetters(a) => inspect::dead_letters(&data_dir(&load(None)?, args.data), a),
+        Command::Send(s) => dlq::send(&load(None)?, s),
+        Command::Dlq(c) => {
+            let config = load(None)?;
+            let data = data_dir(&config, args.data);
+            dlq::dlq(&config, &data, c)
+        }
+        Command::DeadLetters(a) => {
+            let config = load(None)?;
+            let data = data_dir(&config, args.data);
+            dlq::dlq(&config, &data, dlq::DlqCommand::List(a))
+        }
         Command::Demo(d) => {
             let config = load(None)?;
             demo::demo(config, args.data, d)

@@ -5,10 +5,11 @@ use crate::engine::temporal::client::TemporalClient;
 use crate::engine::temporal::worker::WorkerThread;
 use crate::engine::{Definition, Ended, Engine, Starter};
 use crate::trigger::embedded::{self, TriggerConfig};
+use crate::trigger::servicebus::{ServiceBusTrigger, TriggerStats};
 use anyhow::{bail, Context, Result};
 use sagaflow_activities::queue::EmbeddedQueue;
 use sagaflow_activities::Order;
-use sagaflow_workflows::config::EngineKind;
+use sagaflow_workflows::config::{EngineKind, TriggerKind};
 use sagaflow_workflows::Config;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -75,8 +76,10 @@ pub struct Worker {
     pub _adapters: Adapters,
     /// The engine.
     pub engine: EngineRun,
-    /// The queue the trigger consumes.
-    pub queue: Arc<EmbeddedQueue>,
+    /// The embedded queue, when the trigger consumes it.
+    pub queue: Option<Arc<EmbeddedQueue>>,
+    /// The Service Bus trigger's counters, when it runs.
+    pub servicebus: Option<Arc<TriggerStats>>,
     stop: Arc<AtomicBool>,
     trigger: tokio::task::JoinHandle<()>,
     reaper: tokio::task::JoinHandle<()>,
@@ -146,24 +149,36 @@ impl Worker {
                 )
             }
         };
-        let queue = Arc::new(app::open_queue(paths)?);
         let stop = Arc::new(AtomicBool::new(false));
-        let trigger = tokio::spawn(embedded::run(
-            queue.clone(),
-            starter,
-            def,
-            TriggerConfig {
-                max_live,
-                batch: 256,
-                lock: Duration::from_secs(60),
-            },
-            stop.clone(),
-        ));
+        let (queue, servicebus, trigger) = match config.profile.trigger {
+            TriggerKind::Embedded => {
+                let queue = Arc::new(app::open_queue(paths)?);
+                let trigger = tokio::spawn(embedded::run(
+                    queue.clone(),
+                    starter,
+                    def,
+                    TriggerConfig {
+                        max_live,
+                        batch: 256,
+                        lock: Duration::from_secs(60),
+                    },
+                    stop.clone(),
+                ));
+                (Some(queue), None, trigger)
+            }
+            TriggerKind::ServiceBus => {
+                let sb = ServiceBusTrigger::connect_check(&config.servicebus, max_live).await?;
+                let stats = Arc::new(TriggerStats::default());
+                let trigger = tokio::spawn(sb.run(starter, def, stop.clone(), stats.clone()));
+                (None, Some(stats), trigger)
+            }
+        };
         let reaper = app::spawn_stock_reaper(adapters.stock.clone());
         Ok(Worker {
             _adapters: adapters,
             engine,
             queue,
+            servicebus,
             stop,
             trigger,
             reaper,
@@ -177,7 +192,13 @@ impl Worker {
     /// visibility lags a little, so idleness must hold for three checks in
     /// a row.
     pub async fn is_idle(&mut self) -> Result<bool> {
-        let pending = self.queue.counts()?.pending;
+        let pending = match (&self.queue, &self.servicebus) {
+            (Some(queue), _) => queue.counts()?.pending,
+            (None, Some(stats)) => {
+                i64::from(!stats.looks_drained(crate::engine::core::now_ms(), SERVICE_BUS_QUIET_MS))
+            }
+            (None, None) => 0,
+        };
         let (open, needed) = match &self.engine {
             EngineRun::Embedded { journal, .. } => {
                 let open: i64 = journal.query_row(
@@ -236,6 +257,10 @@ impl Worker {
     }
 }
 
+/// With the Service Bus trigger, the queue counts as empty after this long
+/// without a message.
+const SERVICE_BUS_QUIET_MS: u64 = 1500;
+
 /// Keeps `live` at the number of sagas running or compensating on the
 /// cluster, so the trigger holds back when `--max-live` are in flight
 /// (visibility lags a little, so this is approximate).
@@ -274,8 +299,22 @@ pub fn run(config: Config, data: &Path, args: RunArgs) -> Result<ExitCode> {
     })
 }
 
+/// Reads FILE, or stdin for `-`.
+pub fn read_input(file: &Path) -> Result<String> {
+    let mut text = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read from stdin")?;
+    } else {
+        text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    Ok(text)
+}
+
 /// Splits submit input into messages: a JSON array, one object, or lines.
-fn split_messages(text: &str) -> Vec<(usize, String)> {
+pub fn split_messages(text: &str) -> Vec<(usize, String)> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
         if let Ok(serde_json::Value::Array(items)) =
@@ -301,15 +340,7 @@ fn split_messages(text: &str) -> Vec<(usize, String)> {
 
 /// `sagaflow submit FILE|-`: queues orders for the worker.
 pub fn submit(data: &Path, args: SubmitArgs) -> Result<ExitCode> {
-    let mut text = String::new();
-    if args.file.as_os_str() == "-" {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read orders from stdin")?;
-    } else {
-        text = std::fs::read_to_string(&args.file)
-            .with_context(|| format!("cannot read {}", args.file.display()))?;
-    }
+    let text = read_input(&args.file)?;
     let messages = split_messages(&text);
     let mut bad = Vec::new();
     if !args.raw {

@@ -17,6 +17,9 @@ use std::time::Duration;
 /// Deliveries before a message that never settles is dead-lettered.
 pub const MAX_DELIVERIES: u32 = 10;
 
+/// Bodies above this are dead-lettered (Service Bus standard's limit).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
 /// How the trigger paces itself.
 #[derive(Debug, Clone)]
 pub struct TriggerConfig {
@@ -71,7 +74,7 @@ pub async fn run(
         let mut starts = Vec::with_capacity(deliveries.len());
         let mut settled = Vec::with_capacity(deliveries.len());
         for d in deliveries {
-            match Order::parse(&d.body) {
+            match Order::from_message(&d.body, None, MAX_MESSAGE_BYTES) {
                 Ok(order) => {
                     let input = serde_json::to_value(&order).expect("orders serialize");
                     let engine = engine.clone();
@@ -81,9 +84,9 @@ pub async fn run(
                         tokio::spawn(async move { engine.start(order.order_id, def, input).await }),
                     ));
                 }
-                Err(reason) => {
-                    tracing::warn!(message = d.id, reason, "malformed order dead-lettered");
-                    if let Err(e) = queue.dead_letter(d.id, &reason) {
+                Err(rejection) => {
+                    tracing::warn!(message = d.id, reason = rejection.reason, description = %rejection.description, "malformed order dead-lettered");
+                    if let Err(e) = queue.dead_letter(d.id, &rejection.to_string()) {
                         tracing::warn!(error = %e, "dead-lettering failed; the message will be delivered again");
                     }
                 }

@@ -2,3 +2,4 @@
 //! and settles a message only after its start is durable.
 
 pub mod embedded;
+pub mod servicebus;

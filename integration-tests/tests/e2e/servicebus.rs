@@ -1,0 +1,279 @@
+//! The Service Bus trigger against a real AMQP 1.0 broker (RabbitMQ with
+//! rabbitmq_amqp1_0): every valid message becomes exactly one saga that
+//! ends, malformed ones are dead-lettered with a reason, duplicates and
+//! redeliveries start nothing twice, and a SIGKILL loses nothing.
+
+use crate::books::{check_books, check_journal};
+use crate::broker::*;
+use crate::common::*;
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The malformed messages: each kind of bad input, 20 in all.
+fn malformed() -> Vec<String> {
+    let good = order_json("bad-template", 1, 1);
+    let mut out = Vec::new();
+    for i in 0..4 {
+        out.push(format!("this is not json {i}"));
+    }
+    for i in 0..3 {
+        out.push(format!(
+            r#"{{"order_id":"bad-missing-{i}","customer":"c"}}"#
+        ));
+    }
+    for i in 0..3 {
+        out.push(
+            good.replace("bad-template", &format!("bad-neg-{i}"))
+                .replace(r#""qty":1"#, r#""qty":-2"#),
+        );
+    }
+    for i in 0..3 {
+        out.push(
+            good.replace("bad-template", &format!("bad-zero-{i}"))
+                .replace(r#""qty":1"#, r#""qty":0"#),
+        );
+    }
+    for i in 0..3 {
+        out.push(
+            good.replace("bad-template", &format!("bad-cur-{i}"))
+                .replace("usd", "zzz"),
+        );
+    }
+    for i in 0..2 {
+        out.push(format!("[{i}, 2, 3]"));
+    }
+    // Over max_message_bytes (4096 in these tests).
+    out.push(good.replace("bad-template", &format!("bad-big-{}", "x".repeat(5000))));
+    out.push(
+        good.replace("bad-template", "bad-amount")
+            .replace(r#""amount":1999"#, r#""amount":0"#),
+    );
+    assert_eq!(out.len(), 20);
+    out
+}
+
+/// A deterministic shuffle, so duplicates and bad messages are spread out.
+fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    for i in (1..items.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        items.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+}
+
+fn write_lines(path: &std::path::Path, lines: &[String]) {
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+fn stats(config: &str, data: &str) -> serde_json::Value {
+    let out = sb_ok(&["stats", "--json", "--config", config, "--data", data]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("stats is not JSON ({e}): {out}"))
+}
+
+/// Runs the worker until idle, failing after `limit`.
+fn run_until_idle(config: &str, data: &str, log: &std::path::Path, limit: Duration) {
+    let mut child = sb_command(&[
+        "run",
+        "--until-idle",
+        "--max-live",
+        "200",
+        "--config",
+        config,
+        "--data",
+        data,
+    ])
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).unwrap())
+    .spawn()
+    .unwrap();
+    let began = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "the worker failed ({status}):\n{}",
+                std::fs::read_to_string(log).unwrap()
+            );
+            return;
+        }
+        if began.elapsed() > limit {
+            let _ = child.kill();
+            panic!(
+                "the worker did not go idle within {limit:?}:\n{}",
+                std::fs::read_to_string(log).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_thousand_messages_with_malformed_and_duplicates_become_exactly_the_valid_sagas() {
+    let queue = fresh_queue("sb-e2e-1000");
+    let dir = data_dir("sb-1000");
+    let d = dir.to_str().unwrap().to_owned();
+    let config = servicebus_config(
+        &dir,
+        &queue,
+        &[("max_message_bytes = 262144", "max_message_bytes = 4096")],
+    );
+    let c = config.to_str().unwrap().to_owned();
+    let (skus, units) = (10, 600);
+    seed_stock(&config, &d, skus, units);
+
+    // 930 distinct orders, 50 of them sent twice, 20 malformed: 1,000.
+    let unique = 930;
+    let mut lines: Vec<String> = (0..unique)
+        .map(|n| order_json(&format!("sb-{n:05}"), n, skus))
+        .collect();
+    lines.extend((0..50).map(|k| order_json(&format!("sb-{:05}", k * 17), k * 17, skus)));
+    lines.extend(malformed());
+    assert_eq!(lines.len(), 1_000);
+    shuffle(&mut lines, 0x5eed);
+    let file = dir.join("orders.jsonl");
+    write_lines(&file, &lines);
+
+    // Without --raw, send refuses the lot and sends nothing.
+    let refused = sb_command(&["send", file.to_str().unwrap(), "--config", &c])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr)
+        .contains("20 of 1000 orders are invalid; nothing was sent"));
+    assert_eq!(wait_depth(&queue, (0, 0)), (0, 0));
+
+    let sent = sb_ok(&["send", "--raw", file.to_str().unwrap(), "--config", &c]);
+    assert!(sent.contains("sent 1000 message(s)"), "{sent}");
+    assert_eq!(wait_depth(&queue, (1_000, 0)), (1_000, 0));
+
+    run_until_idle(&c, &d, &dir.join("worker.log"), Duration::from_secs(180));
+
+    let s = stats(&c, &d);
+    assert_eq!(s["total"], unique, "one saga per distinct order: {s}");
+    let completed = s["completed"].as_u64().unwrap();
+    assert_eq!(
+        completed + s["compensated"].as_u64().unwrap(),
+        unique as u64,
+        "{s}"
+    );
+    assert_eq!(completed, units as u64, "the sale sold out: {s}");
+    check_journal(&dir, unique);
+    check_books(&dir, units, completed);
+
+    let dl: Vec<serde_json::Value> = sb_ok(&["dlq", "list", "--json", "--config", &c])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        dl.len(),
+        20,
+        "every malformed message is dead-lettered once"
+    );
+    let mut reasons = BTreeMap::new();
+    for r in &dl {
+        assert!(!r["description"].as_str().unwrap().is_empty(), "{r}");
+        *reasons
+            .entry(r["reason"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(reasons.get("InvalidJson"), Some(&4), "{reasons:?}");
+    assert_eq!(reasons.get("MessageTooLarge"), Some(&1), "{reasons:?}");
+    assert_eq!(reasons.get("InvalidOrder"), Some(&15), "{reasons:?}");
+    assert!(dl.iter().any(|r| r["description"]
+        .as_str()
+        .unwrap()
+        .contains("unknown currency \"zzz\"")));
+    assert_eq!(wait_depth(&queue, (0, 0)), (0, 0), "the queue is empty");
+    assert_eq!(
+        wait_depth(&format!("{queue}.dlq"), (20, 0)),
+        (20, 0),
+        "listing leaves dead letters in place"
+    );
+
+    // An operator fixes one and puts it back: it becomes a saga.
+    let fixed = order_json("bad-zero-1", 3, skus);
+    let body = dir.join("fixed.json");
+    std::fs::write(&body, &fixed).unwrap();
+    sb_ok(&[
+        "dlq",
+        "resubmit",
+        "bad-zero-1",
+        "--body",
+        body.to_str().unwrap(),
+        "--config",
+        &c,
+    ]);
+    assert_eq!(wait_depth(&format!("{queue}.dlq"), (19, 0)), (19, 0));
+    run_until_idle(&c, &d, &dir.join("worker-2.log"), Duration::from_secs(60));
+    let s = stats(&c, &d);
+    assert_eq!(s["total"], unique + 1, "{s}");
+    assert_eq!(wait_depth(&queue, (0, 0)), (0, 0));
+    delete_queues(&queue);
+}
+
+#[test]
+fn sigkill_with_unsettled_messages_loses_and_repeats_nothing() {
+    let queue = fresh_queue("sb-e2e-kill");
+    let dir = data_dir("sb-kill");
+    let d = dir.to_str().unwrap().to_owned();
+    let config = servicebus_config(&dir, &queue, &[("latency = \"0ms\"", "latency = \"20ms\"")]);
+    let c = config.to_str().unwrap().to_owned();
+    let (orders, skus, units) = (1_000, 10, 900);
+    seed_stock(&config, &d, skus, units);
+    let lines: Vec<String> = (0..orders)
+        .map(|n| order_json(&format!("k-{n:05}"), n, skus))
+        .collect();
+    let file = dir.join("orders.jsonl");
+    write_lines(&file, &lines);
+    sb_ok(&["send", file.to_str().unwrap(), "--config", &c]);
+
+    let mut seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("service bus kill test seed {seed}");
+    for kill in 0..4 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wait = Duration::from_millis(400 + seed % 1_200);
+        let log = dir.join(format!("run-{kill}.log"));
+        let mut child = sb_command(&["run", "--max-live", "40", "--config", &c, "--data", &d])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(wait);
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the worker ended early:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        let (_, unacked) = depth(&queue);
+        eprintln!("kill {kill} after {wait:?}: {unacked} message(s) unsettled");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    run_until_idle(&c, &d, &dir.join("final.log"), Duration::from_secs(180));
+
+    let s = stats(&c, &d);
+    assert_eq!(s["total"], orders, "{s}");
+    assert_eq!(s["parked"], 0, "{s}");
+    let completed = s["completed"].as_u64().unwrap();
+    assert_eq!(
+        completed + s["compensated"].as_u64().unwrap(),
+        orders as u64
+    );
+    check_journal(&dir, orders);
+    check_books(&dir, units, completed);
+    assert_eq!(wait_depth(&queue, (0, 0)), (0, 0), "the queue is empty");
+    assert_eq!(
+        wait_depth(&format!("{queue}.dlq"), (0, 0)),
+        (0, 0),
+        "nothing was dead-lettered"
+    );
+    delete_queues(&queue);
+}

@@ -1,0 +1,305 @@
+//! The Service Bus trigger: an AMQP 1.0 queue -> saga starts.
+//!
+//! Peek-lock over AMQP: deliveries arrive unsettled (receiver settle mode
+//! first, the broker keeps each one locked until we settle it).
+//! - A valid order becomes `engine.start(order_id)`; the message is
+//!   accepted (completed) only once the start is durable. A start of an id
+//!   that exists is a duplicate and is accepted too, so a redelivered or
+//!   re-sent order never runs twice.
+//! - A start that fails (engine or cluster unavailable) releases
+//!   (abandons) the message: the broker delivers it again.
+//! - A message that cannot be an order is dead-lettered with a reason
+//!   ([`deadletter`]) and the trigger goes on.
+//! - If the connection drops, every unsettled message goes back to the
+//!   queue by itself; the trigger reconnects with exponential backoff.
+//!
+//! So a crash at any instant loses nothing: each message either became a
+//! saga (whose start was durable before the accept) or is still on the
+//! queue, or in the dead-letter queue with its reason.
+
+pub mod deadletter;
+pub mod endpoint;
+pub mod message;
+pub mod send;
+
+use self::deadletter::DeadLetterer;
+use self::endpoint::{Endpoint, EndpointError, Link};
+use self::message::body_bytes;
+use crate::engine::{Definition, StartOutcome, Starter};
+use backon::BackoffBuilder;
+use fe2o3_amqp::link::receiver::CreditMode;
+use fe2o3_amqp::types::definitions::{ReceiverSettleMode, SenderSettleMode};
+use fe2o3_amqp::types::messaging::Body;
+use fe2o3_amqp::types::primitives::Value;
+use fe2o3_amqp::Receiver;
+use sagaflow_activities::{Order, Rejection};
+use sagaflow_workflows::config::ServiceBusSettings;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the trigger has done, for logs, idle checks and benchmarks.
+#[derive(Debug, Default)]
+pub struct TriggerStats {
+    /// True while a receiver link is attached.
+    pub connected: AtomicBool,
+    /// Starts running whose message is not settled yet.
+    pub in_flight: AtomicUsize,
+    /// Messages received (redeliveries included).
+    pub received: AtomicU64,
+    /// Messages accepted after a new saga started.
+    pub started: AtomicU64,
+    /// Messages accepted as duplicates of an existing saga.
+    pub duplicates: AtomicU64,
+    /// Messages dead-lettered.
+    pub dead_lettered: AtomicU64,
+    /// Messages released after a failed start.
+    pub abandoned: AtomicU64,
+    /// Connections opened (the first one included).
+    pub connects: AtomicU64,
+    /// When the last message arrived, ms since the epoch.
+    pub last_message_ms: AtomicU64,
+    /// When the current connection's receiver attached, ms since the epoch.
+    pub connected_at_ms: AtomicU64,
+}
+
+impl TriggerStats {
+    /// True when connected, nothing is in flight, and no message arrived
+    /// for `quiet_ms` (nor since the receiver attached): the queue looks
+    /// empty. A broker cannot say so outright without its management API.
+    pub fn looks_drained(&self, now_ms: u64, quiet_ms: u64) -> bool {
+        let last = self
+            .last_message_ms
+            .load(Ordering::Relaxed)
+            .max(self.connected_at_ms.load(Ordering::Relaxed));
+        self.connected.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && now_ms.saturating_sub(last) >= quiet_ms
+    }
+}
+
+/// How the trigger consumes.
+#[derive(Debug, Clone)]
+pub struct ServiceBusTrigger {
+    /// Where.
+    pub endpoint: Endpoint,
+    /// Queue and limits.
+    pub settings: ServiceBusSettings,
+    /// Live sagas above which no more messages are taken.
+    pub max_live: usize,
+}
+
+/// Reconnect delays: 100 ms doubling to 10 s, with jitter, forever.
+fn reconnect_delays() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+impl ServiceBusTrigger {
+    /// Reads the endpoint from the environment and checks the broker
+    /// answers and the queue exists, so a bad setup fails at start-up and
+    /// not at the first order.
+    pub async fn connect_check(
+        settings: &ServiceBusSettings,
+        max_live: usize,
+    ) -> Result<ServiceBusTrigger, EndpointError> {
+        let endpoint = Endpoint::from_env(&settings.connection_env)?;
+        if let Some(path) = &endpoint.entity_path {
+            if path != &settings.queue {
+                return Err(EndpointError::Connect {
+                    endpoint: endpoint.to_string(),
+                    why: format!(
+                        "the connection string's EntityPath is {path} but [servicebus] queue is {}; make them the same",
+                        settings.queue
+                    ),
+                });
+            }
+        }
+        let mut link = endpoint.connect("sagaflow-check").await?;
+        let address = endpoint.queue_address(&settings.queue);
+        let probe = Receiver::builder()
+            .name("sagaflow-check")
+            .source(address.clone())
+            .credit_mode(CreditMode::Manual)
+            .attach(&mut link.session)
+            .await;
+        let result = match probe {
+            Ok(r) => {
+                let _ = r.close().await;
+                Ok(())
+            }
+            Err(e) => Err(EndpointError::Connect {
+                endpoint: endpoint.to_string(),
+                why: format!("cannot receive from queue {address}: {e}; create it (scripts/services.sh queue NAME declares one on the local broker)"),
+            }),
+        };
+        link.close().await;
+        result.map(|()| ServiceBusTrigger {
+            endpoint,
+            settings: settings.clone(),
+            max_live,
+        })
+    }
+
+    /// Consumes until `stop` is set, reconnecting whenever the connection
+    /// drops. Returns after the starts in flight have settled.
+    pub async fn run(
+        self,
+        engine: Starter,
+        def: Arc<Definition>,
+        stop: Arc<AtomicBool>,
+        stats: Arc<TriggerStats>,
+    ) {
+        let mut delays = reconnect_delays();
+        while !stop.load(Ordering::Relaxed) {
+            let connected_before = stats.connects.load(Ordering::Relaxed);
+            match self.consume(&engine, &def, &stop, &stats).await {
+                Ok(()) => break,
+                Err(e) => {
+                    stats.connected.store(false, Ordering::Relaxed);
+                    let was_up = stats.connects.load(Ordering::Relaxed) > connected_before;
+                    if was_up {
+                        // It worked for a while: start the backoff over.
+                        delays = reconnect_delays();
+                    }
+                    let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                    if was_up {
+                        tracing::warn!(error = %e, retry_in = ?delay, "Service Bus connection lost; unsettled messages return to the queue; reconnecting");
+                    } else {
+                        tracing::warn!(error = %e, retry_in = ?delay, "Service Bus unreachable; reconnecting");
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        stats.connected.store(false, Ordering::Relaxed);
+    }
+
+    /// One connection's life. `Ok` when stopped, `Err` when the link broke.
+    async fn consume(
+        &self,
+        engine: &Starter,
+        def: &Arc<Definition>,
+        stop: &AtomicBool,
+        stats: &Arc<TriggerStats>,
+    ) -> Result<(), String> {
+        let name = format!("sagaflow-{}", std::process::id());
+        let mut link = self
+            .endpoint
+            .connect(&name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let result = self
+            .consume_on(&mut link, &name, engine, def, stop, stats)
+            .await;
+        // Settle what is in flight while the link still exists.
+        while stats.in_flight.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        link.close().await;
+        result
+    }
+
+    async fn consume_on(
+        &self,
+        link: &mut Link,
+        name: &str,
+        engine: &Starter,
+        def: &Arc<Definition>,
+        stop: &AtomicBool,
+        stats: &Arc<TriggerStats>,
+    ) -> Result<(), String> {
+        let address = self.endpoint.queue_address(&self.settings.queue);
+        let mut receiver = Receiver::builder()
+            .name(format!("{name}-orders"))
+            .source(address.clone())
+            .credit_mode(CreditMode::Auto(self.settings.prefetch))
+            .auto_accept(false)
+            .sender_settle_mode(SenderSettleMode::Unsettled)
+            .receiver_settle_mode(ReceiverSettleMode::First)
+            .attach(&mut link.session)
+            .await
+            .map_err(|e| format!("cannot receive from {address}: {e}"))?;
+        let mut dead = DeadLetterer::attach(link, name, &self.endpoint, &self.settings).await?;
+        stats
+            .connected_at_ms
+            .store(crate::engine::core::now_ms(), Ordering::Relaxed);
+        stats.connected.store(true, Ordering::Relaxed);
+        stats.connects.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(endpoint = %self.endpoint, queue = %address, prefetch = self.settings.prefetch, "consuming orders");
+        let disposer = receiver.disposer();
+        let max_bytes = self.settings.max_message_bytes as usize;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                let _ = receiver.close().await;
+                return Ok(());
+            }
+            // Starts not yet acknowledged count too: the broker hands over a
+            // whole prefetch in microseconds, long before the engine has
+            // registered any of them.
+            if engine.live() + stats.in_flight.load(Ordering::Relaxed) >= self.max_live {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            let delivery = tokio::select! {
+                d = receiver.recv::<Body<Value>>() => d.map_err(|e| format!("receive failed: {e}"))?,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+            };
+            stats.received.fetch_add(1, Ordering::Relaxed);
+            stats
+                .last_message_ms
+                .store(crate::engine::core::now_ms(), Ordering::Relaxed);
+            let (info, message) = delivery.into_parts();
+            let message_id = message::message_id(&message);
+            let parsed = match body_bytes(&message.body) {
+                Some(bytes) => Order::from_message(&bytes, message_id.as_deref(), max_bytes),
+                None => Err(Rejection::new(
+                    "UnsupportedBody",
+                    "the body is an AMQP list or number; send the order as JSON in a data section or string value",
+                )),
+            };
+            match parsed {
+                Ok(order) => {
+                    stats.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let (engine, def, disposer, stats) =
+                        (engine.clone(), def.clone(), disposer.clone(), stats.clone());
+                    tokio::spawn(async move {
+                        let input = serde_json::to_value(&order).expect("orders serialize");
+                        let id = order.order_id;
+                        let settled = match engine.start(id.clone(), def, input).await {
+                            Ok(outcome) => {
+                                let counter = match outcome {
+                                    StartOutcome::Started => &stats.started,
+                                    StartOutcome::Duplicate => &stats.duplicates,
+                                };
+                                counter.fetch_add(1, Ordering::Relaxed);
+                                disposer.accept(info).await
+                            }
+                            Err(e) => {
+                                tracing::warn!(order = id, error = %e, "saga start failed; the message is released and will be delivered again");
+                                stats.abandoned.fetch_add(1, Ordering::Relaxed);
+                                disposer.release(info).await
+                            }
+                        };
+                        if let Err(e) = settled {
+                            // The link is gone: the broker redelivers it,
+                            // and the redelivery is a harmless duplicate.
+                            tracing::debug!(order = id, error = %e, "settling failed; the message will be delivered again");
+                        }
+                        stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+                Err(rejection) => {
+                    tracing::warn!(message = message_id.as_deref().unwrap_or("-"), reason = rejection.reason, description = %rejection.description, "malformed order dead-lettered");
+                    dead.dead_letter(&receiver, info, message, &rejection)
+                        .await?;
+                    stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
