@@ -74,7 +74,7 @@ pub struct BenchResult {
     fsync: &'static str,
 }
 
-fn noop_saga() -> SagaDef {
+pub(super) fn noop_saga() -> SagaDef {
     let step = |i: usize, compensation: bool| StepDef {
         name: format!("step{i}"),
         action: "noop.ok".into(),
@@ -239,7 +239,7 @@ async fn world(
 }
 
 /// A one-unit order paid with a card that succeeds.
-fn order(id: &str) -> serde_json::Value {
+pub(super) fn order(id: &str) -> serde_json::Value {
     serde_json::to_value(Order {
         order_id: id.to_owned(),
         customer: "bench".into(),

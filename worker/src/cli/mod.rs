@@ -1,6 +1,7 @@
 //! Command-line interface: one documented function per subcommand.
 
 mod bench;
+mod bench_queue;
 mod demo;
 mod dlq;
 mod inspect;
@@ -69,6 +70,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure the embedded engine: sagas per second and latency
     Bench(bench::BenchArgs),
+    /// Measure the Service Bus trigger: queue -> durable saga starts, next to the broker's own rate
+    BenchQueue(bench_queue::BenchQueueArgs),
 }
 
 /// `--engine`.
@@ -142,6 +145,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             demo::demo(config, args.data, d)
         }
         Command::Bench(b) => bench::bench(load(None)?, args.data, b),
+        Command::BenchQueue(b) => bench_queue::bench_queue(load(None)?, args.data, b),
     }
 }
 

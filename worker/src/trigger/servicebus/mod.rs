@@ -217,7 +217,7 @@ impl ServiceBusTrigger {
         let mut receiver = Receiver::builder()
             .name(format!("{name}-orders"))
             .source(address.clone())
-            .credit_mode(CreditMode::Auto(self.settings.prefetch))
+            .credit_mode(CreditMode::Manual)
             .auto_accept(false)
             .sender_settle_mode(SenderSettleMode::Unsettled)
             .receiver_settle_mode(ReceiverSettleMode::First)
@@ -233,10 +233,29 @@ impl ServiceBusTrigger {
         tracing::info!(endpoint = %self.endpoint, queue = %address, prefetch = self.settings.prefetch, "consuming orders");
         let disposer = receiver.disposer();
         let max_bytes = self.settings.max_message_bytes as usize;
+        // Credit is ours to grant (manual mode): fe2o3's automatic refill
+        // races with settlements made from other tasks and then rejects the
+        // broker's transfers as over the limit. Grant up to `prefetch`
+        // unsettled messages, topping up once half is used.
+        let prefetch = self.settings.prefetch;
+        let mut credit = 0u32;
         loop {
             if stop.load(Ordering::Relaxed) {
                 let _ = receiver.close().await;
                 return Ok(());
+            }
+            let unsettled = stats.in_flight.load(Ordering::Relaxed) as u32;
+            let room = prefetch.saturating_sub(unsettled);
+            if credit <= prefetch / 2 && room > credit {
+                receiver
+                    .set_credit(room)
+                    .await
+                    .map_err(|e| format!("granting credit failed: {e}"))?;
+                credit = room;
+            }
+            if credit == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
             }
             // Starts not yet acknowledged count too: the broker hands over a
             // whole prefetch in microseconds, long before the engine has
@@ -249,6 +268,7 @@ impl ServiceBusTrigger {
                 d = receiver.recv::<Body<Value>>() => d.map_err(|e| format!("receive failed: {e}"))?,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
             };
+            credit -= 1;
             stats.received.fetch_add(1, Ordering::Relaxed);
             stats
                 .last_message_ms
