@@ -2,8 +2,9 @@
 //!
 //! - [`registry`]: activity name -> async function, checked against
 //!   `sagas.toml` at load;
-//! - [`stock`]: the embedded stock ledger (`stock.reserve`, `stock.release`,
-//!   `stock.commit`);
+//! - [`stock`]: `stock.reserve`, `stock.release`, `stock.commit` over the
+//!   embedded SQLite ledger or the Redis adapter (Lua scripts), one
+//!   [`stock::Stock`] with the same semantics;
 //! - [`orders`]: the embedded order store (`orders.create`, `orders.cancel`);
 //! - [`payment`]: the HTTP payment adapter (`payment.authorize`,
 //!   `payment.capture`, `payment.void`, `payment.refund`) and the payment
