@@ -5,7 +5,8 @@
 //! - [`stock`]: `stock.reserve`, `stock.release`, `stock.commit` over the
 //!   embedded SQLite ledger or the Redis adapter (Lua scripts), one
 //!   [`stock::Stock`] with the same semantics;
-//! - [`orders`]: the embedded order store (`orders.create`, `orders.cancel`);
+//! - [`orders`]: `orders.create`, `orders.cancel` over the embedded SQLite
+//!   store or the Cosmos DB adapter, one [`orders::Orders`];
 //! - [`payment`]: the HTTP payment adapter (`payment.authorize`,
 //!   `payment.capture`, `payment.void`, `payment.refund`) and the payment
 //!   sandbox provider it talks to in the embedded profile;
