@@ -28,8 +28,10 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+pub mod bench;
 pub mod redis;
 
+pub use self::bench::{bench_reserve, StockBenchConfig, StockBenchReport};
 pub use self::redis::{RedisStock, RedisStockConfig};
 
 const SCHEMA: &str = "
@@ -80,6 +82,9 @@ pub enum StockError {
         /// What the driver said.
         reason: String,
     },
+    /// A reservation failed during a benchmark run.
+    #[error("a benchmark reservation failed: {0}; check the backend is up and the bench SKU is not in use")]
+    Bench(String),
 }
 
 /// Totals over every SKU, for invariant checks.

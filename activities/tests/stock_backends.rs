@@ -506,3 +506,34 @@ async fn redis_connection_loss_is_retryable_and_the_adapter_reconnects() {
     assert_eq!(counts(&stock).await, (2, 1, 0));
     server.stop();
 }
+
+// ------------------------------------------------------------- benchmark --
+
+async fn bench_on(b: Backend, label: &str) {
+    let config = sagaflow_activities::stock::StockBenchConfig {
+        sku: "BENCH".into(),
+        reservations: 20_000,
+        in_flight: 64,
+    };
+    let r = sagaflow_activities::stock::bench_reserve(&b.stock, &config)
+        .await
+        .unwrap();
+    eprintln!(
+        "{label}: {} reservations, {} in flight: {:.0}/s, p50 {} us, p99 {} us",
+        r.reservations, r.in_flight, r.per_second, r.p50_us, r.p99_us
+    );
+    assert_eq!(r.reservations, 20_000);
+    // Everything was released again.
+    assert_eq!(counts(&b.stock).await, (20_000, 0, 0));
+    b.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reserve_runs_on_the_embedded_ledger() {
+    bench_on(Backend::embedded("bench"), "embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reserve_runs_on_redis() {
+    bench_on(Backend::redis("bench").await, "redis").await;
+}
