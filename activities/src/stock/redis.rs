@@ -302,6 +302,16 @@ pub struct RedisStock {
 /// The three keys of one SKU, in the order every script expects.
 struct SkuKeys([String; 3]);
 
+/// `{p}stock:{SKU}`, `{p}resv:{SKU}`, `{p}deadlines:{SKU}`: the braces make
+/// the SKU the hash tag, so the three share a Cluster slot.
+fn sku_keys(p: &str, sku: &str) -> SkuKeys {
+    SkuKeys([
+        format!("{p}stock:{{{sku}}}"),
+        format!("{p}resv:{{{sku}}}"),
+        format!("{p}deadlines:{{{sku}}}"),
+    ])
+}
+
 impl RedisStock {
     /// Connects with the default key prefix; fails at once, with what to do,
     /// when the server does not answer.
@@ -354,12 +364,7 @@ impl RedisStock {
     }
 
     fn keys(&self, sku: &str) -> SkuKeys {
-        let p = &self.prefix;
-        SkuKeys([
-            format!("{p}stock:{{{sku}}}"),
-            format!("{p}resv:{{{sku}}}"),
-            format!("{p}deadlines:{{{sku}}}"),
-        ])
+        sku_keys(&self.prefix, sku)
     }
 
     fn skus_key(&self) -> String {
@@ -452,35 +457,33 @@ impl RedisStock {
                     &[reservation, &qty.to_string(), &deadline, &token, primary],
                 )
                 .await;
-            let failure = match outcome.as_deref() {
-                Ok("taken") | Ok("R") => {
-                    first_state.get_or_insert("reserved");
-                    None
-                }
-                Ok("C") => {
-                    first_state.get_or_insert("committed");
-                    None
-                }
-                Ok("out_of_stock") => Some(ActivityError::business(
-                    "out_of_stock",
-                    format!("not enough stock of {sku} for {qty} unit(s)"),
-                )),
-                Ok("unknown_sku") => Some(ActivityError::business(
-                    "unknown_sku",
-                    format!("no such sku {sku}"),
-                )),
-                Ok(state) => Some(ActivityError::business(
-                    "reservation_closed",
-                    format!(
-                        "reservation {reservation} is already {}; it cannot be reserved again",
-                        state_name(state)
-                    ),
-                )),
-                Err(_) => None,
-            };
             let failure = match outcome {
                 Err(e) => Some(self.unavailable(e)),
-                Ok(_) => failure,
+                Ok(state) => match state.as_str() {
+                    "taken" | "R" => {
+                        first_state.get_or_insert("reserved");
+                        None
+                    }
+                    "C" => {
+                        first_state.get_or_insert("committed");
+                        None
+                    }
+                    "out_of_stock" => Some(ActivityError::business(
+                        "out_of_stock",
+                        format!("not enough stock of {sku} for {qty} unit(s)"),
+                    )),
+                    "unknown_sku" => Some(ActivityError::business(
+                        "unknown_sku",
+                        format!("no such sku {sku}"),
+                    )),
+                    other => Some(ActivityError::business(
+                        "reservation_closed",
+                        format!(
+                            "reservation {reservation} is already {}; it cannot be reserved again",
+                            state_name(other)
+                        ),
+                    )),
+                },
             };
             match failure {
                 None => taken.push(sku),
@@ -767,6 +770,22 @@ fn mask_password(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_of_a_sku_shares_its_hash_tag() {
+        // Redis Cluster hashes only what is between the first `{` and the
+        // next `}`: the three keys must agree on it, whatever the prefix.
+        let tag = |key: &str| {
+            let open = key.find('{').unwrap();
+            let close = open + key[open..].find('}').unwrap();
+            key[open + 1..close].to_owned()
+        };
+        for (prefix, sku) in [("sagaflow:", "SKU-1"), ("a:b:", "x}y"), ("p", "{z")] {
+            let SkuKeys(keys) = sku_keys(prefix, sku);
+            let tags: Vec<String> = keys.iter().map(|k| tag(k)).collect();
+            assert!(tags.iter().all(|t| *t == tags[0]), "{keys:?}");
+        }
+    }
 
     #[test]
     fn passwords_are_masked() {
