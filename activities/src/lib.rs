@@ -2,9 +2,11 @@
 //!
 //! - [`registry`]: activity name -> async function, checked against
 //!   `sagas.toml` at load;
-//! - [`stock`]: the embedded stock ledger (`stock.reserve`, `stock.release`,
-//!   `stock.commit`);
-//! - [`orders`]: the embedded order store (`orders.create`, `orders.cancel`);
+//! - [`stock`]: `stock.reserve`, `stock.release`, `stock.commit` over the
+//!   embedded SQLite ledger or the Redis adapter (Lua scripts), one
+//!   [`stock::Stock`] with the same semantics;
+//! - [`orders`]: `orders.create`, `orders.cancel` over the embedded SQLite
+//!   store or the Cosmos DB adapter, one [`orders::Orders`];
 //! - [`payment`]: the HTTP payment adapter (`payment.authorize`,
 //!   `payment.capture`, `payment.void`, `payment.refund`) and the payment
 //!   sandbox provider it talks to in the embedded profile;

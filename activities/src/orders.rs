@@ -1,6 +1,9 @@
-//! The embedded order store: `orders.create`, `orders.cancel`.
+//! The order store behind `orders.create`, `orders.cancel`: [`Orders`] is
+//! either the embedded SQLite [`OrderStore`] (this file) or the Cosmos DB
+//! adapter [`CosmosOrders`] ([`cosmos`]); one test suite
+//! (`tests/order_backends.rs`) runs against both.
 //!
-//! Stands in for Cosmos DB. The document id is the saga id (= order id).
+//! The document id is the saga id (= order id).
 //!
 //! Invariants:
 //! - create is idempotent: a second create of the same id returns the
@@ -19,6 +22,10 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+pub mod cosmos;
+
+pub use cosmos::{CosmosOrders, CosmosOrdersConfig};
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS orders (
     id TEXT PRIMARY KEY,
@@ -35,6 +42,26 @@ pub enum OrdersError {
     /// The SQLite file could not be opened or read.
     #[error("order store database error: {0}; check the data directory is writable")]
     Db(#[from] rusqlite::Error),
+    /// The Cosmos DB account or container did not answer at start-up.
+    #[error("cannot reach Cosmos DB container {database}/{container} at {endpoint}: {reason}; check [cosmos] endpoint_env and key_env, and that the container exists with partition key /id")]
+    CosmosUnreachable {
+        /// The account endpoint.
+        endpoint: String,
+        /// The database name.
+        database: String,
+        /// The container name.
+        container: String,
+        /// What the SDK said.
+        reason: String,
+    },
+    /// A snapshot query failed; the caller may retry.
+    #[error("Cosmos DB query on {container} failed: {reason}; check the account is reachable, then retry")]
+    Cosmos {
+        /// `database/container`.
+        container: String,
+        /// What the SDK said.
+        reason: String,
+    },
 }
 
 /// Counts by status, for invariant checks.
@@ -135,16 +162,67 @@ fn snapshot(conn: &Connection) -> Result<OrdersSnapshot, OrdersError> {
     )?)
 }
 
-/// Registers `orders.create` and `orders.cancel` over `store`.
-pub fn register(registry: &mut Registry, store: Arc<OrderStore>) {
+/// The order store the deployment profile selects; both keep the same
+/// documents with the same semantics. Cloning is cheap.
+#[derive(Clone)]
+pub enum Orders {
+    /// The SQLite store in the data directory.
+    Embedded(Arc<OrderStore>),
+    /// The Cosmos DB adapter.
+    Cosmos(Arc<CosmosOrders>),
+}
+
+impl From<Arc<OrderStore>> for Orders {
+    fn from(store: Arc<OrderStore>) -> Orders {
+        Orders::Embedded(store)
+    }
+}
+
+impl From<Arc<CosmosOrders>> for Orders {
+    fn from(cosmos: Arc<CosmosOrders>) -> Orders {
+        Orders::Cosmos(cosmos)
+    }
+}
+
+impl Orders {
+    /// Writes the order once; a retry returns the existing order; an order
+    /// cancelled first fails with `order_cancelled`.
+    pub async fn create(&self, order: &Order) -> Result<Value, ActivityError> {
+        match self {
+            Orders::Embedded(s) => s.create(order),
+            Orders::Cosmos(c) => c.create(order).await,
+        }
+    }
+
+    /// Cancels the order (tombstone if it was never created). Idempotent.
+    pub async fn cancel(&self, order_id: &str) -> Result<Value, ActivityError> {
+        match self {
+            Orders::Embedded(s) => s.cancel(order_id),
+            Orders::Cosmos(c) => c.cancel(order_id).await,
+        }
+    }
+
+    /// Counts by status.
+    pub async fn snapshot(&self) -> Result<OrdersSnapshot, OrdersError> {
+        match self {
+            Orders::Embedded(s) => s.snapshot(),
+            Orders::Cosmos(c) => c.snapshot().await,
+        }
+    }
+}
+
+/// Registers `orders.create` and `orders.cancel` over `store` (an
+/// `Arc<OrderStore>`, an `Arc<CosmosOrders>` or an [`Orders`]).
+pub fn register(registry: &mut Registry, store: impl Into<Orders>) {
+    let store: Orders = store.into();
     let s = store.clone();
     registry.register("orders.create", move |call| {
         let s = s.clone();
-        async move { s.create(&Order::from_call(&call)?) }
+        async move { s.create(&Order::from_call(&call)?).await }
     });
     registry.register("orders.cancel", move |call| {
         let s = store.clone();
-        async move { s.cancel(&Order::from_call(&call)?.order_id) }
+        async move { s.cancel(&Order::from_call(&call)?.order_id).await }
     });
 }
 

@@ -1,7 +1,11 @@
-//! The embedded stock ledger: `stock.reserve`, `stock.release`, `stock.commit`.
+//! The stock ledger behind `stock.reserve`, `stock.release`, `stock.commit`:
+//! [`Stock`] is either the embedded SQLite [`StockLedger`] (this file) or the
+//! Redis adapter [`RedisStock`] ([`redis`]); both keep the same books with
+//! the same semantics, and one test suite (`tests/stock_backends.rs`) runs
+//! against both.
 //!
-//! Stands in for the Redis ledger. A reservation is keyed by the saga id, so
-//! every operation is idempotent per reservation.
+//! A reservation is keyed by the saga id, so every operation is idempotent
+//! per reservation.
 //!
 //! Invariants (checked by [`StockLedger::snapshot`] and the demo):
 //! - per SKU, `available + reserved + sold = initial`, all three >= 0;
@@ -23,6 +27,12 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+pub mod bench;
+pub mod redis;
+
+pub use self::bench::{bench_reserve, StockBenchConfig, StockBenchReport};
+pub use self::redis::{RedisStock, RedisStockConfig};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS stock (
@@ -48,6 +58,33 @@ pub enum StockError {
     /// The SQLite file could not be opened or written.
     #[error("stock ledger database error: {0}; check the data directory is writable")]
     Db(#[from] rusqlite::Error),
+    /// The Redis URL does not parse; nothing was tried.
+    #[error("the Redis URL {url} is not valid: {reason}; fix the variable named by [redis] url_env (redis://[:password@]host:port[/db])")]
+    RedisUrl {
+        /// The URL, password masked.
+        url: String,
+        /// What the driver said.
+        reason: String,
+    },
+    /// No Redis server answered at start-up.
+    #[error("cannot reach Redis at {url}: {reason}; start it or fix [redis] url_env")]
+    RedisUnreachable {
+        /// The URL, password masked.
+        url: String,
+        /// What the driver said.
+        reason: String,
+    },
+    /// A seed, snapshot or reclaim command failed; the caller may retry.
+    #[error("Redis at {url} failed: {reason}; check the server is up, then retry")]
+    Redis {
+        /// The URL, password masked.
+        url: String,
+        /// What the driver said.
+        reason: String,
+    },
+    /// A reservation failed during a benchmark run.
+    #[error("a benchmark reservation failed: {0}; check the backend is up and the bench SKU is not in use")]
+    Bench(String),
 }
 
 /// Totals over every SKU, for invariant checks.
@@ -360,29 +397,145 @@ fn saga_id(call: &ActivityCall) -> Result<String, ActivityError> {
         .ok_or_else(|| ActivityError::business("bad_input", "the activity input has no saga_id"))
 }
 
+/// The order's lines summed per SKU, in first-seen order: a reservation
+/// holds one amount per SKU.
+pub(crate) fn aggregate_lines(items: &[OrderLine]) -> Vec<(String, u32)> {
+    let mut lines: Vec<(String, u32)> = Vec::with_capacity(items.len());
+    for item in items {
+        match lines.iter_mut().find(|(sku, _)| *sku == item.sku) {
+            Some((_, qty)) => *qty += item.qty,
+            None => lines.push((item.sku.clone(), item.qty)),
+        }
+    }
+    lines
+}
+
+/// The stock backend the deployment profile selects. Both keep the same
+/// books with the same semantics; cloning is cheap.
+///
+/// The embedded ledger finds a reservation by id alone; Redis keeps one
+/// record per SKU, so `release` and `commit` also take the order's lines
+/// (every activity input carries the order).
+#[derive(Clone)]
+pub enum Stock {
+    /// The SQLite ledger in the data directory.
+    Embedded(Arc<StockLedger>),
+    /// The Redis adapter.
+    Redis(Arc<RedisStock>),
+}
+
+impl From<Arc<StockLedger>> for Stock {
+    fn from(ledger: Arc<StockLedger>) -> Stock {
+        Stock::Embedded(ledger)
+    }
+}
+
+impl From<Arc<RedisStock>> for Stock {
+    fn from(redis: Arc<RedisStock>) -> Stock {
+        Stock::Redis(redis)
+    }
+}
+
+impl Stock {
+    /// Sets the stock of each SKU (initial = available). For demos and tests.
+    pub async fn seed(&self, stock: &[(String, i64)]) -> Result<(), StockError> {
+        match self {
+            Stock::Embedded(l) => l.seed(stock),
+            Stock::Redis(r) => r.seed(stock).await,
+        }
+    }
+
+    /// Reserves every line under `reservation` until `deadline_ms`, all or
+    /// nothing; idempotent. Out of stock is the business error
+    /// `out_of_stock`.
+    pub async fn reserve(
+        &self,
+        reservation: &str,
+        items: &[OrderLine],
+        deadline_ms: u64,
+    ) -> Result<Value, ActivityError> {
+        match self {
+            Stock::Embedded(l) => l.reserve(reservation, items, deadline_ms),
+            Stock::Redis(r) => r.reserve(reservation, items, deadline_ms).await,
+        }
+    }
+
+    /// Returns the reservation's stock once (tombstone when unknown;
+    /// `already_committed` when sold).
+    pub async fn release(
+        &self,
+        reservation: &str,
+        items: &[OrderLine],
+    ) -> Result<Value, ActivityError> {
+        match self {
+            Stock::Embedded(l) => l.release(reservation),
+            Stock::Redis(r) => r.release(reservation, items).await,
+        }
+    }
+
+    /// Makes the sale final once; a late commit of an expired reservation
+    /// re-takes the stock or fails with `reservation_expired`.
+    pub async fn commit(
+        &self,
+        reservation: &str,
+        items: &[OrderLine],
+    ) -> Result<Value, ActivityError> {
+        match self {
+            Stock::Embedded(l) => l.commit(reservation),
+            Stock::Redis(r) => r.commit(reservation, items).await,
+        }
+    }
+
+    /// Returns the stock of reservations past their deadline; how many were
+    /// reclaimed (Redis counts reservation lines).
+    pub async fn reclaim_expired(&self, now_ms: u64) -> Result<usize, StockError> {
+        match self {
+            Stock::Embedded(l) => l.reclaim_expired(now_ms),
+            Stock::Redis(r) => r.reclaim_expired(now_ms).await,
+        }
+    }
+
+    /// Totals for invariant checks.
+    pub async fn snapshot(&self) -> Result<StockSnapshot, StockError> {
+        match self {
+            Stock::Embedded(l) => l.snapshot(),
+            Stock::Redis(r) => r.snapshot().await,
+        }
+    }
+}
+
 /// Registers `stock.reserve`, `stock.release` and `stock.commit` over
-/// `ledger`; reservations hold for `reservation_ttl_ms`.
-pub fn register(registry: &mut Registry, ledger: Arc<StockLedger>, reservation_ttl_ms: u64) {
-    let l = ledger.clone();
+/// `stock` (an `Arc<StockLedger>`, an `Arc<RedisStock>` or a [`Stock`]);
+/// reservations hold for `reservation_ttl_ms`.
+pub fn register(registry: &mut Registry, stock: impl Into<Stock>, reservation_ttl_ms: u64) {
+    let stock: Stock = stock.into();
+    let s = stock.clone();
     registry.register("stock.reserve", move |call| {
-        let l = l.clone();
+        let s = s.clone();
         async move {
             let order = Order::from_call(&call)?;
-            l.reserve(
+            s.reserve(
                 &saga_id(&call)?,
                 &order.items,
                 now_ms() + reservation_ttl_ms,
             )
+            .await
         }
     });
-    let l = ledger.clone();
+    let s = stock.clone();
     registry.register("stock.release", move |call| {
-        let l = l.clone();
-        async move { l.release(&saga_id(&call)?) }
+        let s = s.clone();
+        async move {
+            let order = Order::from_call(&call)?;
+            s.release(&saga_id(&call)?, &order.items).await
+        }
     });
     registry.register("stock.commit", move |call| {
-        let l = ledger.clone();
-        async move { l.commit(&saga_id(&call)?) }
+        let s = stock.clone();
+        async move {
+            let order = Order::from_call(&call)?;
+            s.commit(&saga_id(&call)?, &order.items).await
+        }
     });
 }
 

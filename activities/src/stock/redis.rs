@@ -1,0 +1,798 @@
+//! The Redis stock adapter: the same ledger as [`super::StockLedger`], kept
+//! in Redis by Lua scripts so flash-sale traffic on a few hot SKUs stays
+//! atomic without a lock.
+//!
+//! Not responsible for: choosing the backend (the worker does, from
+//! `[profile] stock`), nor for running the reaper (the worker calls
+//! [`RedisStock::reclaim_expired`] every second).
+//!
+//! # Keys
+//!
+//! Every key of a SKU carries the SKU as its hash tag, so all of them live in
+//! one hash slot and one script can touch them atomically on Redis Cluster:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{prefix}stock:{SKU}` | hash | `initial`, `available`, `reserved`, `sold`, `committed` (reservations committed whose first line is this SKU) |
+//! | `{prefix}resv:{SKU}` | hash | reservation id -> JSON record of its line for this SKU: state `s` (`R` reserved, `C` committed, `L` released or tombstone, `X` expired), units `q`, `p` on the order's first line (which stands for the reservation in counts), claims (below) |
+//! | `{prefix}deadlines:{SKU}` | sorted set | live (`R`) reservation ids scored by deadline (ms) |
+//! | `{prefix}skus` | set | every seeded SKU |
+//!
+//! The `skus` set hashes to its own slot: it is read only by the operator
+//! snapshot and the reaper, which visit SKUs one at a time, never inside a
+//! script with the other keys.
+//!
+//! # Why line by line
+//!
+//! A reservation (one per saga) covers every line of an order, and an
+//! order's SKUs sit in different slots; a script cannot span slots. So a
+//! reservation is one record per (reservation id, SKU), each changed
+//! atomically by a script in its SKU's slot, and a multi-line reserve runs
+//! the lines in turn and undoes the ones it took when a later line fails.
+//! The undo must be safe when two attempts of the same call overlap (an
+//! attempt that timed out may still be running when its retry starts): each
+//! attempt of a multi-line call records a claim token on every line it took
+//! or found held, and an undo only removes its own claim; a line goes back
+//! only when no claim is left. A line held by an attempt that succeeded
+//! keeps that claim forever, so it is never undone behind a success.
+//! Single-line orders, the flash-sale case, are one script call and write
+//! no claims.
+//!
+//! # Invariants (the same as the embedded ledger's)
+//!
+//! - per SKU, `available + reserved + sold = initial`, all >= 0, at every
+//!   instant (each script changes them together);
+//! - a line moves `R -> C | L | X` once; a repeat is a no-op that succeeds;
+//! - units come back only through a script (release, reclaim, undo), never
+//!   through a key TTL: a TTL would drop the record and lose the units;
+//! - releasing an unknown reservation writes an `L` tombstone on each line,
+//!   so a reserve that arrives after its own compensation cannot take stock;
+//! - a late commit of an `X` line re-takes the units if they are available,
+//!   else fails as the business error `reservation_expired`; a commit
+//!   re-takes expired lines before it commits live ones, and gives back what
+//!   it re-took when one is sold out, so a failed commit sells nothing
+//!   (except in the race where the reaper expires a line between the two
+//!   passes: then the live lines already committed stay sold and the saga,
+//!   past its pivot, parks for an operator retry; no unit is sold twice).
+//!
+//! Known limit: records are kept forever (like the embedded table); Redis
+//! 7.0 has no per-field expiry, so pruning old `C`/`L`/`X` records is an
+//! operator job for now.
+
+use super::{aggregate_lines, StockError, StockSnapshot};
+use crate::order::OrderLine;
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{AsyncCommands, Client, RedisError, Script};
+use sagaflow_workflows::ActivityError;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Shared by every script: read and write a line record of `KEYS[2]`.
+const PRELUDE: &str = r#"
+local function get(id)
+  local v = redis.call('HGET', KEYS[2], id)
+  if v then return cjson.decode(v) end
+  return nil
+end
+local function put(id, r) redis.call('HSET', KEYS[2], id, cjson.encode(r)) end
+local function move(field_from, field_to, q)
+  if field_from then redis.call('HINCRBY', KEYS[1], field_from, -q) end
+  if field_to then redis.call('HINCRBY', KEYS[1], field_to, q) end
+end
+"#;
+
+/// KEYS: stock, resv, deadlines. ARGV: id, qty, deadline_ms, claim token
+/// ("" for single-line orders), primary ("1" on the order's first SKU: that
+/// line stands for the reservation in counts). Returns `taken`, the existing state (`R`,
+/// `C`, `L`, `X`), `out_of_stock` or `unknown_sku`.
+const RESERVE: &str = r#"
+local id, token = ARGV[1], ARGV[4]
+local r = get(id)
+if r then
+  if (r.s == 'R' or r.s == 'C') and token ~= '' then
+    r.c = r.c or {}
+    r.c[token] = 1
+    put(id, r)
+  end
+  return r.s
+end
+local avail = redis.call('HGET', KEYS[1], 'available')
+if not avail then return 'unknown_sku' end
+local q = tonumber(ARGV[2])
+if tonumber(avail) < q then return 'out_of_stock' end
+move('available', 'reserved', q)
+local rec = {s = 'R', q = q}
+if ARGV[5] == '1' then rec.p = 1 end
+if token ~= '' then rec.c = {[token] = 1} end
+put(id, rec)
+redis.call('ZADD', KEYS[3], ARGV[3], id)
+return 'taken'
+"#;
+
+/// Undoes what one attempt of a multi-line reserve took. ARGV: id, token.
+/// Returns 1 when units went back.
+const UNRESERVE: &str = r#"
+local id, token = ARGV[1], ARGV[2]
+local r = get(id)
+if not r or not r.c or not r.c[token] then return 0 end
+r.c[token] = nil
+if next(r.c) ~= nil or r.s == 'C' or r.s == 'L' then
+  put(id, r)
+  return 0
+end
+redis.call('HDEL', KEYS[2], id)
+redis.call('ZREM', KEYS[3], id)
+if r.s == 'R' then
+  move('reserved', 'available', r.q)
+  return 1
+end
+return 0
+"#;
+
+/// ARGV: id. Returns `released`, `nothing` (tombstone written) or
+/// `committed` (nothing changed).
+const RELEASE: &str = r#"
+local id = ARGV[1]
+local r = get(id)
+if not r then
+  put(id, {s = 'L', q = 0})
+  return 'nothing'
+end
+if r.s == 'C' then return 'committed' end
+if r.s == 'R' then
+  move('reserved', 'available', r.q)
+  r.s = 'L'
+  put(id, r)
+  redis.call('ZREM', KEYS[3], id)
+end
+return 'released'
+"#;
+
+/// ARGV: id, claim token ("" for single-line). Returns `committed`,
+/// `retaken` (expired line sold from available), `C` (already),
+/// `sold_out`, `L` or `unknown`.
+const COMMIT: &str = r#"
+local id, token = ARGV[1], ARGV[2]
+local r = get(id)
+if not r then return 'unknown' end
+if r.s == 'C' then
+  if r.rt and token ~= '' then
+    r.k = r.k or {}
+    r.k[token] = 1
+    put(id, r)
+  end
+  return 'C'
+end
+if r.s == 'L' then return 'L' end
+if r.s == 'R' then
+  move('reserved', 'sold', r.q)
+  redis.call('ZREM', KEYS[3], id)
+  r.s = 'C'
+  put(id, r)
+  if r.p then redis.call('HINCRBY', KEYS[1], 'committed', 1) end
+  return 'committed'
+end
+-- 'X': the reaper gave the units back; sell them again if still there.
+if tonumber(redis.call('HGET', KEYS[1], 'available')) < r.q then return 'sold_out' end
+move('available', 'sold', r.q)
+r.s = 'C'
+if token ~= '' then
+  r.rt = 1
+  r.k = {[token] = 1}
+end
+put(id, r)
+if r.p then redis.call('HINCRBY', KEYS[1], 'committed', 1) end
+return 'retaken'
+"#;
+
+/// Gives back a line one commit attempt re-took. ARGV: id, token.
+const UNCOMMIT: &str = r#"
+local id, token = ARGV[1], ARGV[2]
+local r = get(id)
+if not r or r.s ~= 'C' or not r.rt or not r.k or not r.k[token] then return 0 end
+r.k[token] = nil
+if next(r.k) == nil then
+  move('sold', 'available', r.q)
+  if r.p then redis.call('HINCRBY', KEYS[1], 'committed', -1) end
+  r.s = 'X'
+  r.rt = nil
+  r.k = nil
+end
+put(id, r)
+return 1
+"#;
+
+/// ARGV: now_ms, limit. Expires live lines whose deadline is before now.
+/// Returns {reservations reclaimed (primary lines), ids scanned}.
+const RECLAIM: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local n = 0
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[3], id)
+  local r = get(id)
+  if r and r.s == 'R' then
+    move('reserved', 'available', r.q)
+    r.s = 'X'
+    put(id, r)
+    n = n + (r.p or 0)
+  end
+end
+return {n, #ids}
+"#;
+
+/// ARGV: units. Replaces the SKU's stock and forgets its reservations.
+const SEED: &str = r#"
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'initial', ARGV[1], 'available', ARGV[1], 'reserved', 0, 'sold', 0, 'committed', 0)
+return 1
+"#;
+
+/// How many expired ids one reclaim script call handles, so a backlog does
+/// not block the server for long.
+const RECLAIM_BATCH: usize = 500;
+
+/// Where and under which key prefix the stock lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisStockConfig {
+    /// `redis://[:password@]host:port[/db]` (read from the variable named by
+    /// `[redis] url_env`).
+    pub url: String,
+    /// Prepended to every key; default `sagaflow:`. Tests use a random one.
+    pub key_prefix: String,
+}
+
+impl RedisStockConfig {
+    /// The default prefix `sagaflow:` at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisStockConfig {
+            url: url.into(),
+            key_prefix: "sagaflow:".into(),
+        }
+    }
+}
+
+struct Scripts {
+    reserve: Script,
+    unreserve: Script,
+    release: Script,
+    commit: Script,
+    uncommit: Script,
+    reclaim: Script,
+    seed: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        let s = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        Scripts {
+            reserve: s(RESERVE),
+            unreserve: s(UNRESERVE),
+            release: s(RELEASE),
+            commit: s(COMMIT),
+            uncommit: s(UNCOMMIT),
+            reclaim: s(RECLAIM),
+            seed: s(SEED),
+        }
+    }
+
+    fn all(&self) -> [&Script; 7] {
+        [
+            &self.reserve,
+            &self.unreserve,
+            &self.release,
+            &self.commit,
+            &self.uncommit,
+            &self.reclaim,
+            &self.seed,
+        ]
+    }
+}
+
+/// The Redis stock ledger. Cheap to share behind an `Arc`; every call clones
+/// the multiplexed connection, so calls run concurrently.
+pub struct RedisStock {
+    conn: ConnectionManager,
+    prefix: String,
+    /// The URL with any password masked, for messages.
+    shown_url: String,
+    scripts: Scripts,
+}
+
+/// The three keys of one SKU, in the order every script expects.
+struct SkuKeys([String; 3]);
+
+/// `{p}stock:{SKU}`, `{p}resv:{SKU}`, `{p}deadlines:{SKU}`: the braces make
+/// the SKU the hash tag, so the three share a Cluster slot.
+fn sku_keys(p: &str, sku: &str) -> SkuKeys {
+    SkuKeys([
+        format!("{p}stock:{{{sku}}}"),
+        format!("{p}resv:{{{sku}}}"),
+        format!("{p}deadlines:{{{sku}}}"),
+    ])
+}
+
+impl RedisStock {
+    /// Connects with the default key prefix; fails at once, with what to do,
+    /// when the server does not answer.
+    pub async fn connect(url: &str) -> Result<RedisStock, StockError> {
+        RedisStock::connect_with(RedisStockConfig::new(url)).await
+    }
+
+    /// Connects, checks the server answers and loads the scripts, so a bad
+    /// URL or a stopped server shows at start-up rather than at the first
+    /// order.
+    pub async fn connect_with(config: RedisStockConfig) -> Result<RedisStock, StockError> {
+        let shown_url = mask_password(&config.url);
+        let unreachable = |e: RedisError| StockError::RedisUnreachable {
+            url: shown_url.clone(),
+            reason: e.to_string(),
+        };
+        let client = Client::open(config.url.as_str()).map_err(|e| StockError::RedisUrl {
+            url: shown_url.clone(),
+            reason: e.to_string(),
+        })?;
+        // Few, short reconnect attempts: a reserve waiting on a dead server
+        // should fail as retryable and leave the backoff to the saga's retry
+        // policy rather than sit in the driver.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let mut conn = ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .map_err(unreachable)?;
+        let _: String = ::redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(unreachable)?;
+        let scripts = Scripts::new();
+        for script in scripts.all() {
+            script
+                .prepare_invoke()
+                .load_async(&mut conn)
+                .await
+                .map_err(unreachable)?;
+        }
+        Ok(RedisStock {
+            conn,
+            prefix: config.key_prefix,
+            shown_url,
+            scripts,
+        })
+    }
+
+    fn keys(&self, sku: &str) -> SkuKeys {
+        sku_keys(&self.prefix, sku)
+    }
+
+    fn skus_key(&self) -> String {
+        format!("{}skus", self.prefix)
+    }
+
+    fn unavailable(&self, e: RedisError) -> ActivityError {
+        let kind = if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+        {
+            "redis_unavailable"
+        } else {
+            // LOADING, BUSY, TRYAGAIN, CLUSTERDOWN...: the server is there
+            // but cannot answer now; retrying is still right.
+            "redis_error"
+        };
+        ActivityError::retryable(
+            kind,
+            format!(
+                "stock in Redis at {}: {e}; the step will be retried",
+                self.shown_url
+            ),
+        )
+    }
+
+    fn plumbing(&self, e: RedisError) -> StockError {
+        StockError::Redis {
+            url: self.shown_url.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    async fn run<T: ::redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        sku: &str,
+        args: &[&str],
+    ) -> Result<T, RedisError> {
+        let SkuKeys(keys) = self.keys(sku);
+        let mut invocation = script.prepare_invoke();
+        for k in &keys {
+            invocation.key(k);
+        }
+        for a in args {
+            invocation.arg(*a);
+        }
+        let mut conn = self.conn.clone();
+        invocation.invoke_async(&mut conn).await
+    }
+
+    /// Sets the stock of each SKU (initial = available) and forgets its
+    /// reservations. For seeding demos and tests.
+    pub async fn seed(&self, stock: &[(String, i64)]) -> Result<(), StockError> {
+        let mut conn = self.conn.clone();
+        for (sku, units) in stock {
+            let _: i64 = self
+                .run(&self.scripts.seed, sku, &[&units.to_string()])
+                .await
+                .map_err(|e| self.plumbing(e))?;
+            let _: i64 = conn
+                .sadd(self.skus_key(), sku)
+                .await
+                .map_err(|e| self.plumbing(e))?;
+        }
+        Ok(())
+    }
+
+    /// Reserves every line of an order under `reservation` until
+    /// `deadline_ms`, all or nothing. Idempotent: a retry returns the same
+    /// reservation and takes nothing more.
+    pub async fn reserve(
+        &self,
+        reservation: &str,
+        items: &[OrderLine],
+        deadline_ms: u64,
+    ) -> Result<Value, ActivityError> {
+        let lines = aggregate_lines(items);
+        let token = claim_token(&lines);
+        let deadline = deadline_ms.to_string();
+        let mut taken: Vec<&str> = Vec::new();
+        let mut first_state = None;
+        for (i, (sku, qty)) in lines.iter().enumerate() {
+            let primary = if i == 0 { "1" } else { "0" };
+            let outcome = self
+                .run::<String>(
+                    &self.scripts.reserve,
+                    sku,
+                    &[reservation, &qty.to_string(), &deadline, &token, primary],
+                )
+                .await;
+            let failure = match outcome {
+                Err(e) => Some(self.unavailable(e)),
+                Ok(state) => match state.as_str() {
+                    "taken" | "R" => {
+                        first_state.get_or_insert("reserved");
+                        None
+                    }
+                    "C" => {
+                        first_state.get_or_insert("committed");
+                        None
+                    }
+                    "out_of_stock" => Some(ActivityError::business(
+                        "out_of_stock",
+                        format!("not enough stock of {sku} for {qty} unit(s)"),
+                    )),
+                    "unknown_sku" => Some(ActivityError::business(
+                        "unknown_sku",
+                        format!("no such sku {sku}"),
+                    )),
+                    other => Some(ActivityError::business(
+                        "reservation_closed",
+                        format!(
+                            "reservation {reservation} is already {}; it cannot be reserved again",
+                            state_name(other)
+                        ),
+                    )),
+                },
+            };
+            match failure {
+                None => taken.push(sku),
+                Some(error) => {
+                    // Give back what this attempt took; if that fails too,
+                    // the lines keep their deadline and the reaper returns
+                    // them, so nothing leaks.
+                    if !token.is_empty() {
+                        for sku in taken {
+                            if let Err(e) = self
+                                .run::<i64>(&self.scripts.unreserve, sku, &[reservation, &token])
+                                .await
+                            {
+                                tracing::warn!(reservation, sku, error = %e, "undoing a partial reservation failed; the reaper will return it at its deadline");
+                            }
+                        }
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(json!({
+            "kind": "reservation",
+            "reservation": reservation,
+            "state": first_state.unwrap_or("reserved"),
+        }))
+    }
+
+    /// Returns a reservation's stock once. `items` are the order's lines
+    /// (they name the SKUs the records live under). An unknown reservation
+    /// leaves a tombstone; a committed one is the business error
+    /// `already_committed` and changes nothing.
+    pub async fn release(
+        &self,
+        reservation: &str,
+        items: &[OrderLine],
+    ) -> Result<Value, ActivityError> {
+        let lines = aggregate_lines(items);
+        // Look first so a release of a (partly) committed reservation
+        // changes nothing, as the embedded ledger's one transaction does.
+        for (sku, _) in &lines {
+            if self.line_state(reservation, sku).await?.as_deref() == Some("C") {
+                return Err(already_committed(reservation));
+            }
+        }
+        let mut released_any = false;
+        for (sku, _) in &lines {
+            let outcome: String = self
+                .run(&self.scripts.release, sku, &[reservation])
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            match outcome.as_str() {
+                "committed" => return Err(already_committed(reservation)),
+                "released" => released_any = true,
+                _ => {}
+            }
+        }
+        let state = if released_any {
+            "released"
+        } else {
+            "nothing_to_release"
+        };
+        Ok(json!({"kind": "release", "reservation": reservation, "state": state}))
+    }
+
+    /// Turns a reservation into a sale once. `items` are the order's lines.
+    /// An expired reservation re-takes its stock if it is still available,
+    /// else fails as the business error `reservation_expired`.
+    pub async fn commit(
+        &self,
+        reservation: &str,
+        items: &[OrderLine],
+    ) -> Result<Value, ActivityError> {
+        let lines = aggregate_lines(items);
+        let token = claim_token(&lines);
+        let mut states = Vec::with_capacity(lines.len());
+        for (sku, _) in &lines {
+            states.push(self.line_state(reservation, sku).await?);
+        }
+        if states.iter().all(Option::is_none) {
+            return Err(ActivityError::business(
+                "unknown_reservation",
+                format!("no reservation {reservation} to commit"),
+            ));
+        }
+        if let Some(state) = states.iter().flatten().find(|s| s.as_str() == "L") {
+            return Err(closed(reservation, state, "committed"));
+        }
+        // Expired lines first: they are the ones that can fail for want of
+        // stock, and failing before touching live lines leaves them live.
+        let mut order: Vec<usize> = (0..lines.len()).collect();
+        order.sort_by_key(|&i| states[i].as_deref() != Some("X"));
+        let mut retaken: Vec<usize> = Vec::new();
+        for i in order {
+            let (sku, _) = &lines[i];
+            let outcome = self
+                .run::<String>(&self.scripts.commit, sku, &[reservation, &token])
+                .await;
+            let failure = match outcome {
+                Err(e) => Some(self.unavailable(e)),
+                Ok(s) => match s.as_str() {
+                    "committed" | "C" => None,
+                    "retaken" => {
+                        retaken.push(i);
+                        None
+                    }
+                    "sold_out" => Some(ActivityError::business(
+                        "reservation_expired",
+                        format!(
+                            "reservation {reservation} expired and {sku} is sold out; raise [stock] reservation_ttl or restock, then retry"
+                        ),
+                    )),
+                    "unknown" => Some(ActivityError::business(
+                        "unknown_reservation",
+                        format!("reservation {reservation} has no line for {sku} to commit"),
+                    )),
+                    other => Some(closed(reservation, other, "committed")),
+                },
+            };
+            if let Some(error) = failure {
+                if !token.is_empty() {
+                    for j in retaken {
+                        let (sku, _) = &lines[j];
+                        if let Err(e) = self
+                            .run::<i64>(&self.scripts.uncommit, sku, &[reservation, &token])
+                            .await
+                        {
+                            tracing::warn!(reservation, sku, error = %e, "giving back a re-taken line failed; it stays sold until the commit is retried");
+                        }
+                    }
+                }
+                return Err(error);
+            }
+        }
+        Ok(json!({"kind": "commit", "reservation": reservation, "state": "committed"}))
+    }
+
+    async fn line_state(
+        &self,
+        reservation: &str,
+        sku: &str,
+    ) -> Result<Option<String>, ActivityError> {
+        let SkuKeys([_, resv, _]) = self.keys(sku);
+        let mut conn = self.conn.clone();
+        let record: Option<String> = conn
+            .hget(resv, reservation)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(record.and_then(|r| {
+            serde_json::from_str::<Value>(&r)
+                .ok()
+                .and_then(|v| v["s"].as_str().map(str::to_owned))
+        }))
+    }
+
+    /// Returns the stock of reservation lines whose deadline is before
+    /// `now_ms`; returns how many lines were reclaimed (one per reservation
+    /// for single-SKU orders).
+    pub async fn reclaim_expired(&self, now_ms: u64) -> Result<usize, StockError> {
+        let now = now_ms.to_string();
+        let batch = RECLAIM_BATCH.to_string();
+        let mut reclaimed = 0;
+        for sku in self.skus().await? {
+            loop {
+                let (n, scanned): (usize, usize) = self
+                    .run(&self.scripts.reclaim, &sku, &[&now, &batch])
+                    .await
+                    .map_err(|e| self.plumbing(e))?;
+                reclaimed += n;
+                if scanned < RECLAIM_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(reclaimed)
+    }
+
+    async fn skus(&self) -> Result<Vec<String>, StockError> {
+        let mut conn = self.conn.clone();
+        let mut skus: Vec<String> = conn
+            .smembers(self.skus_key())
+            .await
+            .map_err(|e| self.plumbing(e))?;
+        skus.sort();
+        Ok(skus)
+    }
+
+    /// Totals over every seeded SKU, for invariant checks. Each SKU's counts
+    /// are read atomically; the totals are not one instant across SKUs.
+    pub async fn snapshot(&self) -> Result<StockSnapshot, StockError> {
+        let mut snapshot = StockSnapshot::default();
+        let mut conn = self.conn.clone();
+        for sku in self.skus().await? {
+            let SkuKeys([stock, _, _]) = self.keys(&sku);
+            let counts: Vec<Option<i64>> = ::redis::cmd("HMGET")
+                .arg(&stock)
+                .arg(&["initial", "available", "reserved", "sold", "committed"])
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.plumbing(e))?;
+            let [initial, available, reserved, sold, committed] =
+                <[Option<i64>; 5]>::try_from(counts).unwrap_or_default();
+            let [initial, available, reserved, sold, committed] = [
+                initial.unwrap_or(0),
+                available.unwrap_or(0),
+                reserved.unwrap_or(0),
+                sold.unwrap_or(0),
+                committed.unwrap_or(0),
+            ];
+            snapshot.initial += initial;
+            snapshot.available += available;
+            snapshot.reserved += reserved;
+            snapshot.sold += sold;
+            snapshot.committed_reservations += committed;
+            if available + reserved + sold != initial || available < 0 || reserved < 0 || sold < 0 {
+                snapshot.inconsistent = true;
+            }
+        }
+        Ok(snapshot)
+    }
+}
+
+fn already_committed(reservation: &str) -> ActivityError {
+    ActivityError::business(
+        "already_committed",
+        format!("reservation {reservation} is committed (sold); it cannot be released"),
+    )
+}
+
+fn closed(reservation: &str, state: &str, verb: &str) -> ActivityError {
+    ActivityError::business(
+        "reservation_closed",
+        format!(
+            "reservation {reservation} is {}; it cannot be {verb}",
+            state_name(state)
+        ),
+    )
+}
+
+fn state_name(code: &str) -> &str {
+    match code {
+        "R" => "reserved",
+        "C" => "committed",
+        "L" => "released",
+        "X" => "expired",
+        other => other,
+    }
+}
+
+/// A token naming one attempt of a multi-line call ("" for one line, which
+/// needs no undo). Unique per process and call; the `t` keeps Lua's cjson
+/// from ever reading it as a number.
+fn claim_token(lines: &[(String, u32)]) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    if lines.len() < 2 {
+        return String::new();
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "t{:x}-{:x}-{:x}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `redis://user:secret@host` -> `redis://user:***@host`.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_a_sku_shares_its_hash_tag() {
+        // Redis Cluster hashes only what is between the first `{` and the
+        // next `}`: the three keys must agree on it, whatever the prefix.
+        let tag = |key: &str| {
+            let open = key.find('{').unwrap();
+            let close = open + key[open..].find('}').unwrap();
+            key[open + 1..close].to_owned()
+        };
+        for (prefix, sku) in [("sagaflow:", "SKU-1"), ("a:b:", "x}y"), ("p", "{z")] {
+            let SkuKeys(keys) = sku_keys(prefix, sku);
+            let tags: Vec<String> = keys.iter().map(|k| tag(k)).collect();
+            assert!(tags.iter().all(|t| *t == tags[0]), "{keys:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_password("redis://:s3cret@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
+        assert_eq!(mask_password("redis://h:6379"), "redis://h:6379");
+    }
+}

@@ -1,0 +1,539 @@
+//! One stock suite, two backends: every test function below runs against the
+//! embedded SQLite ledger and against the real Redis server
+//! (`SAGAFLOW_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`), each Redis
+//! test under its own random key prefix so tests run in parallel.
+//!
+//! A Redis test fails (never skips) when no server answers, naming the
+//! command that starts one.
+
+use redis::AsyncCommands;
+use sagaflow_activities::order::OrderLine;
+use sagaflow_activities::stock::{RedisStock, RedisStockConfig, Stock, StockLedger};
+use sagaflow_workflows::ActivityError;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FAR: u64 = u64::MAX / 2;
+
+fn redis_url() -> String {
+    std::env::var("SAGAFLOW_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn unique(name: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{name}-{}-{nanos:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A backend under test and what to clean up after it.
+struct Backend {
+    stock: Stock,
+    redis_prefix: Option<String>,
+}
+
+impl Backend {
+    fn embedded(name: &str) -> Backend {
+        let dir = std::env::temp_dir().join(format!("sagaflow-{}", unique(name)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ledger = StockLedger::open(&dir.join("stock.db")).unwrap();
+        Backend {
+            stock: Stock::Embedded(Arc::new(ledger)),
+            redis_prefix: None,
+        }
+    }
+
+    async fn redis(name: &str) -> Backend {
+        let prefix = format!("sagaflow-test:{}:", unique(name));
+        let config = RedisStockConfig {
+            url: redis_url(),
+            key_prefix: prefix.clone(),
+        };
+        let redis = RedisStock::connect_with(config).await.unwrap_or_else(|e| {
+            panic!("{e}\n(the Redis tests need a server: `redis-server --daemonize yes`, or set SAGAFLOW_TEST_REDIS_URL)")
+        });
+        Backend {
+            stock: Stock::Redis(Arc::new(redis)),
+            redis_prefix: Some(prefix),
+        }
+    }
+
+    /// Deletes this test's keys (left in place when the test panicked, for a
+    /// look with redis-cli).
+    async fn finish(self) {
+        let Some(prefix) = self.redis_prefix else {
+            return;
+        };
+        let client = redis::Client::open(redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = {
+            let mut iter: redis::AsyncIter<String> =
+                conn.scan_match(format!("{prefix}*")).await.unwrap();
+            let mut keys = Vec::new();
+            while let Some(k) = iter.next_item().await {
+                keys.push(k.unwrap());
+            }
+            keys
+        };
+        if !keys.is_empty() {
+            let _: i64 = conn.del(keys).await.unwrap();
+        }
+    }
+}
+
+fn lines(items: &[(&str, u32)]) -> Vec<OrderLine> {
+    items
+        .iter()
+        .map(|(sku, qty)| OrderLine {
+            sku: (*sku).into(),
+            qty: *qty,
+        })
+        .collect()
+}
+
+fn one(sku: &str) -> Vec<OrderLine> {
+    lines(&[(sku, 1)])
+}
+
+fn kind(r: Result<serde_json::Value, ActivityError>) -> String {
+    let e = r.expect_err("expected a failure");
+    assert!(!e.retryable, "{e} should be a business failure");
+    e.kind
+}
+
+async fn counts(stock: &Stock) -> (i64, i64, i64) {
+    let s = stock.snapshot().await.unwrap();
+    assert!(!s.inconsistent, "books do not add up: {s:?}");
+    assert_eq!(s.available + s.reserved + s.sold, s.initial, "{s:?}");
+    (s.available, s.reserved, s.sold)
+}
+
+/// Runs each listed test function against both backends.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let b = super::Backend::embedded(stringify!($name));
+                    super::$name(&b.stock).await;
+                    b.finish().await;
+                }
+            )*
+        }
+        mod redis_server {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let b = super::Backend::redis(stringify!($name)).await;
+                    super::$name(&b.stock).await;
+                    b.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    reserve_is_idempotent_and_stops_at_zero,
+    commit_and_release_are_idempotent,
+    release_before_reserve_blocks_the_late_reserve,
+    expired_reservations_are_reclaimed_and_a_late_commit_retakes,
+    late_commit_after_reclaim_when_sold_out_is_a_business_failure,
+    multi_line_reserve_is_all_or_nothing,
+    multi_line_commit_and_release,
+    multi_line_late_commit_sells_nothing_when_one_line_is_sold_out,
+    lines_of_the_same_sku_add_up,
+    commit_of_an_unknown_reservation_fails,
+    concurrent_flash_sale_sells_exactly_the_stock,
+);
+
+async fn reserve_is_idempotent_and_stops_at_zero(s: &Stock) {
+    s.seed(&[("A".into(), 2)]).await.unwrap();
+    let r = s.reserve("s1", &one("A"), FAR).await.unwrap();
+    assert_eq!(r["state"], "reserved");
+    // A retry after a lost reply takes nothing more.
+    s.reserve("s1", &one("A"), FAR).await.unwrap();
+    s.reserve("s2", &one("A"), FAR).await.unwrap();
+    assert_eq!(kind(s.reserve("s3", &one("A"), FAR).await), "out_of_stock");
+    assert_eq!(counts(s).await, (0, 2, 0));
+    assert_eq!(kind(s.reserve("s4", &one("B"), FAR).await), "unknown_sku");
+}
+
+async fn commit_and_release_are_idempotent(s: &Stock) {
+    s.seed(&[("A".into(), 2)]).await.unwrap();
+    s.reserve("s1", &one("A"), FAR).await.unwrap();
+    s.reserve("s2", &one("A"), FAR).await.unwrap();
+    s.commit("s1", &one("A")).await.unwrap();
+    s.commit("s1", &one("A")).await.unwrap();
+    assert_eq!(
+        s.release("s2", &one("A")).await.unwrap()["state"],
+        "released"
+    );
+    s.release("s2", &one("A")).await.unwrap();
+    assert_eq!(counts(s).await, (1, 0, 1));
+    assert_eq!(s.snapshot().await.unwrap().committed_reservations, 1);
+    // Releasing a sale is refused and changes nothing.
+    assert_eq!(kind(s.release("s1", &one("A")).await), "already_committed");
+    assert_eq!(counts(s).await, (1, 0, 1));
+    // A retried reserve of a committed reservation reports it, takes nothing.
+    assert_eq!(
+        s.reserve("s1", &one("A"), FAR).await.unwrap()["state"],
+        "committed"
+    );
+    assert_eq!(counts(s).await, (1, 0, 1));
+    // A released reservation cannot be committed.
+    assert_eq!(kind(s.commit("s2", &one("A")).await), "reservation_closed");
+}
+
+async fn release_before_reserve_blocks_the_late_reserve(s: &Stock) {
+    s.seed(&[("A".into(), 2)]).await.unwrap();
+    let r = s.release("s1", &one("A")).await.unwrap();
+    assert_eq!(r["state"], "nothing_to_release");
+    assert_eq!(
+        kind(s.reserve("s1", &one("A"), FAR).await),
+        "reservation_closed"
+    );
+    assert_eq!(counts(s).await, (2, 0, 0));
+}
+
+async fn expired_reservations_are_reclaimed_and_a_late_commit_retakes(s: &Stock) {
+    s.seed(&[("A".into(), 2)]).await.unwrap();
+    s.reserve("s1", &one("A"), 1_000).await.unwrap();
+    s.reserve("s2", &one("A"), FAR).await.unwrap();
+    assert_eq!(s.reclaim_expired(2_000).await.unwrap(), 1);
+    assert_eq!(s.reclaim_expired(2_000).await.unwrap(), 0);
+    assert_eq!(counts(s).await, (1, 1, 0));
+    // A late commit re-takes the stock while some is left...
+    s.commit("s1", &one("A")).await.unwrap();
+    s.commit("s1", &one("A")).await.unwrap();
+    assert_eq!(counts(s).await, (0, 1, 1));
+    assert_eq!(s.snapshot().await.unwrap().committed_reservations, 1);
+}
+
+async fn late_commit_after_reclaim_when_sold_out_is_a_business_failure(s: &Stock) {
+    s.seed(&[("A".into(), 1)]).await.unwrap();
+    s.reserve("slow", &one("A"), 1_000).await.unwrap();
+    assert_eq!(
+        s.reclaim_expired(1_000).await.unwrap(),
+        0,
+        "deadline is exclusive"
+    );
+    assert_eq!(s.reclaim_expired(1_001).await.unwrap(), 1);
+    assert_eq!(counts(s).await, (1, 0, 0));
+    // Another buyer takes and buys the reclaimed unit.
+    s.reserve("fast", &one("A"), FAR).await.unwrap();
+    s.commit("fast", &one("A")).await.unwrap();
+    // ...so the late commit fails as a business failure, every time, and
+    // the unit is sold once.
+    for _ in 0..2 {
+        assert_eq!(
+            kind(s.commit("slow", &one("A")).await),
+            "reservation_expired"
+        );
+    }
+    assert_eq!(counts(s).await, (0, 0, 1));
+    assert_eq!(s.snapshot().await.unwrap().committed_reservations, 1);
+    // Its compensation then changes nothing.
+    s.release("slow", &one("A")).await.unwrap();
+    assert_eq!(counts(s).await, (0, 0, 1));
+}
+
+async fn multi_line_reserve_is_all_or_nothing(s: &Stock) {
+    s.seed(&[("A".into(), 5), ("B".into(), 1)]).await.unwrap();
+    let order = lines(&[("A", 2), ("B", 1)]);
+    s.reserve("s1", &order, FAR).await.unwrap();
+    s.reserve("s1", &order, FAR).await.unwrap();
+    assert_eq!(counts(s).await, (3, 3, 0));
+    // B is gone: s2 must not keep its A units.
+    assert_eq!(kind(s.reserve("s2", &order, FAR).await), "out_of_stock");
+    assert_eq!(counts(s).await, (3, 3, 0));
+    // A line of an unknown SKU also undoes the earlier lines.
+    let bad = lines(&[("A", 1), ("NOPE", 1)]);
+    assert_eq!(kind(s.reserve("s3", &bad, FAR).await), "unknown_sku");
+    assert_eq!(counts(s).await, (3, 3, 0));
+    // The failed reserve left nothing behind: once B is back, s2 goes through.
+    s.release("s1", &order).await.unwrap();
+    assert_eq!(counts(s).await, (6, 0, 0));
+    s.reserve("s2", &order, FAR).await.unwrap();
+    assert_eq!(counts(s).await, (3, 3, 0));
+}
+
+async fn multi_line_commit_and_release(s: &Stock) {
+    s.seed(&[("A".into(), 2), ("B".into(), 2)]).await.unwrap();
+    let order = lines(&[("A", 1), ("B", 2)]);
+    s.reserve("s1", &order, FAR).await.unwrap();
+    s.commit("s1", &order).await.unwrap();
+    s.commit("s1", &order).await.unwrap();
+    assert_eq!(counts(s).await, (1, 0, 3));
+    assert_eq!(s.snapshot().await.unwrap().committed_reservations, 1);
+    assert_eq!(kind(s.release("s1", &order).await), "already_committed");
+    assert_eq!(counts(s).await, (1, 0, 3));
+    // A tombstone on every line blocks a late multi-line reserve.
+    s.release("s2", &order).await.unwrap();
+    assert_eq!(
+        kind(s.reserve("s2", &order, FAR).await),
+        "reservation_closed"
+    );
+    assert_eq!(counts(s).await, (1, 0, 3));
+}
+
+async fn multi_line_late_commit_sells_nothing_when_one_line_is_sold_out(s: &Stock) {
+    s.seed(&[("A".into(), 1), ("B".into(), 1)]).await.unwrap();
+    let order = lines(&[("A", 1), ("B", 1)]);
+    s.reserve("slow", &order, 1_000).await.unwrap();
+    assert_eq!(s.reclaim_expired(2_000).await.unwrap(), 1);
+    assert_eq!(counts(s).await, (2, 0, 0));
+    s.reserve("fast", &one("B"), FAR).await.unwrap();
+    assert_eq!(kind(s.commit("slow", &order).await), "reservation_expired");
+    // The A unit it could have re-taken is back on the shelf.
+    assert_eq!(counts(s).await, (1, 1, 0));
+    assert_eq!(s.snapshot().await.unwrap().committed_reservations, 0);
+    // Once B is released, the late commit goes through.
+    s.release("fast", &one("B")).await.unwrap();
+    s.commit("slow", &order).await.unwrap();
+    assert_eq!(counts(s).await, (0, 0, 2));
+    assert_eq!(s.snapshot().await.unwrap().committed_reservations, 1);
+}
+
+async fn lines_of_the_same_sku_add_up(s: &Stock) {
+    s.seed(&[("A".into(), 3)]).await.unwrap();
+    let order = lines(&[("A", 1), ("A", 2)]);
+    s.reserve("s1", &order, FAR).await.unwrap();
+    assert_eq!(counts(s).await, (0, 3, 0));
+    s.release("s1", &order).await.unwrap();
+    assert_eq!(counts(s).await, (3, 0, 0));
+}
+
+async fn commit_of_an_unknown_reservation_fails(s: &Stock) {
+    s.seed(&[("A".into(), 1)]).await.unwrap();
+    assert_eq!(
+        kind(s.commit("nobody", &one("A")).await),
+        "unknown_reservation"
+    );
+    assert_eq!(counts(s).await, (1, 0, 0));
+}
+
+/// Issue 5 acceptance: 5,000 concurrent one-unit reservations for 500 units
+/// of one SKU; exactly 500 succeed, the books add up at every look and
+/// stock never goes below zero; releasing 100 of them twice (concurrently)
+/// returns exactly 100 units.
+async fn concurrent_flash_sale_sells_exactly_the_stock(s: &Stock) {
+    const BUYERS: usize = 5_000;
+    const UNITS: i64 = 500;
+    s.seed(&[("HOT".into(), UNITS)]).await.unwrap();
+
+    // Watch the books while the sale runs.
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (s, done) = (s.clone(), done.clone());
+        tokio::spawn(async move {
+            let (mut looks, mut lowest) = (0, i64::MAX);
+            while !done.load(Ordering::Relaxed) {
+                let snap = s.snapshot().await.unwrap();
+                assert!(
+                    !snap.inconsistent && snap.available >= 0,
+                    "books broke mid-sale: {snap:?}"
+                );
+                looks += 1;
+                lowest = lowest.min(snap.available);
+                tokio::task::yield_now().await;
+            }
+            (looks, lowest)
+        })
+    };
+
+    let started = Instant::now();
+    let mut buyers = tokio::task::JoinSet::new();
+    for i in 0..BUYERS {
+        let s = s.clone();
+        buyers.spawn(async move {
+            let id = format!("buyer-{i}");
+            let r = s.reserve(&id, &one("HOT"), FAR).await;
+            (id, r)
+        });
+    }
+    let mut won = Vec::new();
+    let mut out_of_stock = 0;
+    while let Some(joined) = buyers.join_next().await {
+        match joined.unwrap() {
+            (id, Ok(_)) => won.push(id),
+            (_, Err(e)) if e.kind == "out_of_stock" && !e.retryable => out_of_stock += 1,
+            (id, Err(e)) => panic!("{id}: unexpected {e}"),
+        }
+    }
+    let took = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let (looks, lowest) = watcher.await.unwrap();
+    eprintln!(
+        "{BUYERS} reservations in {took:?} ({:.0}/s); {looks} snapshots meanwhile, lowest available {lowest}",
+        BUYERS as f64 / took.as_secs_f64()
+    );
+    assert_eq!(won.len(), UNITS as usize);
+    assert_eq!(out_of_stock, BUYERS - UNITS as usize);
+    assert_eq!(counts(s).await, (0, UNITS, 0));
+
+    // Release 100 winners, each twice, all at once.
+    let mut releases = tokio::task::JoinSet::new();
+    for id in won.iter().take(100) {
+        for _ in 0..2 {
+            let (s, id) = (s.clone(), id.clone());
+            releases.spawn(async move { s.release(&id, &one("HOT")).await });
+        }
+    }
+    while let Some(r) = releases.join_next().await {
+        r.unwrap().unwrap();
+    }
+    assert_eq!(counts(s).await, (100, UNITS - 100, 0));
+}
+
+// ----------------------------------------------------------- Redis only --
+
+#[tokio::test]
+async fn redis_connect_fails_fast_with_what_to_do() {
+    let started = Instant::now();
+    let e = match RedisStock::connect("redis://:secret@127.0.0.1:1").await {
+        Ok(_) => panic!("connected to port 1"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        e.starts_with("cannot reach Redis at redis://:***@127.0.0.1:1"),
+        "{e}"
+    );
+    assert!(e.contains("[redis] url_env"), "{e}");
+    assert!(!e.contains("secret"), "{e}");
+    let e = match RedisStock::connect("http://nowhere").await {
+        Ok(_) => panic!("accepted an http URL"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("is not valid"), "{e}");
+}
+
+#[tokio::test]
+async fn redis_scripts_reload_after_script_flush() {
+    let b = Backend::redis("flush").await;
+    b.stock.seed(&[("A".into(), 2)]).await.unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    b.stock.reserve("s1", &one("A"), FAR).await.unwrap();
+    assert_eq!(counts(&b.stock).await, (1, 1, 0));
+    b.finish().await;
+}
+
+/// A Redis server of our own on a free port, so the test can stop it.
+struct OwnServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnServer {
+    fn start(port: u16) -> OwnServer {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: apt-get install redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnServer { child, port }
+    }
+
+    fn stop(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_connection_loss_is_retryable_and_the_adapter_reconnects() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = OwnServer::start(port);
+    let url = format!("redis://127.0.0.1:{}", server.port);
+    let stock = Stock::Redis(Arc::new(RedisStock::connect(&url).await.unwrap()));
+    stock.seed(&[("A".into(), 3)]).await.unwrap();
+    stock.reserve("s1", &one("A"), FAR).await.unwrap();
+    server.stop();
+
+    let e = stock.reserve("s2", &one("A"), FAR).await.unwrap_err();
+    assert!(e.retryable, "{e}");
+    assert_eq!(e.kind, "redis_unavailable", "{e}");
+    assert!(e.message.contains(&url), "{e}");
+    assert!(stock.release("s1", &one("A")).await.unwrap_err().retryable);
+
+    // The server comes back (empty: it kept nothing): the same adapter
+    // reconnects without a restart.
+    let server = OwnServer::start(port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match stock.seed(&[("A".into(), 3)]).await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for reconnect: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no reconnect: {e}"),
+        }
+    }
+    stock.reserve("s2", &one("A"), FAR).await.unwrap();
+    assert_eq!(counts(&stock).await, (2, 1, 0));
+    server.stop();
+}
+
+// ------------------------------------------------------------- benchmark --
+
+async fn bench_on(b: Backend, label: &str) {
+    let config = sagaflow_activities::stock::StockBenchConfig {
+        sku: "BENCH".into(),
+        reservations: 20_000,
+        in_flight: 64,
+    };
+    let r = sagaflow_activities::stock::bench_reserve(&b.stock, &config)
+        .await
+        .unwrap();
+    eprintln!(
+        "{label}: {} reservations, {} in flight: {:.0}/s, p50 {} us, p99 {} us",
+        r.reservations, r.in_flight, r.per_second, r.p50_us, r.p99_us
+    );
+    assert_eq!(r.reservations, 20_000);
+    // Everything was released again.
+    assert_eq!(counts(&b.stock).await, (20_000, 0, 0));
+    b.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reserve_runs_on_the_embedded_ledger() {
+    bench_on(Backend::embedded("bench"), "embedded").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reserve_runs_on_redis() {
+    bench_on(Backend::redis("bench").await, "redis").await;
+}
