@@ -5,6 +5,7 @@
 #   scripts/services.sh            # everything the suite needs
 #   scripts/services.sh temporal   # just one
 #   scripts/services.sh rabbitmq   # the AMQP 1.0 broker and the default queues
+#   scripts/services.sh redis      # Redis on 127.0.0.1:6379
 #   scripts/services.sh queue NAME # declare queue NAME (and NAME.dlq) on it
 #
 # Temporal: the official CLI's dev server (`temporal server start-dev`) from
@@ -112,13 +113,40 @@ declare_queue() {
     -d "{\"durable\":true,\"arguments\":{\"x-queue-type\":\"quorum\",\"x-delivery-limit\":9,\"x-dead-letter-exchange\":\"\",\"x-dead-letter-routing-key\":\"$name.dlq\"}}" >/dev/null
 }
 
+# Redis: Debian's redis-server (installed with apt-get when missing), on
+# loopback, nothing kept on disk (the tests seed what they use).
+start_redis() {
+  if port_open 6379; then
+    echo "services: Redis already answers on 127.0.0.1:6379" >&2
+    return
+  fi
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "services: installing redis-server (apt-get)" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >&2 || {
+      echo "services: could not install redis-server; install it (Debian: apt-get install redis-server) and rerun" >&2
+      exit 1
+    }
+  fi
+  mkdir -p "$TOOLS"
+  echo "services: starting Redis on 127.0.0.1:6379" >&2
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir "$TOOLS" --logfile "$TOOLS/redis.log" >&2
+  for _ in $(seq 1 40); do
+    port_open 6379 && { echo "services: Redis is up" >&2; return; }
+    sleep 0.25
+  done
+  echo "services: Redis did not come up; see $TOOLS/redis.log" >&2
+  exit 1
+}
+
 want="${1:-all}"
 case "$want" in
-  all) start_rabbitmq; start_temporal ;;
+  all) start_redis; start_rabbitmq; start_temporal ;;
   temporal) start_temporal ;;
+  redis) start_redis ;;
   rabbitmq) start_rabbitmq ;;
   queue)
     [ -n "${2:-}" ] || { echo "usage: scripts/services.sh queue NAME" >&2; exit 2; }
     declare_queue "$2" ;;
-  *) echo "services: unknown service $want (known: temporal, rabbitmq, queue NAME)" >&2; exit 2 ;;
+  *) echo "services: unknown service $want (known: temporal, rabbitmq, redis, queue NAME)" >&2; exit 2 ;;
 esac

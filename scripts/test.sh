@@ -9,8 +9,9 @@
 # Bus trigger against a real AMQP 1.0 broker, a broker restart mid-run).
 #
 # Servers: scripts/services.sh installs (only when missing) and starts
-# RabbitMQ with its AMQP 1.0 plugin on 127.0.0.1:5672 (the Service Bus
-# tests) and a Temporal dev server on 127.0.0.1:7233 (the Temporal half of
+# Redis on 127.0.0.1:6379 (the Redis stock adapter suite), RabbitMQ with its
+# AMQP 1.0 plugin on 127.0.0.1:5672 (the Service Bus tests) and a Temporal
+# dev server on 127.0.0.1:7233 (the Temporal half of
 # the scenario suite).
 set -euo pipefail
 cd "$(dirname "$0")/.."

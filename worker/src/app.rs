@@ -4,14 +4,17 @@
 
 use crate::engine::{Ended, Engine, EngineConfig};
 use anyhow::{Context, Result};
+use sagaflow_activities::orders::cosmos::{CosmosOrders, CosmosOrdersConfig};
 use sagaflow_activities::orders::OrderStore;
+use sagaflow_activities::orders::Orders;
 use sagaflow_activities::payment::http::{PaymentClient, PaymentClientConfig};
 use sagaflow_activities::payment::sandbox::{Sandbox, SandboxConfig};
 use sagaflow_activities::queue::EmbeddedQueue;
 use sagaflow_activities::registry::register_noop;
-use sagaflow_activities::stock::StockLedger;
+use sagaflow_activities::stock::redis::{RedisStock, RedisStockConfig};
+use sagaflow_activities::stock::{Stock, StockLedger};
 use sagaflow_activities::{orders, payment, stock, Registry};
-use sagaflow_workflows::config::PaymentKind;
+use sagaflow_workflows::config::{OrdersKind, PaymentKind, StockKind};
 use sagaflow_workflows::Config;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,8 +66,10 @@ const SANDBOX_KEY: &str = "sk_test_sagaflow_sandbox";
 pub struct Adapters {
     /// Activity name -> function.
     pub registry: Arc<Registry>,
-    /// The stock ledger (for seeding, reaping and checks).
-    pub stock: Arc<StockLedger>,
+    /// The stock backend (for seeding, reaping and checks).
+    pub stock: Stock,
+    /// The order store (for checks).
+    pub orders: Orders,
     /// The sandbox, when the profile runs one: it serves as long as this lives.
     pub _sandbox: Option<Sandbox>,
 }
@@ -74,14 +79,14 @@ pub struct Adapters {
 pub async fn start_adapters(config: &Config, paths: &DataPaths) -> Result<Adapters> {
     let mut registry = Registry::new();
     register_noop(&mut registry);
-    let ledger = Arc::new(StockLedger::open(&paths.stock())?);
+    let stock_backend = open_stock(config, paths).await?;
     stock::register(
         &mut registry,
-        ledger.clone(),
+        stock_backend.clone(),
         config.stock.reservation_ttl_ms,
     );
-    let store = Arc::new(OrderStore::open(&paths.orders())?);
-    orders::register(&mut registry, store.clone());
+    let order_store = open_orders(config, paths).await?;
+    orders::register(&mut registry, order_store.clone());
     let api_key = std::env::var(&config.payment.api_key_env).ok();
     let (sandbox, base_url, api_key) = match config.profile.payment {
         PaymentKind::Sandbox => {
@@ -123,8 +128,66 @@ pub async fn start_adapters(config: &Config, paths: &DataPaths) -> Result<Adapte
     payment::http::register(&mut registry, Arc::new(client));
     Ok(Adapters {
         registry: Arc::new(registry),
-        stock: ledger,
+        stock: stock_backend,
+        orders: order_store,
         _sandbox: sandbox,
+    })
+}
+
+/// The value of the environment variable `var`, which `key` names; a
+/// missing one stops start-up with what to set.
+fn secret_from_env(var: &str, key: &str, what: &str) -> Result<String> {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .with_context(|| {
+            format!("the environment variable {var} ({key}) is not set; export it with {what}")
+        })
+}
+
+/// Opens the stock backend the profile selects, checking it answers.
+pub async fn open_stock(config: &Config, paths: &DataPaths) -> Result<Stock> {
+    Ok(match config.profile.stock {
+        StockKind::Embedded => Stock::from(Arc::new(StockLedger::open(&paths.stock())?)),
+        StockKind::Redis => {
+            let url = secret_from_env(
+                &config.redis.url_env,
+                "[redis] url_env",
+                "the Redis URL, e.g. redis://127.0.0.1:6379",
+            )?;
+            let redis = RedisStock::connect_with(RedisStockConfig {
+                url,
+                key_prefix: config.redis.key_prefix.clone(),
+            })
+            .await?;
+            Stock::from(Arc::new(redis))
+        }
+    })
+}
+
+/// Opens the order store the profile selects, checking it answers.
+pub async fn open_orders(config: &Config, paths: &DataPaths) -> Result<Orders> {
+    Ok(match config.profile.orders {
+        OrdersKind::Embedded => Orders::from(Arc::new(OrderStore::open(&paths.orders())?)),
+        OrdersKind::Cosmos => {
+            let c = &config.cosmos;
+            let endpoint = secret_from_env(
+                &c.endpoint_env,
+                "[cosmos] endpoint_env",
+                "the account endpoint, e.g. https://ACCOUNT.documents.azure.com:443/",
+            )?;
+            let key = secret_from_env(&c.key_env, "[cosmos] key_env", "the account key")?;
+            let cosmos = CosmosOrders::connect(CosmosOrdersConfig {
+                endpoint,
+                key,
+                database: c.database.clone(),
+                container: c.container.clone(),
+                region: c.region.clone(),
+                throttle_retries: c.throttle_retries,
+            })
+            .await?;
+            Orders::from(Arc::new(cosmos))
+        }
     })
 }
 
@@ -152,18 +215,17 @@ pub fn start_engine(
 }
 
 /// Reclaims expired stock reservations every second, forever.
-pub fn spawn_stock_reaper(ledger: Arc<StockLedger>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_stock_reaper(stock: Stock) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             every.tick().await;
-            let l = ledger.clone();
             let now = crate::engine::core::now_ms();
-            match tokio::task::spawn_blocking(move || l.reclaim_expired(now)).await {
-                Ok(Ok(n)) if n > 0 => {
+            match stock.reclaim_expired(now).await {
+                Ok(n) if n > 0 => {
                     tracing::info!(reclaimed = n, "expired stock reservations reclaimed")
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::warn!(error = %e, "reclaiming expired reservations failed; will retry")
                 }
                 _ => {}

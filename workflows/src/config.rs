@@ -90,6 +90,8 @@ pub enum TriggerKind {
 pub enum StockKind {
     /// The embedded SQLite stock ledger.
     Embedded,
+    /// Redis (`[redis]`): atomic Lua scripts, keys hash-tagged by SKU.
+    Redis,
 }
 
 /// Which order store serves `orders.*`.
@@ -98,6 +100,8 @@ pub enum StockKind {
 pub enum OrdersKind {
     /// The embedded SQLite order store.
     Embedded,
+    /// Azure Cosmos DB (`[cosmos]`).
+    Cosmos,
 }
 
 /// Where `payment.*` sends its HTTP requests.
@@ -164,6 +168,32 @@ pub struct ServiceBusSettings {
     pub max_message_bytes: u64,
 }
 
+/// Where the Redis stock adapter connects (`[redis]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisSettings {
+    /// Name of the environment variable holding `redis://...`.
+    pub url_env: String,
+    /// Prepended to every key.
+    pub key_prefix: String,
+}
+
+/// Where the Cosmos DB order adapter connects (`[cosmos]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CosmosSettings {
+    /// Name of the environment variable holding the account endpoint.
+    pub endpoint_env: String,
+    /// Name of the environment variable holding the account key.
+    pub key_env: String,
+    /// Database name.
+    pub database: String,
+    /// Container name (partition key `/id`).
+    pub container: String,
+    /// Region the worker runs in or nearest to.
+    pub region: String,
+    /// 429s the SDK retries itself before the activity fails as retryable.
+    pub throttle_retries: u32,
+}
+
 /// Settings of the HTTP payment adapter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaymentSettings {
@@ -208,6 +238,10 @@ pub struct Config {
     pub temporal: TemporalSettings,
     /// Service Bus trigger settings.
     pub servicebus: ServiceBusSettings,
+    /// Redis stock adapter settings.
+    pub redis: RedisSettings,
+    /// Cosmos DB order adapter settings.
+    pub cosmos: CosmosSettings,
     /// Payment adapter settings.
     pub payment: PaymentSettings,
     /// Stock ledger settings.
@@ -314,6 +348,10 @@ struct RawConfig {
     #[serde(default)]
     servicebus: RawServiceBus,
     #[serde(default)]
+    redis: RawRedis,
+    #[serde(default)]
+    cosmos: RawCosmos,
+    #[serde(default)]
     payment: RawPayment,
     #[serde(default)]
     stock: RawStock,
@@ -396,6 +434,82 @@ fn default_namespace() -> String {
 
 fn default_task_queue() -> String {
     "sagaflow".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    #[serde(default = "default_redis_env")]
+    url_env: String,
+    #[serde(default = "default_redis_prefix")]
+    key_prefix: String,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        RawRedis {
+            url_env: default_redis_env(),
+            key_prefix: default_redis_prefix(),
+        }
+    }
+}
+
+fn default_redis_env() -> String {
+    "SAGAFLOW_REDIS_URL".into()
+}
+
+fn default_redis_prefix() -> String {
+    "sagaflow:".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCosmos {
+    #[serde(default = "default_cosmos_endpoint_env")]
+    endpoint_env: String,
+    #[serde(default = "default_cosmos_key_env")]
+    key_env: String,
+    #[serde(default = "default_cosmos_database")]
+    database: String,
+    #[serde(default = "default_cosmos_container")]
+    container: String,
+    #[serde(default)]
+    region: String,
+    #[serde(default = "default_throttle_retries")]
+    throttle_retries: u32,
+}
+
+impl Default for RawCosmos {
+    fn default() -> Self {
+        RawCosmos {
+            endpoint_env: default_cosmos_endpoint_env(),
+            key_env: default_cosmos_key_env(),
+            database: default_cosmos_database(),
+            container: default_cosmos_container(),
+            region: String::new(),
+            throttle_retries: default_throttle_retries(),
+        }
+    }
+}
+
+fn default_cosmos_endpoint_env() -> String {
+    "SAGAFLOW_COSMOS_ENDPOINT".into()
+}
+
+fn default_cosmos_key_env() -> String {
+    "SAGAFLOW_COSMOS_KEY".into()
+}
+
+fn default_cosmos_database() -> String {
+    "sagaflow".into()
+}
+
+fn default_cosmos_container() -> String {
+    "orders".into()
+}
+
+fn default_throttle_retries() -> u32 {
+    3
 }
 
 #[derive(Deserialize)]
@@ -591,6 +705,13 @@ impl Validator<'_> {
                 format!("address \"{address}\" is not host:port; write e.g. \"127.0.0.1:7233\" (no scheme)"),
             );
         }
+        if raw.profile.orders == OrdersKind::Cosmos && raw.cosmos.region.trim().is_empty() {
+            self.error(
+                0..0,
+                Some("[cosmos]".into()),
+                "profile.orders is \"cosmos\" but cosmos.region is empty; set it to the Azure region the worker runs in, e.g. region = \"East US\"".into(),
+            );
+        }
         let servicebus = self.servicebus(raw.servicebus);
         let mut sagas = BTreeMap::new();
         for (name, saga) in raw.sagas {
@@ -617,6 +738,18 @@ impl Validator<'_> {
                 task_queue: raw.temporal.task_queue,
             },
             servicebus,
+            redis: RedisSettings {
+                url_env: raw.redis.url_env,
+                key_prefix: raw.redis.key_prefix,
+            },
+            cosmos: CosmosSettings {
+                endpoint_env: raw.cosmos.endpoint_env,
+                key_env: raw.cosmos.key_env,
+                database: raw.cosmos.database,
+                container: raw.cosmos.container,
+                region: raw.cosmos.region,
+                throttle_retries: raw.cosmos.throttle_retries,
+            },
             payment: PaymentSettings {
                 base_url: raw.payment.base_url,
                 api_key_env: raw.payment.api_key_env,

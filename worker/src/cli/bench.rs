@@ -231,7 +231,10 @@ async fn world(
         }
         Activities::Checkout => {
             let adapters = app::start_adapters(config, paths).await?;
-            adapters.stock.seed(&[("SKU-1".into(), sagas as i64)])?;
+            adapters
+                .stock
+                .seed(&[("SKU-1".into(), sagas as i64)])
+                .await?;
             let def = Definition::new(config.saga("checkout").map_err(anyhow::Error::msg)?.clone());
             (adapters.registry.clone(), def, Some(adapters))
         }

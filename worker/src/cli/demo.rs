@@ -15,16 +15,25 @@ use crate::engine::read::Stats;
 use crate::engine::temporal::client::TemporalClient;
 use anyhow::{bail, Context, Result};
 use sagaflow_activities::order::{Order, OrderLine};
-use sagaflow_activities::orders::OrderStore;
-use sagaflow_activities::payment::sandbox::read_ledger;
-use sagaflow_activities::stock::StockLedger;
-use sagaflow_workflows::config::EngineKind;
+use sagaflow_activities::orders::OrdersSnapshot;
+use sagaflow_activities::payment::sandbox::{read_ledger, PaymentLedger};
+use sagaflow_activities::stock::StockSnapshot;
+use sagaflow_workflows::config::{EngineKind, StockKind};
 use sagaflow_workflows::Config;
 use serde::{Deserialize, Serialize};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+/// `demo --profile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoProfile {
+    /// The embedded stock ledger
+    Embedded,
+    /// The Redis stock adapter
+    Redis,
+}
 
 /// Arguments of `demo`.
 #[derive(Debug, clap::Args)]
@@ -53,6 +62,11 @@ pub struct DemoArgs {
     /// Delete the data directory first instead of resuming the sale in it
     #[arg(long)]
     pub fresh: bool,
+    /// Stock backend: embedded (SQLite in the data directory), or redis (the
+    /// server in the variable [redis] url_env names, e.g.
+    /// SAGAFLOW_REDIS_URL=redis://127.0.0.1:6379) [default: profile.stock]
+    #[arg(long, value_enum)]
+    pub profile: Option<DemoProfile>,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -148,6 +162,11 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
     // The demo fills the embedded queue itself; a Service Bus profile
     // would leave its orders unread.
     config.profile.trigger = sagaflow_workflows::config::TriggerKind::Embedded;
+    match args.profile {
+        Some(DemoProfile::Embedded) => config.profile.stock = StockKind::Embedded,
+        Some(DemoProfile::Redis) => config.profile.stock = StockKind::Redis,
+        None => {}
+    }
     if let Some(r) = args.sandbox_error_rate {
         config.sandbox.error_rate = r;
     }
@@ -166,9 +185,11 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
         stock: args.stock,
         skus: args.skus,
         decline_rate: args.decline_rate,
-        prefix: match config.profile.engine {
-            EngineKind::Embedded => default_prefix(),
-            EngineKind::Temporal => format!(
+        // A shared server (Temporal's namespace, Redis) keeps other sales:
+        // this sale's ids get a prefix of their own.
+        prefix: match (config.profile.engine, config.profile.stock) {
+            (EngineKind::Embedded, StockKind::Embedded) => default_prefix(),
+            _ => format!(
                 "order-{:08x}-",
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -198,12 +219,16 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
         }
         Err(_) => true,
     };
+    if config.profile.stock == StockKind::Redis {
+        // The sale's SKUs and reservations live under their own keys.
+        config.redis.key_prefix = format!("{}{}", config.redis.key_prefix, wanted.prefix);
+    }
     let progress = !args.json || std::io::stderr().is_terminal();
     let rt = runtime()?;
     let started = Instant::now();
     rt.block_on(async {
         if fresh_sale {
-            let ledger = StockLedger::open(&paths.stock())?;
+            let stock_backend = crate::app::open_stock(&config, &paths).await?;
             let per = args.stock / args.skus as u64;
             let stock: Vec<(String, i64)> = (0..args.skus)
                 .map(|i| {
@@ -211,7 +236,7 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
                     (format!("SKU-{}", i + 1), (per + extra) as i64)
                 })
                 .collect();
-            ledger.seed(&stock)?;
+            stock_backend.seed(&stock).await?;
             let queue = crate::app::open_queue(&paths)?;
             let bodies: Vec<String> = generate_orders(&wanted.prefix, args.orders, args.skus, args.decline_rate)
                 .iter()
@@ -265,9 +290,12 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
             .expect("the demo runs the embedded trigger")
             .counts()?
             .dead_lettered;
+        let stock = worker._adapters.stock.snapshot().await?;
+        let orders = worker._adapters.orders.snapshot().await?;
         worker.stop().await?;
         let stats = source.stats().await?;
-        let summary = summarize(&paths, &args, &wanted.prefix, stats, dead_lettered, started.elapsed())?;
+        let books = Books { stock, orders, payments: read_ledger(&paths.payments())? };
+        let summary = summarize(&paths, &args, &wanted.prefix, stats, books, dead_lettered, started.elapsed())?;
         let mut out = std::io::stdout().lock();
         if args.json {
             writeln!(out, "{}", serde_json::to_string(&summary)?)?;
@@ -317,17 +345,27 @@ impl StatsSource {
     }
 }
 
+/// What the stores hold at the end of the sale.
+struct Books {
+    stock: StockSnapshot,
+    orders: OrdersSnapshot,
+    payments: PaymentLedger,
+}
+
 fn summarize(
     paths: &DataPaths,
     args: &DemoArgs,
     prefix: &str,
     s: Stats,
+    books: Books,
     dead_lettered: i64,
     elapsed: Duration,
 ) -> Result<Summary> {
-    let stock = StockLedger::read_snapshot(&paths.stock())?;
-    let orders = OrderStore::read_snapshot(&paths.orders())?;
-    let pay = read_ledger(&paths.payments())?;
+    let Books {
+        stock,
+        orders,
+        payments: pay,
+    } = books;
     let mut v = Vec::new();
     let ended = s.completed + s.compensated + s.parked;
     if ended as i64 + dead_lettered != args.orders as i64

@@ -7,8 +7,9 @@ use crate::engine::read;
 use crate::engine::temporal::client::TemporalClient;
 use anyhow::{bail, Context, Result};
 use rusqlite::Connection;
-use sagaflow_activities::stock::StockLedger;
+use sagaflow_workflows::config::StockKind;
 use sagaflow_workflows::config::TemporalSettings;
+use sagaflow_workflows::Config;
 use sagaflow_workflows::{SagaDef, SagaStatus, Signal};
 use serde_json::Value;
 use std::io::Write;
@@ -407,13 +408,18 @@ pub enum StockCommand {
     },
 }
 
-/// `sagaflow stock show|set`.
-pub fn stock(data: &Path, command: StockCommand) -> Result<ExitCode> {
+/// `sagaflow stock show|set`: the stock backend `profile.stock` selects.
+pub fn stock(config: &Config, data: &Path, command: StockCommand) -> Result<ExitCode> {
     let paths = DataPaths::new(data)?;
-    let ledger = StockLedger::open(&paths.stock())?;
+    let rt = super::run::runtime()?;
+    let ledger = rt.block_on(crate::app::open_stock(config, &paths))?;
+    let where_ = match config.profile.stock {
+        StockKind::Embedded => paths.stock().display().to_string(),
+        StockKind::Redis => format!("Redis (keys {}*)", config.redis.key_prefix),
+    };
     match command {
         StockCommand::Show(args) => {
-            let s = ledger.snapshot()?;
+            let s = rt.block_on(ledger.snapshot())?;
             if args.json {
                 println!("{}", serde_json::to_string(&s)?);
             } else {
@@ -444,12 +450,8 @@ pub fn stock(data: &Path, command: StockCommand) -> Result<ExitCode> {
                     .with_context(|| format!("{l}: units must be a whole number >= 0"))?;
                 parsed.push((sku.to_owned(), units));
             }
-            ledger.seed(&parsed)?;
-            println!(
-                "stock set for {} SKU(s) in {}",
-                parsed.len(),
-                paths.stock().display()
-            );
+            rt.block_on(ledger.seed(&parsed))?;
+            println!("stock set for {} SKU(s) in {where_}", parsed.len());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -55,7 +55,7 @@ enum Command {
     Stats(inspect::JsonArgs),
     /// Send an operator signal (retry) to a parked saga; the running worker delivers it
     Signal(inspect::SignalArgs),
-    /// Show or set the embedded stock ledger
+    /// Show or set the stock (the embedded ledger, or Redis with profile.stock = "redis")
     #[command(subcommand)]
     Stock(inspect::StockCommand),
     /// Dead-lettered messages: list them with their reasons, or resubmit one
@@ -128,7 +128,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::History(s) => inspect::history(&source(&load(None)?, args.data), s),
         Command::Stats(s) => inspect::stats(&source(&load(None)?, args.data), s),
         Command::Signal(s) => inspect::signal(&source(&load(None)?, args.data), s),
-        Command::Stock(c) => inspect::stock(&data_dir(&load(None)?, args.data), c),
+        Command::Stock(c) => {
+            let config = load(None)?;
+            let data = data_dir(&config, args.data);
+            inspect::stock(&config, &data, c)
+        }
         Command::Send(s) => dlq::send(&load(None)?, s),
         Command::Dlq(c) => {
             let config = load(None)?;
