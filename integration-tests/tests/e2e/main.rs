@@ -20,6 +20,8 @@ mod crash;
 mod dead_letter;
 /// The flash-sale demo and the inspection commands on its data.
 mod demo;
+/// The Redis stock adapter survives a Redis restart mid-sale.
+mod redis_fault;
 /// The interpreter's scenarios on both engines (embedded and Temporal).
 mod scenarios;
 /// The Service Bus trigger against a real AMQP 1.0 broker.
