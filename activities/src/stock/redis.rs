@@ -313,6 +313,18 @@ fn sku_keys(p: &str, sku: &str) -> SkuKeys {
 }
 
 impl RedisStock {
+    /// What `redis-benchmark` needs to run the reserve script exactly as
+    /// [`RedisStock::reserve`] does for a one-line order: the script's SHA1
+    /// (loaded at connect) and the keys of `sku`, in the script's order.
+    /// ARGV is then: reservation id, qty, deadline ms, "" (no claim token),
+    /// "1" (primary line).
+    pub fn reserve_script_for(&self, sku: &str) -> (String, [String; 3]) {
+        (
+            self.scripts.reserve.get_hash().to_owned(),
+            sku_keys(&self.prefix, sku).0,
+        )
+    }
+
     /// Connects with the default key prefix; fails at once, with what to do,
     /// when the server does not answer.
     pub async fn connect(url: &str) -> Result<RedisStock, StockError> {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_queue;
+mod bench_stock;
 mod demo;
 mod dlq;
 mod inspect;
@@ -72,6 +73,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure the Service Bus trigger: queue -> durable saga starts, next to the broker's own rate
     BenchQueue(bench_queue::BenchQueueArgs),
+    /// Measure the Redis stock adapter: reservations per second next to redis-benchmark on the same script
+    BenchStock(bench_stock::BenchStockArgs),
 }
 
 /// `--engine`.
@@ -150,6 +153,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Bench(b) => bench::bench(load(None)?, args.data, b),
         Command::BenchQueue(b) => bench_queue::bench_queue(load(None)?, args.data, b),
+        Command::BenchStock(b) => bench_stock::bench_stock(load(None)?, b),
     }
 }
 
