@@ -39,8 +39,10 @@ cargo clippy --release --locked --all-targets -- -D warnings
 step "services (start what is missing)"
 scripts/services.sh
 
+# --all-targets: the tests' dev-dependencies switch features on (the Cosmos
+# emulator); building every target here gives `cargo test` nothing to rebuild.
 step "build (release, once)"
-cargo build --release --locked --workspace
+cargo build --release --locked --workspace --all-targets
 
 step "tests"
 cargo test --release --locked --workspace
