@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 /// The connection string every test uses.
 pub const CONNECTION: &str = "amqp://guest:guest@127.0.0.1:5672";
@@ -111,15 +111,7 @@ pub fn sb_command(args: &[&str]) -> Command {
 
 /// Runs a `sagaflow` command with the connection string; asserts success.
 pub fn sb_ok(args: &[&str]) -> String {
-    let out: Output = sb_command(args).output().expect("run sagaflow");
-    assert!(
-        out.status.success(),
-        "sagaflow {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of_success(args, sb_command(args).output().expect("run sagaflow"))
 }
 
 /// One valid order as a JSON line. About one in 23 pays with a decline card

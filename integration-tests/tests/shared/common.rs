@@ -45,7 +45,11 @@ pub fn sagaflow(args: &[&str]) -> Output {
 
 /// Runs `sagaflow ARGS`, asserts success and returns stdout.
 pub fn sagaflow_ok(args: &[&str]) -> String {
-    let out = sagaflow(args);
+    stdout_of_success(args, sagaflow(args))
+}
+
+/// Asserts that the run of `sagaflow ARGS` succeeded; returns its stdout.
+pub fn stdout_of_success(args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
         "sagaflow {args:?} failed ({}):\nstdout: {}\nstderr: {}",

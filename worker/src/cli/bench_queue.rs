@@ -23,10 +23,8 @@ use crate::trigger::servicebus::send::{send_all, Outgoing};
 use crate::trigger::servicebus::{ServiceBusTrigger, TriggerStats};
 use anyhow::{anyhow, Result};
 use fe2o3_amqp::link::receiver::CreditMode;
-use fe2o3_amqp::types::definitions::{ReceiverSettleMode, SenderSettleMode};
 use fe2o3_amqp::types::messaging::Body;
 use fe2o3_amqp::types::primitives::Value;
-use fe2o3_amqp::Receiver;
 use sagaflow_activities::registry::register_noop;
 use sagaflow_activities::Registry;
 use sagaflow_workflows::Config;
@@ -92,16 +90,13 @@ async fn receive_accept(
         .await
         .map_err(|e| e.to_string())?;
     let result = async {
-        let mut receiver = Receiver::builder()
-            .name("sagaflow-bench-rx")
-            .source(address.to_owned())
-            .credit_mode(CreditMode::Auto(prefetch))
-            .auto_accept(false)
-            .sender_settle_mode(SenderSettleMode::Unsettled)
-            .receiver_settle_mode(ReceiverSettleMode::First)
-            .attach(&mut link.session)
-            .await
-            .map_err(|e| format!("cannot receive from {address}: {e}"))?;
+        let mut receiver = link
+            .peek_lock_receiver(
+                "sagaflow-bench-rx".into(),
+                address,
+                CreditMode::Auto(prefetch),
+            )
+            .await?;
         let quiet = if n == usize::MAX {
             Duration::from_millis(700)
         } else {

@@ -17,7 +17,6 @@ use super::message::{self, AmqpMessage};
 use fe2o3_amqp::link::delivery::DeliveryInfo;
 use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::types::definitions::{Error as AmqpError, ErrorCondition, Fields};
-use fe2o3_amqp::types::definitions::{ReceiverSettleMode, SenderSettleMode};
 use fe2o3_amqp::types::messaging::{Body, Outcome};
 use fe2o3_amqp::types::primitives::{Symbol, Value};
 use fe2o3_amqp::{Receiver, Sender};
@@ -153,16 +152,15 @@ async fn lock_all(
     limit: usize,
 ) -> Result<(Receiver, Vec<(DeliveryInfo, AmqpMessage)>), String> {
     let address = endpoint.dead_letter_address(&settings.queue, &settings.dead_letter_queue);
-    let mut receiver = Receiver::builder()
-        .name(format!("sagaflow-dlq-{}", std::process::id()))
-        .source(address.clone())
-        .credit_mode(CreditMode::Auto(limit.clamp(1, 1000) as u32))
-        .auto_accept(false)
-        .sender_settle_mode(SenderSettleMode::Unsettled)
-        .receiver_settle_mode(ReceiverSettleMode::First)
-        .attach(&mut link.session)
-        .await
-        .map_err(|e| format!("cannot read the dead-letter queue {address}: {e}"))?;
+    // Settled only after the receiving stops, from this task: automatic
+    // credit is safe here.
+    let mut receiver = link
+        .peek_lock_receiver(
+            format!("sagaflow-dlq-{}", std::process::id()),
+            &address,
+            CreditMode::Auto(limit.clamp(1, 1000) as u32),
+        )
+        .await?;
     let mut out = Vec::new();
     // The first delivery may take a round trip or two; after that, a
     // quiet gap means the queue is drained.

@@ -13,8 +13,11 @@
 //!   is used as written), and dead letters go to a queue of their own.
 
 use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::definitions::{ReceiverSettleMode, SenderSettleMode};
+use fe2o3_amqp::Receiver;
 use fe2o3_amqp::{Connection, Session};
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +111,28 @@ pub struct Link {
 }
 
 impl Link {
+    /// Attaches a peek-lock receiver on `address`: deliveries arrive
+    /// unsettled (sender settle mode unsettled, receiver settle mode first)
+    /// and stay locked until accepted, released or rejected, or until the
+    /// link drops. `credit` is manual (the caller grants it) or automatic.
+    pub async fn peek_lock_receiver(
+        &mut self,
+        name: String,
+        address: &str,
+        credit: CreditMode,
+    ) -> Result<Receiver, String> {
+        Receiver::builder()
+            .name(name)
+            .source(address.to_owned())
+            .credit_mode(credit)
+            .auto_accept(false)
+            .sender_settle_mode(SenderSettleMode::Unsettled)
+            .receiver_settle_mode(ReceiverSettleMode::First)
+            .attach(&mut self.session)
+            .await
+            .map_err(|e| format!("cannot receive from {address}: {e}"))
+    }
+
     /// Ends the session and closes the connection, ignoring errors (the
     /// broker drops what is left either way). Each step is time-bound: fe2o3
     /// can wait forever for a peer's `end` that never comes.

@@ -28,7 +28,6 @@ use self::message::body_bytes;
 use crate::engine::{Definition, StartOutcome, Starter};
 use backon::BackoffBuilder;
 use fe2o3_amqp::link::receiver::CreditMode;
-use fe2o3_amqp::types::definitions::{ReceiverSettleMode, SenderSettleMode};
 use fe2o3_amqp::types::messaging::Body;
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::Receiver;
@@ -214,16 +213,9 @@ impl ServiceBusTrigger {
         stats: &Arc<TriggerStats>,
     ) -> Result<(), String> {
         let address = self.endpoint.queue_address(&self.settings.queue);
-        let mut receiver = Receiver::builder()
-            .name(format!("{name}-orders"))
-            .source(address.clone())
-            .credit_mode(CreditMode::Manual)
-            .auto_accept(false)
-            .sender_settle_mode(SenderSettleMode::Unsettled)
-            .receiver_settle_mode(ReceiverSettleMode::First)
-            .attach(&mut link.session)
-            .await
-            .map_err(|e| format!("cannot receive from {address}: {e}"))?;
+        let mut receiver = link
+            .peek_lock_receiver(format!("{name}-orders"), &address, CreditMode::Manual)
+            .await?;
         let mut dead = DeadLetterer::attach(link, name, &self.endpoint, &self.settings).await?;
         stats
             .connected_at_ms
