@@ -233,6 +233,11 @@ impl ServiceBusTrigger {
         let mut credit = 0u32;
         loop {
             if stop.load(Ordering::Relaxed) {
+                // Let the starts in flight settle on this link first, so a
+                // graceful stop leaves no duplicate to redeliver.
+                while stats.in_flight.load(Ordering::Relaxed) > 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
                 let _ = receiver.close().await;
                 return Ok(());
             }
