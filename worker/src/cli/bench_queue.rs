@@ -77,6 +77,16 @@ fn bodies(run: &str, n: usize) -> Vec<Outgoing> {
         .collect()
 }
 
+/// Sends `msgs` on a task of its own, so the consumer runs meanwhile.
+fn spawn_sender(
+    endpoint: &Endpoint,
+    address: &str,
+    msgs: Vec<Outgoing>,
+) -> tokio::task::JoinHandle<Result<usize, String>> {
+    let (endpoint, address) = (endpoint.clone(), address.to_owned());
+    tokio::spawn(async move { send_all(&endpoint, &address, msgs, |_| {}).await })
+}
+
 /// Receives and accepts `n` messages (or, with `n = usize::MAX`, until
 /// the queue is quiet for a while). Returns how many.
 async fn receive_accept(
@@ -152,14 +162,7 @@ pub fn bench_queue(
             eprintln!("broker: send + receive + accept of {n} messages ...");
         }
         let began = Instant::now();
-        let sender = {
-            let (endpoint, address, msgs) = (
-                endpoint.clone(),
-                address.clone(),
-                bodies(&format!("{run}-b"), n),
-            );
-            tokio::spawn(async move { send_all(&endpoint, &address, msgs, |_| {}).await })
-        };
+        let sender = spawn_sender(&endpoint, &address, bodies(&format!("{run}-b"), n));
         receive_accept(&endpoint, &address, n, prefetch)
             .await
             .map_err(anyhow::Error::msg)?;
@@ -193,14 +196,7 @@ pub fn bench_queue(
             max_live: usize::MAX / 2,
         };
         let began = Instant::now();
-        let sender = {
-            let (endpoint, address, msgs) = (
-                endpoint.clone(),
-                address.clone(),
-                bodies(&format!("{run}-s"), n),
-            );
-            tokio::spawn(async move { send_all(&endpoint, &address, msgs, |_| {}).await })
-        };
+        let sender = spawn_sender(&endpoint, &address, bodies(&format!("{run}-s"), n));
         let consumer = tokio::spawn(trigger.run(
             Starter::Embedded(engine.handle()),
             def,

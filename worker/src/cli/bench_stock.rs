@@ -56,7 +56,7 @@ pub fn bench_stock(config: Config, args: BenchStockArgs) -> Result<ExitCode> {
     let run = format!("{:x}", crate::engine::core::now_ms());
     let prefix = format!("{}bench-{run}:", config.redis.key_prefix);
     let rt = runtime()?;
-    let (adapter, sha, keys) = rt.block_on(async {
+    let (adapter, sha, keys, redis) = rt.block_on(async {
         let redis = Arc::new(
             RedisStock::connect_with(RedisStockConfig {
                 url: url.clone(),
@@ -87,7 +87,7 @@ pub fn bench_stock(config: Config, args: BenchStockArgs) -> Result<ExitCode> {
             },
         )
         .await?;
-        anyhow::Ok((report, sha, keys))
+        anyhow::Ok((report, sha, keys, redis))
     })?;
     if !args.json {
         eprintln!(
@@ -140,14 +140,7 @@ pub fn bench_stock(config: Config, args: BenchStockArgs) -> Result<ExitCode> {
     // redis-benchmark counts error replies as requests too: check the
     // script really reserved (random ids repeat a little; those are
     // idempotent returns).
-    let reserved = rt.block_on(async {
-        let redis = RedisStock::connect_with(RedisStockConfig {
-            url: url.clone(),
-            key_prefix: prefix.clone(),
-        })
-        .await?;
-        anyhow::Ok(redis.snapshot().await?.reserved)
-    })?;
+    let reserved = rt.block_on(redis.snapshot())?.reserved;
     if (reserved as f64) < args.reservations as f64 * 0.9 {
         bail!(
             "redis-benchmark's calls did not reserve ({reserved} units reserved after {} calls): its rate is not comparable",
