@@ -8,8 +8,9 @@
 //! - [`orders`]: `orders.create`, `orders.cancel` over the embedded SQLite
 //!   store or the Cosmos DB adapter, one [`orders::Orders`];
 //! - [`payment`]: the HTTP payment adapter (`payment.authorize`,
-//!   `payment.capture`, `payment.void`, `payment.refund`) and the payment
-//!   sandbox provider it talks to in the embedded profile;
+//!   `payment.capture`, `payment.void`, `payment.refund`); the provider it
+//!   talks to in the embedded profile, the payment sandbox, is its own
+//!   crate (`sagaflow-payment-sandbox`);
 //! - [`queue`]: the embedded order queue (the embedded trigger's source).
 //!
 //! Architecture invariant: activities never see the journal or the engine;

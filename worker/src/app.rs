@@ -8,12 +8,12 @@ use sagaflow_activities::orders::cosmos::{CosmosOrders, CosmosOrdersConfig};
 use sagaflow_activities::orders::OrderStore;
 use sagaflow_activities::orders::Orders;
 use sagaflow_activities::payment::http::{PaymentClient, PaymentClientConfig};
-use sagaflow_activities::payment::sandbox::{Sandbox, SandboxConfig};
 use sagaflow_activities::queue::EmbeddedQueue;
 use sagaflow_activities::registry::register_noop;
 use sagaflow_activities::stock::redis::{RedisStock, RedisStockConfig};
 use sagaflow_activities::stock::{Stock, StockLedger};
 use sagaflow_activities::{orders, payment, stock, Registry};
+use sagaflow_payment_sandbox::{Knobs, Sandbox, SandboxConfig};
 use sagaflow_workflows::config::{OrdersKind, PaymentKind, StockKind};
 use sagaflow_workflows::Config;
 use std::path::{Path, PathBuf};
@@ -60,7 +60,7 @@ impl DataPaths {
 
 /// Default for the payment API key when its variable is unset and the
 /// sandbox is the provider.
-const SANDBOX_KEY: &str = "sk_test_sagaflow_sandbox";
+pub const SANDBOX_KEY: &str = "sk_test_sagaflow_sandbox";
 
 /// The adapters behind the activity names.
 pub struct Adapters {
@@ -94,8 +94,9 @@ pub async fn start_adapters(config: &Config, paths: &DataPaths) -> Result<Adapte
             let sandbox = Sandbox::start(
                 SandboxConfig {
                     db_path: paths.payments(),
-                    error_rate: config.sandbox.error_rate,
-                    latency_ms: config.sandbox.latency_ms,
+                    knobs: sandbox_knobs(config),
+                    // One worker per sandbox: the log would say nothing new.
+                    request_log: false,
                 },
                 addr,
             )
@@ -132,6 +133,15 @@ pub async fn start_adapters(config: &Config, paths: &DataPaths) -> Result<Adapte
         orders: order_store,
         _sandbox: sandbox,
     })
+}
+
+/// The knobs `[sandbox]` in sagas.toml sets (the others start off).
+pub fn sandbox_knobs(config: &Config) -> Knobs {
+    Knobs {
+        error_rate: config.sandbox.error_rate,
+        latency_ms: config.sandbox.latency_ms,
+        ..Knobs::default()
+    }
 }
 
 /// The value of the environment variable `var`, which `key` names; a

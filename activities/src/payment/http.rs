@@ -1,6 +1,6 @@
 //! The HTTP payment adapter: `payment.authorize`, `payment.capture`,
 //! `payment.void` and `payment.refund` over Stripe's PaymentIntents API
-//! (Stripe itself, or the [`super::sandbox`] in the embedded profile).
+//! (Stripe itself, or the payment sandbox, `sagaflow-payment-sandbox`).
 //!
 //! Invariants:
 //! - every POST carries `Idempotency-Key` = the call's idempotency key, so
@@ -209,6 +209,22 @@ fn transport_error(what: &str, error: &reqwest::Error) -> ActivityError {
     }
 }
 
+/// `sagaflow/VERSION (host H; pid P)`: the provider's request log (the
+/// sandbox's `requests`) then tells which worker process sent what.
+fn user_agent() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    format!(
+        "sagaflow/{} (host {host}; pid {})",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    )
+}
+
 /// The original retryable error, noting that reconciling failed too.
 fn reconcile_failed(error: ActivityError, during: ActivityError) -> ActivityError {
     ActivityError::retryable(
@@ -398,7 +414,7 @@ impl PaymentClient {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
-            .user_agent(concat!("sagaflow/", env!("CARGO_PKG_VERSION")))
+            .user_agent(user_agent())
             .build()
             .map_err(PaymentError::Client)?;
         Ok(PaymentClient {
@@ -762,8 +778,8 @@ impl PaymentClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payment::sandbox::testing::{start, TempDb};
-    use crate::payment::sandbox::{read_ledger, InjectSide, PaymentLedger, Sandbox};
+    use sagaflow_payment_sandbox::testing::{start, TempDb};
+    use sagaflow_payment_sandbox::{read_ledger, ErrorSide, PaymentLedger, Sandbox};
     use sagaflow_workflows::Phase;
 
     struct Fixture {
@@ -1113,7 +1129,7 @@ mod tests {
     async fn failures_before_the_effect_are_retryable_and_the_retry_applies_once() {
         let f = Fixture::new("http-before").await;
         f.sandbox.set_error_rate(1.0);
-        f.sandbox.force_injection_side(Some(InjectSide::Before));
+        f.sandbox.set_error_side(ErrorSide::Before);
         let call = authorize_call("o1", "pm_card_visa");
         let error = f.client.authorize(&call).await.unwrap_err();
         assert_eq!(error.kind, "http_500");
@@ -1143,7 +1159,7 @@ mod tests {
     async fn failures_after_the_effect_are_reconciled_into_success() {
         let f = Fixture::new("http-after").await;
         f.sandbox.set_error_rate(1.0);
-        f.sandbox.force_injection_side(Some(InjectSide::After));
+        f.sandbox.set_error_side(ErrorSide::After);
         let call = authorize_call("o1", "pm_card_visa");
         let auth = f.client.authorize(&call).await.unwrap();
         assert_eq!(auth["status"], "requires_capture");
@@ -1191,7 +1207,7 @@ mod tests {
             .unwrap();
         let capture = f.client.capture(&capture_call("o1", &auth)).await.unwrap();
         f.sandbox.set_error_rate(1.0);
-        f.sandbox.force_injection_side(Some(InjectSide::After));
+        f.sandbox.set_error_side(ErrorSide::After);
         let input = input(
             "o1",
             order("o1", "pm_card_visa", 1250),

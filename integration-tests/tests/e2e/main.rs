@@ -26,3 +26,6 @@ mod redis_fault;
 mod scenarios;
 /// The Service Bus trigger against a real AMQP 1.0 broker.
 mod servicebus;
+/// Two workers share one standalone payment sandbox; one dies, the other
+/// captures what the first authorized.
+mod shared_sandbox;

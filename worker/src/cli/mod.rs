@@ -7,6 +7,7 @@ mod demo;
 mod dlq;
 mod inspect;
 mod run;
+mod sandbox;
 
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
@@ -38,6 +39,9 @@ pub struct Args {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant (`sandbox`, with
+// its knob flags) costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the worker: consume orders, run sagas, recover after a crash
@@ -69,6 +73,8 @@ enum Command {
     CheckConfig(CheckArgs),
     /// Run a flash sale on embedded defaults and check the invariants
     Demo(demo::DemoArgs),
+    /// The payment sandbox standalone (`sagaflow sandbox --port P --data DIR`), its knobs, its ledger
+    Sandbox(sandbox::SandboxArgs),
     /// Measure the embedded engine: sagas per second and latency
     Bench(bench::BenchArgs),
     /// Measure the Service Bus trigger: queue -> durable saga starts, next to the broker's own rate
@@ -150,6 +156,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Demo(d) => {
             let config = load(None)?;
             demo::demo(config, args.data, d)
+        }
+        Command::Sandbox(s) => {
+            let config = load(None)?;
+            let data = data_dir(&config, args.data);
+            sandbox::sandbox(&config, &data, s)
         }
         Command::Bench(b) => bench::bench(load(None)?, args.data, b),
         Command::BenchQueue(b) => bench_queue::bench_queue(load(None)?, args.data, b),

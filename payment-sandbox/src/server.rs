@@ -1,0 +1,355 @@
+//! The server: binding, the one request handler, and the [`Sandbox`] handle
+//! that owns it.
+//!
+//! A request's life: admin paths (`/_sandbox/...`) go to [`crate::admin`]
+//! untouched by faults; every other request rolls its faults
+//! ([`crate::faults`]), is authenticated (`Authorization: Bearer
+//! sk_test_...`), routed ([`crate::wire::Route`]), and executed under the
+//! one store connection: GETs read, POSTs go through
+//! [`crate::idempotency`].
+
+use crate::faults::{injected_reply, outage_reply, Faults, InjectSide, Rng};
+use crate::idempotency::{execute_post, Post};
+use crate::intents::get_intent;
+use crate::knobs::{ErrorSide, Knobs, KnobsPatch, LiveKnobs};
+use crate::refunds::list_refunds;
+use crate::search::search_intents;
+use crate::wire::{error_body, Form, Outcome, Reply, Route};
+use crate::{store, SandboxError};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::response::Response;
+use axum::Router;
+use rusqlite::Connection;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::oneshot;
+
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Stripe's limit on `Idempotency-Key`.
+const MAX_KEY_LEN: usize = 255;
+
+/// How to run a [`Sandbox`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxConfig {
+    /// SQLite file holding intents, refunds, stored idempotent responses and
+    /// the request log; created if missing, reused (with its contents) if
+    /// present.
+    pub db_path: PathBuf,
+    /// The knobs it starts with (all off by default).
+    pub knobs: Knobs,
+    /// Keep the request log (`requests`, read by
+    /// [`crate::read_requests`]): who sent which POST. Worth its cost when
+    /// several workers share the sandbox; `sagaflow sandbox` turns it on.
+    pub request_log: bool,
+}
+
+/// State shared by every request.
+pub(crate) struct Shared {
+    conn: Mutex<Connection>,
+    pub(crate) knobs: LiveKnobs,
+    pub(crate) rng: Rng,
+    request_log: bool,
+}
+
+impl Shared {
+    /// A poisoned lock only means a handler panicked; its transaction was
+    /// rolled back when dropped, so the connection is still good.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running sandbox server. Dropping it stops accepting connections and
+/// closes idle ones; requests in flight finish.
+pub struct Sandbox {
+    base_url: String,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Opens (creating if needed) the store, binds `addr` (e.g.
+    /// `127.0.0.1:0` for a free port) and serves on the current tokio
+    /// runtime until the `Sandbox` is dropped.
+    pub async fn start(config: SandboxConfig, addr: SocketAddr) -> Result<Sandbox, SandboxError> {
+        let knobs = LiveKnobs::new(&config.knobs)?;
+        let conn = store::open(&config.db_path).map_err(|source| SandboxError::Store {
+            path: config.db_path.clone(),
+            source,
+        })?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| SandboxError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| SandboxError::Bind { addr, source })?;
+        let shared = Arc::new(Shared {
+            conn: Mutex::new(conn),
+            knobs,
+            rng: Rng::from_clock(),
+            request_log: config.request_log,
+        });
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .tcp_nodelay(true)
+                .await;
+            if let Err(error) = served {
+                tracing::warn!(%error, "payment sandbox server stopped");
+            }
+        });
+        let host = match local_addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let base_url = format!("http://{}", SocketAddr::new(host, local_addr.port()));
+        tracing::info!(%base_url, db = %config.db_path.display(), "payment sandbox listening");
+        Ok(Sandbox {
+            base_url,
+            local_addr,
+            shared,
+            shutdown: Some(shutdown),
+        })
+    }
+
+    /// Where to send requests, e.g. `http://127.0.0.1:41234` (no trailing
+    /// slash; an unspecified bind address is reported as loopback).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The knobs as of now.
+    pub fn knobs(&self) -> Knobs {
+        self.shared.knobs.get()
+    }
+
+    /// Changes the knobs `patch` names, from the next request on; refuses a
+    /// rate outside 0..=1 and changes nothing then.
+    pub fn set_knobs(&self, patch: &KnobsPatch) -> Result<Knobs, SandboxError> {
+        self.shared.knobs.apply(patch)
+    }
+
+    /// Sets the fraction of POSTs answered with an injected 500, from now
+    /// on; values outside 0..=1 are clamped (NaN counts as 0).
+    pub fn set_error_rate(&self, rate: f64) {
+        let rate = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        self.patch(KnobsPatch {
+            error_rate: Some(rate),
+            ..KnobsPatch::default()
+        });
+    }
+
+    /// Sets which side of the effect injected 500s fall on.
+    pub fn set_error_side(&self, side: ErrorSide) {
+        self.patch(KnobsPatch {
+            error_side: Some(side),
+            ..KnobsPatch::default()
+        });
+    }
+
+    /// Sets the delay added before handling each request, from now on.
+    pub fn set_latency_ms(&self, ms: u64) {
+        self.patch(KnobsPatch {
+            latency_ms: Some(ms),
+            ..KnobsPatch::default()
+        });
+    }
+
+    /// Applies a patch that cannot be refused (no rates out of range).
+    fn patch(&self, patch: KnobsPatch) {
+        if let Err(error) = self.shared.knobs.apply(&patch) {
+            unreachable!("a checked patch was refused: {error}");
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// The one handler: admin, faults, auth, routing, idempotency.
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    if request.uri().path().starts_with(crate::admin::PREFIX) {
+        return crate::admin::handle(&shared, request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let current = shared.knobs.current();
+    let post = parts.method == Method::POST;
+    let faults = Faults::roll(&current, &shared.rng, post);
+    if faults.outage {
+        return outage_reply().into_response();
+    }
+    if !faults.delay.is_zero() {
+        tokio::time::sleep(faults.delay).await;
+        // An outage that began while this request waited fails it too:
+        // it has not been executed yet.
+        if shared.knobs.current().in_outage {
+            return outage_reply().into_response();
+        }
+    }
+    if !authorized(&parts.headers) {
+        return unauthorized();
+    }
+    let path = parts.uri.path();
+    let Some(route) = Route::parse(&parts.method, path) else {
+        let message = format!(
+            "Unrecognized request URL ({}: {path}). The sandbox serves only the PaymentIntents and Refunds calls sagaflow makes.",
+            parts.method
+        );
+        return Reply::from_outcome(Outcome::new(
+            404,
+            error_body("invalid_request_error", None, &message, None),
+        ))
+        .into_response();
+    };
+    let reply = if post {
+        let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                let outcome = Outcome::new(
+                    400,
+                    error_body(
+                        "invalid_request_error",
+                        None,
+                        "The request body could not be read or is larger than 64 KiB.",
+                        None,
+                    ),
+                );
+                return Reply::from_outcome(outcome).into_response();
+            }
+        };
+        let form = match Form::parse(&bytes) {
+            Ok(form) => form,
+            Err(outcome) => return Reply::from_outcome(outcome).into_response(),
+        };
+        let key = match idempotency_key(&parts.headers) {
+            Ok(key) => key,
+            Err(outcome) => return Reply::from_outcome(outcome).into_response(),
+        };
+        if faults.inject == Some(InjectSide::Before) {
+            return injected_reply(InjectSide::Before).into_response();
+        }
+        let fingerprint = form.fingerprint(&parts.method, path);
+        let client = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let post = Post {
+            route: &route,
+            path,
+            form: &form,
+            key,
+            fingerprint: &fingerprint,
+            client: shared.request_log.then_some(client),
+            fail_after: faults.inject == Some(InjectSide::After),
+        };
+        execute_post(&mut shared.lock(), &shared.rng, &post)
+    } else {
+        match Form::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+            Ok(query) => execute_get(&shared, &route, &query, current.knobs.search_lag_ms),
+            Err(outcome) => Reply::from_outcome(outcome),
+        }
+    };
+    if !faults.hold.is_zero() {
+        // Held past the client's limit: the effect is already applied.
+        tokio::time::sleep(faults.hold).await;
+    }
+    reply.into_response()
+}
+
+/// Any key starting with `sk_test_` (and something after it).
+pub(crate) fn authorized(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|key| {
+            key.trim().len() > "sk_test_".len() && key.trim().starts_with("sk_test_")
+        })
+}
+
+/// The 401 of a request without a test key.
+pub(crate) fn unauthorized() -> Response {
+    let mut response = Reply::from_outcome(Outcome::new(
+        401,
+        error_body(
+            "authentication_error",
+            None,
+            "Invalid API Key provided. The sandbox accepts any key starting with sk_test_, \
+             sent as `Authorization: Bearer sk_test_...`.",
+            None,
+        ),
+    ))
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"Stripe\""),
+    );
+    response
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Outcome> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = |message: &str| {
+        Outcome::new(
+            400,
+            error_body("invalid_request_error", None, message, None),
+        )
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| bad("The Idempotency-Key header must be visible ASCII."))?;
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(bad(
+            "The Idempotency-Key header must be 1 to 255 characters.",
+        ));
+    }
+    Ok(Some(key))
+}
+
+fn execute_get(shared: &Shared, route: &Route<'_>, query: &Form, search_lag_ms: u64) -> Reply {
+    let conn = shared.lock();
+    let result = match route {
+        Route::GetIntent(id) => get_intent(&conn, id),
+        Route::SearchIntents => search_intents(&conn, query, search_lag_ms),
+        Route::ListRefunds => list_refunds(&conn, query),
+        _ => unreachable!("Route::parse only gives GET routes for GET"),
+    };
+    Reply::from_outcome(result.unwrap_or_else(|outcome| outcome))
+}
