@@ -31,11 +31,12 @@
 //!   this thread writes;
 //! - an activity result reaches any effect outside the process only after
 //!   its row is committed;
-//! - a failed commit stops the engine (the process exits): memory may be
-//!   ahead of disk, and recovery from the journal is the only safe way on.
+//! - a failed commit stops the writer and is reported to the core, which
+//!   stops the process: memory may be ahead of disk, and recovery from the
+//!   journal is the only safe way on.
 
 use rusqlite::{params, Connection};
-use sagaflow_workflows::{ActivityError, Phase, Signal};
+use sagaflow_workflows::{ActivityError, Phase, SagaStatus, Signal};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
@@ -183,6 +184,74 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// The event as stored: `(kind, seq, body)`. With [`EventKind::decode`]
+    /// this is the one place that knows the on-disk form of each kind: a
+    /// new kind is added to the enum and to both functions.
+    pub fn encode(&self) -> (&'static str, Option<u32>, String) {
+        match self {
+            EventKind::Started => ("started", None, "{}".into()),
+            EventKind::Attempt { seq, body } => (
+                if body.error.is_some() {
+                    "activity_failed"
+                } else {
+                    "activity_completed"
+                },
+                Some(*seq),
+                serde_json::to_string(body).expect("attempt bodies serialize"),
+            ),
+            EventKind::TimerFired { seq } => ("timer_fired", Some(*seq), "{}".into()),
+            EventKind::Signal { signal, .. } => (
+                "signal",
+                None,
+                format!("{{\"signal\":\"{}\"}}", signal.name()),
+            ),
+            EventKind::Status { status, reason, .. } => (
+                "status",
+                None,
+                serde_json::json!({"status": status, "reason": reason}).to_string(),
+            ),
+        }
+    }
+
+    /// Reads a stored event back; `Err` says what is wrong with it.
+    pub fn decode(kind: &str, seq: Option<u32>, body: &str) -> Result<EventKind, String> {
+        let seq_of = |kind: &str| seq.ok_or_else(|| format!("a {kind} event without seq"));
+        Ok(match kind {
+            "started" => EventKind::Started,
+            "activity_completed" | "activity_failed" => EventKind::Attempt {
+                seq: seq_of(kind)?,
+                body: serde_json::from_str(body)
+                    .map_err(|e| format!("a {kind} body that is not an attempt ({e})"))?,
+            },
+            "timer_fired" => EventKind::TimerFired { seq: seq_of(kind)? },
+            "signal" => {
+                let v: Value = serde_json::from_str(body)
+                    .map_err(|e| format!("a signal body that is not JSON ({e})"))?;
+                let name = v["signal"].as_str().unwrap_or("");
+                EventKind::Signal {
+                    signal: Signal::parse(name)
+                        .ok_or_else(|| format!("an unknown signal {name:?}"))?,
+                    inbox_id: None,
+                }
+            }
+            "status" => {
+                let v: Value = serde_json::from_str(body)
+                    .map_err(|e| format!("a status body that is not JSON ({e})"))?;
+                let name = v["status"].as_str().unwrap_or("");
+                let status = SagaStatus::from_parts(name, v["reason"].as_str().map(str::to_owned))
+                    .ok_or_else(|| format!("an unknown status {name:?}"))?;
+                EventKind::Status {
+                    status: status.name(),
+                    reason: status.reason().map(str::to_owned),
+                    ended: status.is_terminal(),
+                }
+            }
+            other => return Err(format!("an unknown event kind {other:?}")),
+        })
+    }
+}
+
 /// A record for the writer.
 #[derive(Debug, Clone)]
 pub enum Record {
@@ -238,6 +307,8 @@ pub struct Batch {
 pub trait CommitSink: Send + 'static {
     /// Batches `ids` are durable.
     fn committed(&self, ids: Vec<u64>);
+    /// A commit failed with `error`; the writer has stopped.
+    fn failed(&self, error: String);
 }
 
 fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
@@ -266,28 +337,12 @@ fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
             at_ms,
             kind,
         } => {
-            let (kind_name, seq, body): (&str, Option<u32>, String) = match kind {
-                EventKind::Started => ("started", None, "{}".into()),
-                EventKind::Attempt { seq, body } => (
-                    if body.error.is_some() {
-                        "activity_failed"
-                    } else {
-                        "activity_completed"
-                    },
-                    Some(*seq),
-                    serde_json::to_string(body).expect("attempt bodies serialize"),
-                ),
-                EventKind::TimerFired { seq } => ("timer_fired", Some(*seq), "{}".into()),
-                EventKind::Signal { signal, inbox_id } => {
-                    if let Some(id) = inbox_id {
-                        conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
-                            .execute([id])?;
-                    }
-                    (
-                        "signal",
-                        None,
-                        format!("{{\"signal\":\"{}\"}}", signal.name()),
-                    )
+            match kind {
+                EventKind::Signal {
+                    inbox_id: Some(id), ..
+                } => {
+                    conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
+                        .execute([id])?;
                 }
                 EventKind::Status {
                     status,
@@ -305,13 +360,10 @@ fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
                         *at_ms as i64,
                         ended
                     ])?;
-                    (
-                        "status",
-                        None,
-                        serde_json::json!({"status": status, "reason": reason}).to_string(),
-                    )
                 }
-            };
+                _ => {}
+            }
+            let (kind_name, seq, body) = kind.encode();
             conn.prepare_cached(
                 "INSERT INTO events (saga_id, n, at_ms, kind, seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
@@ -344,9 +396,10 @@ pub fn run_writer(
             write_each(&mut conn, &waiting)
         };
         if let Err(e) = result {
-            // Memory is ahead of disk now; only recovery can continue safely.
-            eprintln!("sagaflow: journal commit failed: {e}; stopping so that recovery can resume from the journal");
-            std::process::exit(70);
+            // Memory is ahead of disk now; the core decides what follows
+            // (it stops the process) and nothing more is written.
+            sink.failed(e.to_string());
+            return;
         }
         sink.committed(waiting.drain(..).map(|b| b.id).collect());
     }

@@ -1,9 +1,17 @@
 //! The embedded durable engine: journal + replay on SQLite.
 //!
-//! - [`journal`]: the on-disk format and the group-commit writer thread;
-//! - [`core`]: the single-threaded loop that owns every live saga, decides
-//!   (polls the interpreter) and hands effects out only after the journal
+//! - `api`: configuration, errors, [`EngineHandle`] and the messages the
+//!   core thread takes; `lifecycle`: [`Engine`], starting and stopping the
+//!   threads;
+//! - `state`: the pure state machine that decides (`apply(message, now)`
+//!   -> records + actions; no clock, I/O, channel or exit inside);
+//! - [`core`]: the thread loop around it: rounds, the hand-off to the
+//!   writer, timers, and carrying actions out only after the journal
 //!   commit that justifies them;
+//! - `dispatch`: activity attempts on the runtime; `inbox`: operator
+//!   signals from the journal's inbox; `recovery`: the journal read back
+//!   as inputs for the state machine;
+//! - [`journal`]: the on-disk format and the group-commit writer thread;
 //! - [`read`]: read-only queries for the CLI (list, show, history, stats).
 //!
 //! - [`temporal`]: the same sagas on a Temporal cluster.
@@ -13,12 +21,19 @@
 //! concurrency; each is at-least-once, made safe by idempotency keys.
 //! [`Starter`] is the one thing triggers know about engines.
 
+mod api;
 pub mod core;
+mod dispatch;
+mod inbox;
 pub mod journal;
+mod lifecycle;
 pub mod read;
+mod recovery;
+mod state;
 pub mod temporal;
 
-pub use self::core::{Definition, Ended, Engine, EngineConfig, EngineHandle, StartOutcome};
+pub use self::api::{Definition, Ended, EngineConfig, EngineHandle, StartOutcome};
+pub use self::lifecycle::Engine;
 
 use self::temporal::client::TemporalClient;
 use self::temporal::workflow::SagaInput;

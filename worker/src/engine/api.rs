@@ -1,0 +1,178 @@
+//! The embedded engine's API: its configuration and errors, the saga
+//! definition it stores, what a start answers, and the handle triggers use
+//! to start sagas. The messages the core thread takes are here too: every
+//! other thread talks to the core only through them.
+
+use super::journal::{self, CommitSink};
+use sagaflow_workflows::{ActivityError, SagaDef, SagaStatus, Signal};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How the embedded engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The journal file.
+    pub journal_path: PathBuf,
+    /// Group commit (true) or one fsync per event (false).
+    pub group_commit: bool,
+    /// Activities running at once, at most.
+    pub max_concurrent_activities: usize,
+    /// How often the operator inbox is read.
+    pub inbox_poll: Duration,
+}
+
+/// Errors starting or talking to the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The journal could not be opened or read.
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    /// A journal query failed.
+    #[error("journal read failed: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The engine has stopped.
+    #[error("the engine has stopped; restart the worker")]
+    Stopped,
+    /// Another process runs an engine on the same journal.
+    #[error("another sagaflow worker is using {path}; stop it first, or give this one another --data directory")]
+    Locked {
+        /// The lock file.
+        path: String,
+    },
+    /// The lock file could not be created.
+    #[error(
+        "cannot create the lock file {path}: {source}; check that the data directory is writable"
+    )]
+    LockFile {
+        /// The lock file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A saga definition with its hash and JSON form computed once.
+#[derive(Debug)]
+pub struct Definition {
+    /// The definition.
+    pub def: SagaDef,
+    /// Content hash (stored with each saga).
+    pub hash: String,
+    /// Canonical JSON (stored once per hash).
+    pub json: String,
+}
+
+impl Definition {
+    /// Wraps a definition, computing its hash and JSON.
+    pub fn new(def: SagaDef) -> Arc<Definition> {
+        let json = serde_json::to_string(&def).expect("definitions serialize");
+        let hash = def.hash();
+        Arc::new(Definition { def, hash, json })
+    }
+}
+
+/// The answer to a start request, once it is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// A new saga was journaled.
+    Started,
+    /// A saga with this id already exists; nothing was written.
+    Duplicate,
+}
+
+/// A saga reached a terminal status (reported after the commit).
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// Saga id.
+    pub saga_id: Arc<str>,
+    /// `Completed` or `Compensated`.
+    pub status: SagaStatus,
+}
+
+/// A message for the core thread.
+pub(crate) enum Msg {
+    Start {
+        saga_id: String,
+        def: Arc<Definition>,
+        input: Value,
+        ack: Option<oneshot::Sender<StartOutcome>>,
+    },
+    ActivityDone {
+        saga_id: Arc<str>,
+        seq: u32,
+        started_ms: u64,
+        finished_ms: u64,
+        result: Result<Value, ActivityError>,
+    },
+    Signal {
+        saga_id: String,
+        signal: Signal,
+        inbox_id: i64,
+    },
+    Committed(Vec<u64>),
+    CommitFailed(String),
+    Shutdown,
+}
+
+/// The writer's reports, as messages for the core.
+pub(crate) struct Sink(pub(crate) Sender<Msg>);
+
+impl CommitSink for Sink {
+    fn committed(&self, ids: Vec<u64>) {
+        let _ = self.0.send(Msg::Committed(ids));
+    }
+
+    fn failed(&self, error: String) {
+        let _ = self.0.send(Msg::CommitFailed(error));
+    }
+}
+
+/// A cheap, clonable handle for starting sagas.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub(crate) tx: Sender<Msg>,
+    pub(crate) live: Arc<AtomicUsize>,
+}
+
+impl EngineHandle {
+    /// Starts a saga; resolves once its start is durable (or it already
+    /// existed). Safe to call twice with the same id.
+    pub async fn start(
+        &self,
+        saga_id: String,
+        def: Arc<Definition>,
+        input: Value,
+    ) -> Result<StartOutcome, EngineError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Start {
+                saga_id,
+                def,
+                input,
+                ack: Some(ack),
+            })
+            .map_err(|_| EngineError::Stopped)?;
+        done.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Starts a saga without waiting for the acknowledgement (benchmarks
+    /// and callers that learn of the saga's end another way).
+    pub fn start_nowait(&self, saga_id: String, def: Arc<Definition>, input: Value) {
+        let _ = self.tx.send(Msg::Start {
+            saga_id,
+            def,
+            input,
+            ack: None,
+        });
+    }
+
+    /// Sagas in memory right now (running, compensating or parked).
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,108 @@
+//! Recovery's reading half: what the journal holds, as inputs for the state
+//! machine. The deciding half is [`super::state::State::apply`] with
+//! [`Input::Recover`](super::state::Input::Recover): a recovered saga is
+//! rebuilt by the code that ran it the first time.
+//!
+//! A record that cannot be read (a definition, an input, an event body) is
+//! passed on as an `Err` with the reason, never skipped and never fatal:
+//! the state parks that saga and the others recover. Only a failing query
+//! (the file itself is unreadable) stops start-up.
+
+use super::api::{Definition, EngineError};
+use super::journal::EventKind;
+use super::state::Recovered;
+use rusqlite::Connection;
+use sagaflow_workflows::SagaDef;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// The journal as the core needs it at start-up.
+pub(crate) struct Journal {
+    /// Every saga id, ended or not (duplicate starts).
+    pub(crate) known: HashSet<Arc<str>>,
+    /// Definitions already stored.
+    pub(crate) written_defs: HashSet<String>,
+    /// Sagas that had not ended, oldest first.
+    pub(crate) open: Vec<Recovered>,
+}
+
+/// Reads the journal through `conn`.
+pub(crate) fn read(conn: &Connection) -> Result<Journal, EngineError> {
+    let mut defs: HashMap<String, Result<Arc<Definition>, String>> = HashMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT hash, body FROM definitions")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (hash, body) = row?;
+            let def = serde_json::from_str::<SagaDef>(&body)
+                .map(|def| {
+                    Arc::new(Definition {
+                        def,
+                        hash: hash.clone(),
+                        json: body,
+                    })
+                })
+                .map_err(|e| format!("definition {hash} is not a saga definition ({e})"));
+            defs.insert(hash, def);
+        }
+    }
+    let mut known = HashSet::new();
+    {
+        let mut stmt = conn.prepare("SELECT id FROM sagas")?;
+        for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            known.insert(Arc::<str>::from(id?));
+        }
+    }
+    let written_defs = defs
+        .iter()
+        .filter(|(_, d)| d.is_ok())
+        .map(|(h, _)| h.clone())
+        .collect();
+    let rows: Vec<(String, String, String, u64)> = conn
+        .prepare(
+            "SELECT id, def_hash, input, created_ms FROM sagas
+             WHERE status NOT IN ('completed', 'compensated') ORDER BY created_ms",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut events =
+        conn.prepare("SELECT n, at_ms, kind, seq, body FROM events WHERE saga_id = ?1 ORDER BY n")?;
+    let mut open = Vec::with_capacity(rows.len());
+    for (id, hash, input, created_ms) in rows {
+        let def = defs
+            .get(&hash)
+            .cloned()
+            .unwrap_or_else(|| Err(format!("definition {hash} is not in the journal")));
+        let input = serde_json::from_str::<Value>(&input)
+            .map_err(|e| format!("the input is not JSON ({e})"));
+        let saga_events = events
+            .query_map([&id], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, u64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<u32>>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?
+            .map(|row| {
+                row.map(|(n, at_ms, kind, seq, body)| {
+                    (n, at_ms, EventKind::decode(&kind, seq, &body))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        open.push(Recovered {
+            id,
+            created_ms,
+            def,
+            input,
+            events: saga_events,
+        });
+    }
+    Ok(Journal {
+        known,
+        written_defs,
+        open,
+    })
+}

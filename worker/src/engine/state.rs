@@ -1,0 +1,546 @@
+//! The engine core's state machine: every live saga, and the one function
+//! that decides what a message does to them.
+//!
+//! [`State::apply`] takes one [`Input`] and the current time and appends
+//! what follows to [`Effects`]: journal [`Record`]s, and [`Action`]s that
+//! may only be carried out once those records are committed. It reads no
+//! clock, does no I/O, holds no channel or thread and never exits the
+//! process; the thread loop in [`super::core`] does all of that. Recovery
+//! goes through the same `apply` ([`Input::Recover`], built from the
+//! journal by [`super::recovery`]), so a recovered saga is decided by the
+//! code that decided it the first time.
+//!
+//! Invariants:
+//! - a saga has at most one outstanding operation (the interpreter is
+//!   sequential); a result for another `seq` than the one in flight is
+//!   ignored;
+//! - a saga's events are numbered `n = 0, 1, 2, ...` in the order they are
+//!   applied, which is the order replay feeds them back;
+//! - the set of known saga ids (live and ended) makes `Start` idempotent: a
+//!   duplicate is acknowledged without creating anything;
+//! - a saga whose journal cannot be read (definition, input or an event) is
+//!   parked with the reason and not run; the others recover.
+//!
+//! `A` is the caller's acknowledgement token for a start (a oneshot sender
+//! in the engine, a number in the tests): the state only hands it back.
+
+use super::api::{Definition, Ended, StartOutcome};
+use super::journal::{AttemptBody, EventKind, Record};
+use sagaflow_workflows::{
+    run_saga, ActivityCall, ActivityError, Command, Phase, ReplayContext, Resolution, SagaOutcome,
+    SagaStatus, Signal,
+};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+/// A message for the state machine.
+pub(crate) enum Input<A> {
+    /// Start a saga (or acknowledge a duplicate).
+    Start {
+        saga_id: String,
+        def: Arc<Definition>,
+        input: Value,
+        ack: Option<A>,
+    },
+    /// An activity attempt finished.
+    ActivityDone {
+        saga_id: Arc<str>,
+        seq: u32,
+        started_ms: u64,
+        finished_ms: u64,
+        result: Result<Value, ActivityError>,
+    },
+    /// A durable timer fired at `at_ms`.
+    TimerFired {
+        saga_id: Arc<str>,
+        seq: u32,
+        at_ms: u64,
+    },
+    /// An operator signal from inbox row `inbox_id`.
+    Signal {
+        saga_id: String,
+        signal: Signal,
+        inbox_id: i64,
+    },
+    /// A saga that had not ended, as the journal holds it.
+    Recover(Box<Recovered>),
+    /// The journal writer could not commit: memory is ahead of disk.
+    CommitFailed { error: String },
+}
+
+/// A saga read back from the journal for recovery. Each part that could
+/// not be read is an `Err` with the reason.
+pub(crate) struct Recovered {
+    pub(crate) id: String,
+    pub(crate) created_ms: u64,
+    pub(crate) def: Result<Arc<Definition>, String>,
+    pub(crate) input: Result<Value, String>,
+    /// `(n, at_ms, event)` in journal order.
+    pub(crate) events: Vec<(u32, u64, Result<EventKind, String>)>,
+}
+
+/// What the engine must do once the records decided with it are committed.
+pub(crate) enum Action<A> {
+    /// Run an activity attempt; its result comes back as `ActivityDone`.
+    Dispatch {
+        saga_id: Arc<str>,
+        seq: u32,
+        call: ActivityCall,
+    },
+    /// Fire a timer at `fire_at_ms` (as `TimerFired`).
+    Timer {
+        fire_at_ms: u64,
+        saga_id: Arc<str>,
+        seq: u32,
+    },
+    /// Answer a start request.
+    Ack(A, StartOutcome),
+    /// Report a saga that ended.
+    Ended(Ended),
+    /// Stop the process: only recovery from the journal can continue safely.
+    Stop { why: String },
+}
+
+/// What applying messages decided: records for the journal, actions for
+/// after their commit. The loop reuses one across a round (no allocation
+/// per message).
+pub(crate) struct Effects<A> {
+    pub(crate) records: Vec<Record>,
+    pub(crate) actions: Vec<Action<A>>,
+}
+
+impl<A> Default for Effects<A> {
+    fn default() -> Self {
+        Effects {
+            records: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
+}
+
+type SagaFuture = Pin<Box<dyn Future<Output = SagaOutcome>>>;
+
+struct Live {
+    id: Arc<str>,
+    ctx: ReplayContext,
+    fut: SagaFuture,
+    next_n: u32,
+    /// The activity attempt in flight: what to journal when it returns.
+    inflight: Option<(u32, CallMeta)>,
+}
+
+struct CallMeta {
+    step: String,
+    activity: String,
+    phase: Phase,
+    attempt: u32,
+}
+
+/// Every live saga and what makes starts idempotent.
+pub(crate) struct State {
+    sagas: HashMap<Arc<str>, Live>,
+    known: HashSet<Arc<str>>,
+    written_defs: HashSet<String>,
+}
+
+impl State {
+    /// A state that knows `known` saga ids (live or ended) and has the
+    /// definitions `written_defs` in the journal already.
+    pub(crate) fn new(known: HashSet<Arc<str>>, written_defs: HashSet<String>) -> State {
+        State {
+            sagas: HashMap::new(),
+            known,
+            written_defs,
+        }
+    }
+
+    /// Sagas in memory (running, compensating or parked on a signal).
+    pub(crate) fn live(&self) -> usize {
+        self.sagas.len()
+    }
+
+    /// Applies one message at `now_ms`; what follows goes into `out`.
+    pub(crate) fn apply<A>(&mut self, input: Input<A>, now_ms: u64, out: &mut Effects<A>) {
+        match input {
+            Input::Start {
+                saga_id,
+                def,
+                input,
+                ack,
+            } => self.start(saga_id, def, input, ack, now_ms, out),
+            Input::ActivityDone {
+                saga_id,
+                seq,
+                started_ms,
+                finished_ms,
+                result,
+            } => self.activity_done(&saga_id, seq, started_ms, finished_ms, result, now_ms, out),
+            Input::TimerFired { saga_id, seq, at_ms } => {
+                self.timer_fired(&saga_id, seq, at_ms, now_ms, out)
+            }
+            Input::Signal {
+                saga_id,
+                signal,
+                inbox_id,
+            } => self.signal(&saga_id, signal, inbox_id, now_ms, out),
+            Input::Recover(saga) => self.recover(*saga, now_ms, out),
+            Input::CommitFailed { error } => out.actions.push(Action::Stop {
+                why: format!(
+                    "journal commit failed: {error}; stopping so that recovery can resume from the journal"
+                ),
+            }),
+        }
+    }
+
+    fn start<A>(
+        &mut self,
+        saga_id: String,
+        def: Arc<Definition>,
+        input: Value,
+        ack: Option<A>,
+        now: u64,
+        out: &mut Effects<A>,
+    ) {
+        if self.known.contains(saga_id.as_str()) {
+            if let Some(ack) = ack {
+                out.actions.push(Action::Ack(ack, StartOutcome::Duplicate));
+            }
+            return;
+        }
+        let id: Arc<str> = Arc::from(saga_id);
+        if !self.written_defs.contains(&def.hash) {
+            self.written_defs.insert(def.hash.clone());
+            out.records.push(Record::Definition {
+                hash: def.hash.clone(),
+                name: def.def.name.clone(),
+                body: def.json.clone(),
+            });
+        }
+        out.records.push(Record::NewSaga {
+            id: id.to_string(),
+            saga: def.def.name.clone(),
+            def_hash: def.hash.clone(),
+            input: input.to_string(),
+            at_ms: now,
+        });
+        out.records.push(Record::Event {
+            saga_id: id.clone(),
+            n: 0,
+            at_ms: now,
+            kind: EventKind::Started,
+        });
+        if let Some(ack) = ack {
+            out.actions.push(Action::Ack(ack, StartOutcome::Started));
+        }
+        let live = new_live(id.clone(), def, input, now, 1);
+        self.known.insert(id.clone());
+        self.sagas.insert(id.clone(), live);
+        self.advance(&id, now, out);
+    }
+
+    #[allow(clippy::too_many_arguments)] // the fields of Input::ActivityDone
+    fn activity_done<A>(
+        &mut self,
+        saga_id: &Arc<str>,
+        seq: u32,
+        started_ms: u64,
+        finished_ms: u64,
+        result: Result<Value, ActivityError>,
+        now: u64,
+        out: &mut Effects<A>,
+    ) {
+        let Some(live) = self.sagas.get_mut(saga_id) else {
+            return;
+        };
+        let Some((want, meta)) = live.inflight.take() else {
+            return;
+        };
+        if want != seq {
+            live.inflight = Some((want, meta));
+            return;
+        }
+        let (output, error) = match &result {
+            Ok(v) => (Some(v.clone()), None),
+            Err(e) => (None, Some(e.clone())),
+        };
+        let n = live.next_n;
+        live.next_n += 1;
+        live.ctx.resolve(
+            seq,
+            Resolution::Activity {
+                activity: meta.activity.clone(),
+                result,
+                at_ms: finished_ms,
+            },
+        );
+        out.records.push(Record::Event {
+            saga_id: live.id.clone(),
+            n,
+            at_ms: finished_ms,
+            kind: EventKind::Attempt {
+                seq,
+                body: AttemptBody {
+                    step: meta.step,
+                    activity: meta.activity,
+                    phase: meta.phase,
+                    attempt: meta.attempt,
+                    started_ms,
+                    output,
+                    error,
+                },
+            },
+        });
+        self.advance(saga_id, now, out);
+    }
+
+    fn timer_fired<A>(
+        &mut self,
+        saga_id: &Arc<str>,
+        seq: u32,
+        at_ms: u64,
+        now: u64,
+        out: &mut Effects<A>,
+    ) {
+        let Some(live) = self.sagas.get_mut(saga_id) else {
+            return;
+        };
+        let n = live.next_n;
+        live.next_n += 1;
+        live.ctx.resolve(seq, Resolution::Timer { at_ms });
+        out.records.push(Record::Event {
+            saga_id: live.id.clone(),
+            n,
+            at_ms,
+            kind: EventKind::TimerFired { seq },
+        });
+        self.advance(saga_id, now, out);
+    }
+
+    fn signal<A>(
+        &mut self,
+        saga_id: &str,
+        signal: Signal,
+        inbox_id: i64,
+        now: u64,
+        out: &mut Effects<A>,
+    ) {
+        let Some(live) = self.sagas.get_mut(saga_id) else {
+            tracing::warn!(
+                saga_id,
+                signal = signal.name(),
+                "signal for a saga that is not running (unknown or ended); dropped"
+            );
+            out.records.push(Record::DropSignal { inbox_id });
+            return;
+        };
+        let n = live.next_n;
+        live.next_n += 1;
+        live.ctx.push_signal(signal, now);
+        out.records.push(Record::Event {
+            saga_id: live.id.clone(),
+            n,
+            at_ms: now,
+            kind: EventKind::Signal {
+                signal,
+                inbox_id: Some(inbox_id),
+            },
+        });
+        let id = live.id.clone();
+        self.advance(&id, now, out);
+    }
+
+    /// Polls a saga after something was delivered to it; journals a status
+    /// change and asks for what it wants next.
+    fn advance<A>(&mut self, saga_id: &str, now: u64, out: &mut Effects<A>) {
+        let Some(live) = self.sagas.get_mut(saga_id) else {
+            return;
+        };
+        let poll = live
+            .fut
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        if let Some(why) = live.ctx.divergence() {
+            tracing::error!(
+                saga_id,
+                why,
+                "replay diverged from the journal; the saga is stuck until the definition matches"
+            );
+        }
+        if let Some(status) = live.ctx.take_status_change() {
+            let n = live.next_n;
+            live.next_n += 1;
+            out.records
+                .push(status_event(live.id.clone(), n, now, &status));
+        }
+        take_commands(live, &mut out.actions);
+        if let Poll::Ready(outcome) = poll {
+            let live = self.sagas.remove(saga_id).expect("present above");
+            out.actions.push(Action::Ended(Ended {
+                saga_id: live.id,
+                status: outcome.status,
+            }));
+        }
+    }
+
+    /// Rebuilds a saga from its journal and asks again for its outstanding
+    /// operation; parks it when part of its journal cannot be read.
+    fn recover<A>(&mut self, saga: Recovered, now: u64, out: &mut Effects<A>) {
+        let id: Arc<str> = match self.known.get(saga.id.as_str()) {
+            Some(id) => id.clone(),
+            None => {
+                let id: Arc<str> = Arc::from(saga.id.as_str());
+                self.known.insert(id.clone());
+                id
+            }
+        };
+        let next_n = saga.events.last().map_or(0, |(n, _, _)| n + 1);
+        let mut last_status = None;
+        for (_, _, event) in &saga.events {
+            if let Ok(EventKind::Status { status, reason, .. }) = event {
+                last_status = SagaStatus::from_parts(status, reason.clone());
+            }
+        }
+        let unreadable = match (&saga.def, &saga.input) {
+            (Err(why), _) => Some(format!("its definition: {why}")),
+            (_, Err(why)) => Some(format!("its input: {why}")),
+            _ => saga
+                .events
+                .iter()
+                .find_map(|(n, _, e)| e.as_ref().err().map(|why| format!("event {n}: {why}"))),
+        };
+        if let Some(what) = unreadable {
+            let status = SagaStatus::Parked {
+                reason: format!(
+                    "the journal of this saga cannot be read ({what}); it is not run. Inspect it with `sagaflow history {}`",
+                    saga.id
+                ),
+            };
+            tracing::error!(saga_id = &*id, %what, "unreadable journal record; saga parked");
+            if last_status.as_ref() != Some(&status) {
+                out.records.push(status_event(id, next_n, now, &status));
+            }
+            return;
+        }
+        let (Ok(def), Ok(input)) = (saga.def, saga.input) else {
+            unreachable!("checked above");
+        };
+        let mut live = new_live(id.clone(), def, input, saga.created_ms, next_n);
+        for (_, at_ms, event) in saga.events {
+            match event.expect("checked above") {
+                EventKind::Attempt { seq, body } => {
+                    let result = match (body.output, body.error) {
+                        (_, Some(e)) => Err(e),
+                        (Some(v), None) => Ok(v),
+                        (None, None) => Ok(Value::Null),
+                    };
+                    live.ctx.resolve(
+                        seq,
+                        Resolution::Activity {
+                            activity: body.activity,
+                            result,
+                            at_ms,
+                        },
+                    );
+                }
+                EventKind::TimerFired { seq } => live.ctx.resolve(seq, Resolution::Timer { at_ms }),
+                EventKind::Signal { signal, .. } => live.ctx.push_signal(signal, at_ms),
+                EventKind::Started | EventKind::Status { .. } => {}
+            }
+        }
+        // Replay: one poll runs the saga through its recorded history.
+        let poll = live
+            .fut
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        if let Some(why) = live.ctx.divergence() {
+            tracing::error!(saga_id = &*id, why, "replay diverged from the journal");
+        }
+        let replayed_status = live.ctx.take_status_change();
+        let status_now = live.ctx.status();
+        if replayed_status.is_some() && status_now != last_status.unwrap_or(SagaStatus::Running) {
+            // The status change was decided but its commit did not happen.
+            let n = live.next_n;
+            live.next_n += 1;
+            out.records
+                .push(status_event(id.clone(), n, now, &status_now));
+        }
+        take_commands(&mut live, &mut out.actions);
+        match poll {
+            Poll::Ready(outcome) => out.actions.push(Action::Ended(Ended {
+                saga_id: id,
+                status: outcome.status,
+            })),
+            Poll::Pending => {
+                self.sagas.insert(id, live);
+            }
+        }
+    }
+}
+
+fn status_event(saga_id: Arc<str>, n: u32, at_ms: u64, status: &SagaStatus) -> Record {
+    Record::Event {
+        saga_id,
+        n,
+        at_ms,
+        kind: EventKind::Status {
+            status: status.name(),
+            reason: status.reason().map(str::to_owned),
+            ended: status.is_terminal(),
+        },
+    }
+}
+
+fn new_live(
+    id: Arc<str>,
+    def: Arc<Definition>,
+    input: Value,
+    started_ms: u64,
+    next_n: u32,
+) -> Live {
+    let ctx = ReplayContext::new(&id, started_ms);
+    let saga_ctx = ctx.clone();
+    let fut: SagaFuture = Box::pin(async move { run_saga(&saga_ctx, &def.def, &input).await });
+    Live {
+        id,
+        ctx,
+        fut,
+        next_n,
+        inflight: None,
+    }
+}
+
+fn take_commands<A>(live: &mut Live, actions: &mut Vec<Action<A>>) {
+    for command in live.ctx.take_commands() {
+        match command {
+            Command::Activity { seq, call } => {
+                live.inflight = Some((
+                    seq,
+                    CallMeta {
+                        step: call.step.clone(),
+                        activity: call.activity.clone(),
+                        phase: call.phase,
+                        attempt: call.attempt,
+                    },
+                ));
+                actions.push(Action::Dispatch {
+                    saga_id: live.id.clone(),
+                    seq,
+                    call,
+                });
+            }
+            Command::Timer { seq, fire_at_ms } => actions.push(Action::Timer {
+                fire_at_ms,
+                saga_id: live.id.clone(),
+                seq,
+            }),
+            Command::WaitSignal => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

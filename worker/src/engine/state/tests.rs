@@ -1,0 +1,487 @@
+//! The state machine, message by message, with no runtime: history in,
+//! records and actions out.
+
+use super::*;
+use crate::engine::journal::EventKind;
+use sagaflow_workflows::{RetryPolicy, SagaDef, StepDef};
+use serde_json::json;
+
+const NOW: u64 = 1_000_000;
+
+/// `reserve` (compensated by `release`), `charge` (the pivot), then
+/// `ship`, which is tried once before the saga parks.
+fn def() -> Arc<Definition> {
+    let once = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    };
+    Definition::new(SagaDef {
+        name: "checkout".into(),
+        steps: vec![
+            StepDef {
+                name: "reserve".into(),
+                action: "stock.reserve".into(),
+                compensation: Some("stock.release".into()),
+                timeout_ms: 1_000,
+                compensation_timeout_ms: None,
+                retry: RetryPolicy {
+                    max_attempts: 3,
+                    ..RetryPolicy::default()
+                },
+            },
+            StepDef {
+                name: "charge".into(),
+                action: "payment.capture".into(),
+                compensation: None,
+                timeout_ms: 1_000,
+                compensation_timeout_ms: None,
+                retry: RetryPolicy::default(),
+            },
+            StepDef {
+                name: "ship".into(),
+                action: "stock.commit".into(),
+                compensation: None,
+                timeout_ms: 1_000,
+                compensation_timeout_ms: None,
+                retry: once,
+            },
+        ],
+        pivot: Some(1),
+        compensation_retry: RetryPolicy::default(),
+    })
+}
+
+fn fresh() -> State {
+    State::new(HashSet::new(), HashSet::new())
+}
+
+fn apply(state: &mut State, input: Input<u32>) -> Effects<u32> {
+    let mut out = Effects::default();
+    state.apply(input, NOW, &mut out);
+    out
+}
+
+fn start(state: &mut State, id: &str, ack: u32) -> Effects<u32> {
+    apply(
+        state,
+        Input::Start {
+            saga_id: id.into(),
+            def: def(),
+            input: json!({"order_id": id}),
+            ack: Some(ack),
+        },
+    )
+}
+
+fn done(id: &str, seq: u32, result: Result<Value, ActivityError>) -> Input<u32> {
+    Input::ActivityDone {
+        saga_id: Arc::from(id),
+        seq,
+        started_ms: NOW,
+        finished_ms: NOW + 1,
+        result,
+    }
+}
+
+/// (n, kind) of each event record; other records as ("saga" | "definition" | "drop").
+fn records(out: &Effects<u32>) -> Vec<(Option<u32>, String)> {
+    out.records
+        .iter()
+        .map(|r| match r {
+            Record::Event { n, kind, .. } => (Some(*n), kind.encode().0.to_owned()),
+            Record::NewSaga { .. } => (None, "saga".into()),
+            Record::Definition { .. } => (None, "definition".into()),
+            Record::DropSignal { .. } => (None, "drop".into()),
+        })
+        .collect()
+}
+
+/// A short name for each action: "dispatch SEQ ACTIVITY#ATTEMPT",
+/// "timer SEQ", "ack N started|duplicate", "ended STATUS", "stop".
+fn actions(out: &Effects<u32>) -> Vec<String> {
+    out.actions
+        .iter()
+        .map(|a| match a {
+            Action::Dispatch { seq, call, .. } => {
+                format!("dispatch {seq} {}#{}", call.activity, call.attempt)
+            }
+            Action::Timer { seq, .. } => format!("timer {seq}"),
+            Action::Ack(n, StartOutcome::Started) => format!("ack {n} started"),
+            Action::Ack(n, StartOutcome::Duplicate) => format!("ack {n} duplicate"),
+            Action::Ended(e) => format!("ended {}", e.status.name()),
+            Action::Stop { .. } => "stop".into(),
+        })
+        .collect()
+}
+
+fn ev(n: u32, kind: EventKind) -> (u32, u64, Result<EventKind, String>) {
+    (n, NOW, Ok(kind))
+}
+
+fn attempt(
+    seq: u32,
+    step: &str,
+    activity: &str,
+    result: Result<Value, ActivityError>,
+) -> EventKind {
+    let (output, error) = match result {
+        Ok(v) => (Some(v), None),
+        Err(e) => (None, Some(e)),
+    };
+    EventKind::Attempt {
+        seq,
+        body: AttemptBody {
+            step: step.into(),
+            activity: activity.into(),
+            phase: Phase::Action,
+            attempt: 1,
+            started_ms: NOW,
+            output,
+            error,
+        },
+    }
+}
+
+fn recovered(events: Vec<(u32, u64, Result<EventKind, String>)>) -> Input<u32> {
+    Input::Recover(Box::new(Recovered {
+        id: "o1".into(),
+        created_ms: NOW,
+        def: Ok(def()),
+        input: Ok(json!({"order_id": "o1"})),
+        events,
+    }))
+}
+
+#[test]
+fn a_start_journals_the_saga_and_asks_for_its_first_step_after_the_commit() {
+    let mut state = fresh();
+    let out = start(&mut state, "o1", 7);
+    assert_eq!(
+        records(&out),
+        vec![
+            (None, "definition".into()),
+            (None, "saga".into()),
+            (Some(0), "started".into())
+        ]
+    );
+    assert_eq!(
+        actions(&out),
+        vec!["ack 7 started", "dispatch 0 stock.reserve#1"]
+    );
+    assert_eq!(state.live(), 1);
+    // The definition is written once.
+    let second = start(&mut state, "o2", 8);
+    assert_eq!(records(&second)[0], (None, "saga".into()));
+}
+
+#[test]
+fn a_duplicate_start_is_acknowledged_and_writes_nothing() {
+    let mut state = fresh();
+    start(&mut state, "o1", 1);
+    let out = start(&mut state, "o1", 2);
+    assert!(out.records.is_empty());
+    assert_eq!(actions(&out), vec!["ack 2 duplicate"]);
+    // Ended sagas are known too (from the journal).
+    let mut state = State::new(HashSet::from([Arc::from("old")]), HashSet::new());
+    let out = start(&mut state, "old", 3);
+    assert_eq!(actions(&out), vec!["ack 3 duplicate"]);
+}
+
+#[test]
+fn a_result_is_journaled_and_the_next_step_is_asked_for() {
+    let mut state = fresh();
+    start(&mut state, "o1", 1);
+    let out = apply(&mut state, done("o1", 0, Ok(json!({"reserved": 1}))));
+    assert_eq!(records(&out), vec![(Some(1), "activity_completed".into())]);
+    assert_eq!(actions(&out), vec!["dispatch 1 payment.capture#1"]);
+    // A result for an operation not in flight changes nothing.
+    let stale = apply(&mut state, done("o1", 0, Ok(json!({}))));
+    assert!(stale.records.is_empty() && stale.actions.is_empty());
+    apply(&mut state, done("o1", 1, Ok(json!({"captured": true}))));
+    let last = apply(&mut state, done("o1", 2, Ok(json!({}))));
+    assert_eq!(
+        records(&last),
+        vec![
+            (Some(3), "activity_completed".into()),
+            (Some(4), "status".into())
+        ]
+    );
+    assert_eq!(actions(&last), vec!["ended completed"]);
+    assert_eq!(state.live(), 0);
+}
+
+#[test]
+fn a_retryable_failure_arms_a_timer_and_the_timer_retries() {
+    let mut state = fresh();
+    start(&mut state, "o1", 1);
+    let out = apply(
+        &mut state,
+        done("o1", 0, Err(ActivityError::retryable("network", "reset"))),
+    );
+    assert_eq!(records(&out), vec![(Some(1), "activity_failed".into())]);
+    assert_eq!(actions(&out), vec!["timer 1"]);
+    let Action::Timer { fire_at_ms, .. } = &out.actions[0] else {
+        unreachable!()
+    };
+    let out = apply(
+        &mut state,
+        Input::TimerFired {
+            saga_id: Arc::from("o1"),
+            seq: 1,
+            at_ms: *fire_at_ms,
+        },
+    );
+    assert_eq!(records(&out), vec![(Some(2), "timer_fired".into())]);
+    assert_eq!(actions(&out), vec!["dispatch 2 stock.reserve#2"]);
+}
+
+#[test]
+fn a_parked_saga_goes_on_when_an_operator_signals_retry() {
+    let mut state = fresh();
+    start(&mut state, "o1", 1);
+    apply(&mut state, done("o1", 0, Ok(json!({}))));
+    apply(&mut state, done("o1", 1, Ok(json!({}))));
+    let parked = apply(
+        &mut state,
+        done("o1", 2, Err(ActivityError::retryable("redis", "down"))),
+    );
+    assert_eq!(
+        records(&parked),
+        vec![
+            (Some(3), "activity_failed".into()),
+            (Some(4), "status".into())
+        ]
+    );
+    assert!(parked.actions.is_empty(), "it waits for an operator");
+    assert_eq!(state.live(), 1, "a parked saga stays in memory");
+    let out = apply(
+        &mut state,
+        Input::Signal {
+            saga_id: "o1".into(),
+            signal: Signal::Retry,
+            inbox_id: 42,
+        },
+    );
+    assert_eq!(records(&out)[0], (Some(5), "signal".into()));
+    assert!(matches!(
+        &out.records[0],
+        Record::Event {
+            kind: EventKind::Signal {
+                inbox_id: Some(42),
+                ..
+            },
+            ..
+        }
+    ));
+    assert!(
+        actions(&out).contains(&"dispatch 3 stock.commit#2".to_owned()),
+        "{:?}",
+        actions(&out)
+    );
+}
+
+#[test]
+fn a_signal_for_no_live_saga_drops_its_inbox_row() {
+    let mut state = fresh();
+    let out = apply(
+        &mut state,
+        Input::Signal {
+            saga_id: "nobody".into(),
+            signal: Signal::Retry,
+            inbox_id: 5,
+        },
+    );
+    assert_eq!(records(&out), vec![(None, "drop".into())]);
+    assert!(out.actions.is_empty());
+}
+
+#[test]
+fn a_failed_commit_stops_the_engine() {
+    let mut state = fresh();
+    let out = apply(
+        &mut state,
+        Input::CommitFailed {
+            error: "disk I/O error".into(),
+        },
+    );
+    assert!(out.records.is_empty());
+    let Some(Action::Stop { why }) = out.actions.first() else {
+        panic!("expected a stop, got {:?}", actions(&out))
+    };
+    assert!(
+        why.contains("disk I/O error") && why.contains("recovery"),
+        "{why}"
+    );
+}
+
+#[test]
+fn recovery_asks_again_for_an_activity_that_was_in_flight() {
+    let mut state = fresh();
+    let out = apply(&mut state, recovered(vec![ev(0, EventKind::Started)]));
+    assert!(out.records.is_empty(), "nothing new to journal");
+    assert_eq!(actions(&out), vec!["dispatch 0 stock.reserve#1"]);
+    assert_eq!(state.live(), 1);
+    // Its result then continues the numbering where the journal left off.
+    let next = apply(&mut state, done("o1", 0, Ok(json!({}))));
+    assert_eq!(records(&next), vec![(Some(1), "activity_completed".into())]);
+}
+
+#[test]
+fn recovery_arms_a_timer_that_had_not_fired() {
+    let mut state = fresh();
+    let failed = attempt(
+        0,
+        "reserve",
+        "stock.reserve",
+        Err(ActivityError::retryable("network", "reset")),
+    );
+    let out = apply(
+        &mut state,
+        recovered(vec![ev(0, EventKind::Started), ev(1, failed)]),
+    );
+    assert!(out.records.is_empty());
+    assert_eq!(actions(&out), vec!["timer 1"]);
+}
+
+/// The reason the interpreter gives when `ship` parks the saga.
+fn parked_reason() -> String {
+    let mut state = fresh();
+    start(&mut state, "o1", 1);
+    apply(&mut state, done("o1", 0, Ok(json!({}))));
+    apply(&mut state, done("o1", 1, Ok(json!({}))));
+    let out = apply(
+        &mut state,
+        done("o1", 2, Err(ActivityError::retryable("redis", "down"))),
+    );
+    match &out.records[1] {
+        Record::Event {
+            kind:
+                EventKind::Status {
+                    reason: Some(reason),
+                    ..
+                },
+            ..
+        } => reason.clone(),
+        _ => panic!("ship parks the saga"),
+    }
+}
+
+#[test]
+fn recovery_keeps_a_parked_saga_waiting_for_its_signal() {
+    let mut state = fresh();
+    let events = vec![
+        ev(0, EventKind::Started),
+        ev(1, attempt(0, "reserve", "stock.reserve", Ok(json!({})))),
+        ev(2, attempt(1, "charge", "payment.capture", Ok(json!({})))),
+        ev(
+            3,
+            attempt(
+                2,
+                "ship",
+                "stock.commit",
+                Err(ActivityError::retryable("redis", "down")),
+            ),
+        ),
+        ev(
+            4,
+            EventKind::Status {
+                status: "parked",
+                reason: Some(parked_reason()),
+                ended: false,
+            },
+        ),
+    ];
+    let out = apply(&mut state, recovered(events));
+    assert!(out.records.is_empty(), "its status is journaled already");
+    assert!(out.actions.is_empty(), "{:?}", actions(&out));
+    assert_eq!(state.live(), 1);
+    let signal = apply(
+        &mut state,
+        Input::Signal {
+            saga_id: "o1".into(),
+            signal: Signal::Retry,
+            inbox_id: 1,
+        },
+    );
+    assert_eq!(records(&signal)[0], (Some(5), "signal".into()));
+    assert!(actions(&signal).contains(&"dispatch 3 stock.commit#2".to_owned()));
+}
+
+#[test]
+fn recovery_journals_a_decided_status_whose_commit_was_lost_and_reports_the_end() {
+    let mut state = fresh();
+    let events = vec![
+        ev(0, EventKind::Started),
+        ev(1, attempt(0, "reserve", "stock.reserve", Ok(json!({})))),
+        ev(2, attempt(1, "charge", "payment.capture", Ok(json!({})))),
+        ev(3, attempt(2, "ship", "stock.commit", Ok(json!({})))),
+    ];
+    let out = apply(&mut state, recovered(events));
+    assert_eq!(records(&out), vec![(Some(4), "status".into())]);
+    assert_eq!(actions(&out), vec!["ended completed"]);
+    assert_eq!(state.live(), 0);
+}
+
+#[test]
+fn recovery_parks_a_saga_whose_journal_cannot_be_read_and_runs_the_others() {
+    let mut state = fresh();
+    let broken = Input::Recover(Box::new(Recovered {
+        id: "broken".into(),
+        created_ms: NOW,
+        def: Ok(def()),
+        input: Ok(json!({})),
+        events: vec![
+            ev(0, EventKind::Started),
+            (1, NOW, Err("a status body that is not JSON".into())),
+        ],
+    }));
+    let out = apply(&mut state, broken);
+    assert_eq!(records(&out), vec![(Some(2), "status".into())]);
+    let Record::Event {
+        kind: EventKind::Status { status, reason, .. },
+        ..
+    } = &out.records[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(*status, "parked");
+    let reason = reason.as_deref().unwrap();
+    assert!(
+        reason.contains("event 1") && reason.contains("not JSON"),
+        "{reason}"
+    );
+    assert!(out.actions.is_empty());
+    assert_eq!(state.live(), 0, "it is not run");
+    // A missing definition parks too; a healthy saga beside it recovers.
+    let no_def = Input::Recover(Box::new(Recovered {
+        id: "no-def".into(),
+        created_ms: NOW,
+        def: Err("definition abc is not in the journal".into()),
+        input: Ok(json!({})),
+        events: vec![ev(0, EventKind::Started)],
+    }));
+    let out = apply(&mut state, no_def);
+    assert_eq!(records(&out), vec![(Some(1), "status".into())]);
+    let out = apply(&mut state, recovered(vec![ev(0, EventKind::Started)]));
+    assert_eq!(actions(&out), vec!["dispatch 0 stock.reserve#1"]);
+    // Parked once: a second recovery of the same journal writes nothing new.
+    let again = Input::Recover(Box::new(Recovered {
+        id: "broken".into(),
+        created_ms: NOW,
+        def: Ok(def()),
+        input: Ok(json!({})),
+        events: vec![
+            ev(0, EventKind::Started),
+            (1, NOW, Err("a status body that is not JSON".into())),
+            ev(
+                2,
+                EventKind::Status {
+                    status: "parked",
+                    reason: Some(reason.to_owned()),
+                    ended: false,
+                },
+            ),
+        ],
+    }));
+    assert!(apply(&mut state, again).records.is_empty());
+}
