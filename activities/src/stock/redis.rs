@@ -69,164 +69,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Shared by every script: read and write a line record of `KEYS[2]`.
-const PRELUDE: &str = r#"
-local function get(id)
-  local v = redis.call('HGET', KEYS[2], id)
-  if v then return cjson.decode(v) end
-  return nil
-end
-local function put(id, r) redis.call('HSET', KEYS[2], id, cjson.encode(r)) end
-local function move(field_from, field_to, q)
-  if field_from then redis.call('HINCRBY', KEYS[1], field_from, -q) end
-  if field_to then redis.call('HINCRBY', KEYS[1], field_to, q) end
-end
-"#;
+const PRELUDE: &str = include_str!("redis/prelude.lua");
 
 /// KEYS: stock, resv, deadlines. ARGV: id, qty, deadline_ms, claim token
 /// ("" for single-line orders), primary ("1" on the order's first SKU: that
 /// line stands for the reservation in counts). Returns `taken`, the existing state (`R`,
 /// `C`, `L`, `X`), `out_of_stock` or `unknown_sku`.
-const RESERVE: &str = r#"
-local id, token = ARGV[1], ARGV[4]
-local r = get(id)
-if r then
-  if (r.s == 'R' or r.s == 'C') and token ~= '' then
-    r.c = r.c or {}
-    r.c[token] = 1
-    put(id, r)
-  end
-  return r.s
-end
-local avail = redis.call('HGET', KEYS[1], 'available')
-if not avail then return 'unknown_sku' end
-local q = tonumber(ARGV[2])
-if tonumber(avail) < q then return 'out_of_stock' end
-move('available', 'reserved', q)
-local rec = {s = 'R', q = q}
-if ARGV[5] == '1' then rec.p = 1 end
-if token ~= '' then rec.c = {[token] = 1} end
-put(id, rec)
-redis.call('ZADD', KEYS[3], ARGV[3], id)
-return 'taken'
-"#;
+const RESERVE: &str = include_str!("redis/reserve.lua");
 
 /// Undoes what one attempt of a multi-line reserve took. ARGV: id, token.
 /// Returns 1 when units went back.
-const UNRESERVE: &str = r#"
-local id, token = ARGV[1], ARGV[2]
-local r = get(id)
-if not r or not r.c or not r.c[token] then return 0 end
-r.c[token] = nil
-if next(r.c) ~= nil or r.s == 'C' or r.s == 'L' then
-  put(id, r)
-  return 0
-end
-redis.call('HDEL', KEYS[2], id)
-redis.call('ZREM', KEYS[3], id)
-if r.s == 'R' then
-  move('reserved', 'available', r.q)
-  return 1
-end
-return 0
-"#;
+const UNRESERVE: &str = include_str!("redis/unreserve.lua");
 
 /// ARGV: id. Returns `released`, `nothing` (tombstone written) or
 /// `committed` (nothing changed).
-const RELEASE: &str = r#"
-local id = ARGV[1]
-local r = get(id)
-if not r then
-  put(id, {s = 'L', q = 0})
-  return 'nothing'
-end
-if r.s == 'C' then return 'committed' end
-if r.s == 'R' then
-  move('reserved', 'available', r.q)
-  r.s = 'L'
-  put(id, r)
-  redis.call('ZREM', KEYS[3], id)
-end
-return 'released'
-"#;
+const RELEASE: &str = include_str!("redis/release.lua");
 
 /// ARGV: id, claim token ("" for single-line). Returns `committed`,
 /// `retaken` (expired line sold from available), `C` (already),
 /// `sold_out`, `L` or `unknown`.
-const COMMIT: &str = r#"
-local id, token = ARGV[1], ARGV[2]
-local r = get(id)
-if not r then return 'unknown' end
-if r.s == 'C' then
-  if r.rt and token ~= '' then
-    r.k = r.k or {}
-    r.k[token] = 1
-    put(id, r)
-  end
-  return 'C'
-end
-if r.s == 'L' then return 'L' end
-if r.s == 'R' then
-  move('reserved', 'sold', r.q)
-  redis.call('ZREM', KEYS[3], id)
-  r.s = 'C'
-  put(id, r)
-  if r.p then redis.call('HINCRBY', KEYS[1], 'committed', 1) end
-  return 'committed'
-end
--- 'X': the reaper gave the units back; sell them again if still there.
-if tonumber(redis.call('HGET', KEYS[1], 'available')) < r.q then return 'sold_out' end
-move('available', 'sold', r.q)
-r.s = 'C'
-if token ~= '' then
-  r.rt = 1
-  r.k = {[token] = 1}
-end
-put(id, r)
-if r.p then redis.call('HINCRBY', KEYS[1], 'committed', 1) end
-return 'retaken'
-"#;
+const COMMIT: &str = include_str!("redis/commit.lua");
 
 /// Gives back a line one commit attempt re-took. ARGV: id, token.
-const UNCOMMIT: &str = r#"
-local id, token = ARGV[1], ARGV[2]
-local r = get(id)
-if not r or r.s ~= 'C' or not r.rt or not r.k or not r.k[token] then return 0 end
-r.k[token] = nil
-if next(r.k) == nil then
-  move('sold', 'available', r.q)
-  if r.p then redis.call('HINCRBY', KEYS[1], 'committed', -1) end
-  r.s = 'X'
-  r.rt = nil
-  r.k = nil
-end
-put(id, r)
-return 1
-"#;
+const UNCOMMIT: &str = include_str!("redis/uncommit.lua");
 
 /// ARGV: now_ms, limit. Expires live lines whose deadline is before now.
 /// Returns {reservations reclaimed (primary lines), ids scanned}.
-const RECLAIM: &str = r#"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local n = 0
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[3], id)
-  local r = get(id)
-  if r and r.s == 'R' then
-    move('reserved', 'available', r.q)
-    r.s = 'X'
-    put(id, r)
-    n = n + (r.p or 0)
-  end
-end
-return {n, #ids}
-"#;
+const RECLAIM: &str = include_str!("redis/reclaim.lua");
 
 /// ARGV: units. Replaces the SKU's stock and forgets its reservations.
-const SEED: &str = r#"
-redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'initial', ARGV[1], 'available', ARGV[1], 'reserved', 0, 'sold', 0, 'committed', 0)
-return 1
-"#;
+const SEED: &str = include_str!("redis/seed.lua");
 
 /// How many expired ids one reclaim script call handles, so a backlog does
 /// not block the server for long.

@@ -29,3 +29,6 @@ mod servicebus;
 /// Two workers share one standalone payment sandbox; one dies, the other
 /// captures what the first authorized.
 mod shared_sandbox;
+/// The repository itself: the code map's paths exist, the deterministic
+/// core stays deterministic, the docs carry no stale phrase.
+mod tidy;

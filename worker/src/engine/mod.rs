@@ -32,14 +32,26 @@ mod recovery;
 mod state;
 pub mod temporal;
 
-pub use self::api::{Definition, Ended, EngineConfig, EngineHandle, StartOutcome};
+pub use self::api::{Definition, Ended, EngineConfig, EngineError, EngineHandle, StartOutcome};
 pub use self::lifecycle::Engine;
 
-use self::temporal::client::TemporalClient;
+use self::temporal::client::{TemporalClient, TemporalError};
 use self::temporal::workflow::SagaInput;
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// Why a saga could not be started. Either way nothing was started, so a
+/// trigger leaves its message to be delivered again.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The embedded engine refused or has stopped.
+    #[error(transparent)]
+    Embedded(#[from] EngineError),
+    /// The Temporal cluster did not take the start.
+    #[error(transparent)]
+    Temporal(#[from] TemporalError),
+}
 
 /// Where saga starts go: the embedded engine or a Temporal cluster.
 #[derive(Clone)]
@@ -59,22 +71,19 @@ impl Starter {
         saga_id: String,
         def: Arc<Definition>,
         order: Value,
-    ) -> Result<StartOutcome, String> {
-        match self {
-            Starter::Embedded(h) => h
-                .start(saga_id, def, order)
-                .await
-                .map_err(|e| e.to_string()),
-            Starter::Temporal(c, _) => c
-                .start(SagaInput {
+    ) -> Result<StartOutcome, StartError> {
+        Ok(match self {
+            Starter::Embedded(h) => h.start(saga_id, def, order).await?,
+            Starter::Temporal(c, _) => {
+                c.start(SagaInput {
                     saga_id,
                     def_hash: def.hash.clone(),
                     def: def.def.clone(),
                     order,
                 })
-                .await
-                .map_err(|e| e.to_string()),
-        }
+                .await?
+            }
+        })
     }
 
     /// Sagas in flight: in memory on the embedded engine, open on the

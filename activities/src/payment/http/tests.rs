@@ -1,0 +1,566 @@
+//! The HTTP adapter against the payment sandbox: every call, every error
+//! mapping, reconciliation after injected failures on either side.
+
+use super::*;
+use sagaflow_payment_sandbox::testing::{start, TempDb};
+use sagaflow_payment_sandbox::{read_ledger, ErrorSide, PaymentLedger, Sandbox};
+use sagaflow_workflows::Phase;
+
+struct Fixture {
+    db: TempDb,
+    sandbox: Sandbox,
+    client: PaymentClient,
+}
+
+impl Fixture {
+    async fn new(name: &str) -> Fixture {
+        let db = TempDb::new(name);
+        let sandbox = start(&db).await;
+        let client = PaymentClient::new(config(sandbox.base_url(), "sk_test_adapter")).unwrap();
+        Fixture {
+            db,
+            sandbox,
+            client,
+        }
+    }
+
+    fn ledger(&self) -> PaymentLedger {
+        read_ledger(&self.db.path).unwrap()
+    }
+
+    async fn intent(&self, pi: &str) -> Value {
+        self.client.get_intent(pi).await.unwrap()
+    }
+}
+
+fn config(base_url: &str, api_key: &str) -> PaymentClientConfig {
+    PaymentClientConfig {
+        base_url: base_url.into(),
+        api_key: api_key.into(),
+        currency: "usd".into(),
+        request_timeout_ms: 5_000,
+    }
+}
+
+fn order(id: &str, payment_method: &str, amount: u64) -> Value {
+    json!({
+        "order_id": id,
+        "customer": "c1",
+        "items": [{"sku": "A", "qty": 1}],
+        "amount": amount,
+        "currency": "USD",
+        "payment_method": payment_method,
+    })
+}
+
+fn call(saga: &str, step: &str, activity: &str, phase: Phase, input: Value) -> ActivityCall {
+    let key = match phase {
+        Phase::Action => format!("{saga}/{step}"),
+        Phase::Compensation => format!("{saga}/{step}/compensate"),
+    };
+    ActivityCall {
+        step: step.into(),
+        activity: activity.into(),
+        phase,
+        attempt: 1,
+        timeout_ms: 5_000,
+        idempotency_key: key,
+        input,
+    }
+}
+
+fn input(saga: &str, order: Value, outputs: Value) -> Value {
+    json!({"saga_id": saga, "order": order, "outputs": outputs})
+}
+
+fn authorize_call(saga: &str, pm: &str) -> ActivityCall {
+    let input = input(
+        saga,
+        order(saga, pm, 1250),
+        json!({"reserve_stock": {"kind": "reservation"}}),
+    );
+    call(
+        saga,
+        "authorize_payment",
+        "payment.authorize",
+        Phase::Action,
+        input,
+    )
+}
+
+fn capture_call(saga: &str, authorization: &Value) -> ActivityCall {
+    let outputs = json!({"authorize_payment": authorization});
+    let input = input(saga, order(saga, "pm_card_visa", 1250), outputs);
+    call(
+        saga,
+        "capture_payment",
+        "payment.capture",
+        Phase::Action,
+        input,
+    )
+}
+
+fn void_call(saga: &str, outputs: Value) -> ActivityCall {
+    let input = input(saga, order(saga, "pm_card_visa", 1250), outputs);
+    call(
+        saga,
+        "authorize_payment",
+        "payment.void",
+        Phase::Compensation,
+        input,
+    )
+}
+
+#[tokio::test]
+async fn authorize_holds_the_order_amount() {
+    let f = Fixture::new("http-authorize").await;
+    let out = f
+        .client
+        .authorize(&authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap();
+    assert_eq!(out["kind"], "authorization");
+    assert_eq!(out["status"], "requires_capture");
+    assert_eq!(out["amount"], 1250);
+    let pi = out["payment_intent"].as_str().unwrap();
+    assert!(pi.starts_with("pi_"));
+    let intent = f.intent(pi).await;
+    assert_eq!(intent["currency"], "usd");
+    assert_eq!(intent["capture_method"], "manual");
+    assert_eq!(intent["payment_method"], "pm_card_visa");
+    assert_eq!(intent["metadata"]["order_id"], "o1");
+    assert_eq!(
+        intent["metadata"]["idempotency_key"],
+        "o1/authorize_payment"
+    );
+    let ledger = f.ledger();
+    assert_eq!((ledger.intents, ledger.requires_capture), (1, 1));
+}
+
+#[tokio::test]
+async fn a_declined_card_is_a_business_error() {
+    let f = Fixture::new("http-decline").await;
+    let call = authorize_call("o1", "pm_card_chargeDeclinedInsufficientFunds");
+    let error = f.client.authorize(&call).await.unwrap_err();
+    assert_eq!(error.kind, "card_declined");
+    assert!(!error.retryable);
+    assert_eq!(error.message, "card declined (insufficient_funds)");
+    // A retry replays the stored 402.
+    assert_eq!(f.client.authorize(&call).await.unwrap_err(), error);
+    assert_eq!(f.ledger().declined, 1);
+    assert_eq!(f.ledger().intents, 1);
+}
+
+#[tokio::test]
+async fn authorize_twice_with_one_key_makes_one_intent() {
+    let f = Fixture::new("http-replay").await;
+    let call = authorize_call("o1", "pm_card_visa");
+    let first = f.client.authorize(&call).await.unwrap();
+    let mut retry = call.clone();
+    retry.attempt = 2;
+    let second = f.client.authorize(&retry).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(f.ledger().intents, 1);
+}
+
+#[tokio::test]
+async fn one_key_with_other_params_is_a_non_retryable_idempotency_error() {
+    let f = Fixture::new("http-idem").await;
+    let call = authorize_call("o1", "pm_card_visa");
+    f.client.authorize(&call).await.unwrap();
+    let mut changed = call.clone();
+    changed.input["order"]["amount"] = json!(999);
+    let error = f.client.authorize(&changed).await.unwrap_err();
+    assert_eq!(error.kind, "idempotency_error");
+    assert!(!error.retryable);
+    assert_eq!(f.ledger().intents, 1);
+}
+
+#[tokio::test]
+async fn capture_is_idempotent_per_call_and_across_keys() {
+    let f = Fixture::new("http-capture").await;
+    let auth = f
+        .client
+        .authorize(&authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap();
+    let capture = capture_call("o1", &auth);
+    let first = f.client.capture(&capture).await.unwrap();
+    assert_eq!(first["kind"], "capture");
+    assert_eq!(first["status"], "succeeded");
+    assert_eq!(first["amount_received"], 1250);
+    assert_eq!(first["payment_intent"], auth["payment_intent"]);
+    assert_eq!(f.client.capture(&capture).await.unwrap(), first);
+    // Another key: the provider says unexpected_state, the adapter
+    // reads the intent and reports the earlier capture.
+    let mut other = capture.clone();
+    other.idempotency_key = "o1/capture_payment-manual".into();
+    assert_eq!(f.client.capture(&other).await.unwrap(), first);
+    let ledger = f.ledger();
+    assert_eq!(ledger.succeeded, 1);
+    assert_eq!(ledger.captured_amount, 1250);
+    assert_eq!(ledger.double_captures, 0);
+}
+
+#[tokio::test]
+async fn capture_of_a_canceled_intent_is_a_business_error() {
+    let f = Fixture::new("http-capture-canceled").await;
+    let auth = f
+        .client
+        .authorize(&authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap();
+    f.client
+        .void(&void_call("o1", json!({"authorize_payment": auth})))
+        .await
+        .unwrap();
+    let error = f
+        .client
+        .capture(&capture_call("o1", &auth))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, "payment_intent_unexpected_state");
+    assert!(!error.retryable);
+    assert_eq!(f.ledger().succeeded, 0);
+}
+
+#[tokio::test]
+async fn void_cancels_the_authorization_from_the_outputs() {
+    let f = Fixture::new("http-void").await;
+    let auth = f
+        .client
+        .authorize(&authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap();
+    let void = void_call("o1", json!({"authorize_payment": auth}));
+    let out = f.client.void(&void).await.unwrap();
+    assert_eq!(
+        out,
+        void_output(auth["payment_intent"].as_str().unwrap(), "canceled")
+    );
+    // Again (retry, or already canceled by another key): still success.
+    assert_eq!(f.client.void(&void).await.unwrap(), out);
+    let mut other = void.clone();
+    other.idempotency_key = "o1/other".into();
+    assert_eq!(f.client.void(&other).await.unwrap(), out);
+    let ledger = f.ledger();
+    assert_eq!((ledger.canceled, ledger.requires_capture), (1, 0));
+}
+
+#[tokio::test]
+async fn void_finds_an_authorization_whose_output_was_lost() {
+    let f = Fixture::new("http-void-search").await;
+    let auth = f
+        .client
+        .authorize(&authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap();
+    // The authorize step timed out as far as the saga knows: no output.
+    let out = f.client.void(&void_call("o1", json!({}))).await.unwrap();
+    assert_eq!(out["status"], "canceled");
+    assert_eq!(out["payment_intent"], auth["payment_intent"]);
+    assert_eq!(f.ledger().canceled, 1);
+}
+
+#[tokio::test]
+async fn void_with_no_authorization_has_nothing_to_do() {
+    let f = Fixture::new("http-void-none").await;
+    let out = f.client.void(&void_call("o1", json!({}))).await.unwrap();
+    assert_eq!(
+        out,
+        json!({"kind": "void", "payment_intent": null, "status": "nothing_to_void"})
+    );
+    assert_eq!(f.ledger().intents, 0);
+}
+
+#[tokio::test]
+async fn void_of_a_captured_intent_refunds_it() {
+    let f = Fixture::new("http-void-captured").await;
+    let auth = f
+        .client
+        .authorize(&authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap();
+    f.client.capture(&capture_call("o1", &auth)).await.unwrap();
+    let void = void_call("o1", json!({"authorize_payment": auth}));
+    let out = f.client.void(&void).await.unwrap();
+    assert_eq!(out["status"], "refunded");
+    assert!(out["refund"].as_str().unwrap().starts_with("re_"));
+    assert_eq!(f.client.void(&void).await.unwrap(), out);
+    let ledger = f.ledger();
+    assert_eq!((ledger.refunded, ledger.refunded_amount), (1, 1250));
+}
+
+#[tokio::test]
+async fn refund_returns_the_captured_amount_once() {
+    let f = Fixture::new("http-refund").await;
+    let auth = f
+        .client
+        .authorize(&authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap();
+    let capture = f.client.capture(&capture_call("o1", &auth)).await.unwrap();
+    let outputs = json!({"authorize_payment": auth, "capture_payment": capture});
+    let input = input("o1", order("o1", "pm_card_visa", 1250), outputs);
+    let refund = call(
+        "o1",
+        "capture_payment",
+        "payment.refund",
+        Phase::Compensation,
+        input,
+    );
+    let out = f.client.refund(&refund).await.unwrap();
+    assert_eq!(out["status"], "refunded");
+    assert_eq!(out["amount"], 1250);
+    assert_eq!(f.client.refund(&refund).await.unwrap(), out);
+    let mut other = refund.clone();
+    other.idempotency_key = "o1/other".into();
+    assert_eq!(
+        f.client.refund(&other).await.unwrap()["status"],
+        "already_refunded"
+    );
+    // Without outputs it finds the captured intent by order id.
+    let mut bare = other.clone();
+    bare.input["outputs"] = json!({});
+    bare.idempotency_key = "o1/bare".into();
+    assert_eq!(
+        f.client.refund(&bare).await.unwrap()["status"],
+        "already_refunded"
+    );
+    assert_eq!(f.ledger().refunded_amount, 1250);
+}
+
+#[tokio::test]
+async fn refund_of_an_uncaptured_intent_has_nothing_to_do() {
+    let f = Fixture::new("http-refund-none").await;
+    let auth = f
+        .client
+        .authorize(&authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap();
+    let input = input(
+        "o1",
+        order("o1", "pm_card_visa", 1250),
+        json!({"authorize_payment": auth}),
+    );
+    let refund = call("o1", "refund", "payment.refund", Phase::Action, input);
+    let out = f.client.refund(&refund).await.unwrap();
+    assert_eq!(out["status"], "nothing_to_refund");
+    assert_eq!(f.ledger().refunded, 0);
+}
+
+#[tokio::test]
+async fn failures_before_the_effect_are_retryable_and_the_retry_applies_once() {
+    let f = Fixture::new("http-before").await;
+    f.sandbox.set_error_rate(1.0);
+    f.sandbox.set_error_side(ErrorSide::Before);
+    let call = authorize_call("o1", "pm_card_visa");
+    let error = f.client.authorize(&call).await.unwrap_err();
+    assert_eq!(error.kind, "http_500");
+    assert!(error.retryable);
+    assert_eq!(f.ledger().intents, 0);
+    f.sandbox.set_error_rate(0.0);
+    let auth = f.client.authorize(&call).await.unwrap();
+    assert_eq!(auth["status"], "requires_capture");
+    f.sandbox.set_error_rate(1.0);
+    let capture = capture_call("o1", &auth);
+    let error = f.client.capture(&capture).await.unwrap_err();
+    assert!(error.retryable, "{error}");
+    assert_eq!(f.ledger().succeeded, 0);
+    f.sandbox.set_error_rate(0.0);
+    assert_eq!(
+        f.client.capture(&capture).await.unwrap()["status"],
+        "succeeded"
+    );
+    let ledger = f.ledger();
+    assert_eq!(
+        (ledger.intents, ledger.succeeded, ledger.double_captures),
+        (1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn failures_after_the_effect_are_reconciled_into_success() {
+    let f = Fixture::new("http-after").await;
+    f.sandbox.set_error_rate(1.0);
+    f.sandbox.set_error_side(ErrorSide::After);
+    let call = authorize_call("o1", "pm_card_visa");
+    let auth = f.client.authorize(&call).await.unwrap();
+    assert_eq!(auth["status"], "requires_capture");
+    // The stored 500 replays; reconciling finds the same intent.
+    f.sandbox.set_error_rate(0.0);
+    assert_eq!(f.client.authorize(&call).await.unwrap(), auth);
+    f.sandbox.set_error_rate(1.0);
+    let captured = f.client.capture(&capture_call("o1", &auth)).await.unwrap();
+    assert_eq!(captured["status"], "succeeded");
+    let declined = f
+        .client
+        .authorize(&authorize_call("o2", "pm_card_chargeDeclined"))
+        .await
+        .unwrap_err();
+    assert_eq!(declined.kind, "card_declined");
+    assert_eq!(declined.message, "card declined (generic_decline)");
+    let auth3 = f
+        .client
+        .authorize(&authorize_call("o3", "pm_card_visa"))
+        .await
+        .unwrap();
+    let voided = f
+        .client
+        .void(&void_call("o3", json!({"authorize_payment": auth3})))
+        .await
+        .unwrap();
+    assert_eq!(voided["status"], "canceled");
+    let ledger = f.ledger();
+    assert_eq!(ledger.intents, 3);
+    assert_eq!(
+        (ledger.succeeded, ledger.canceled, ledger.declined),
+        (1, 1, 1)
+    );
+    assert_eq!(ledger.double_captures, 0);
+    assert_eq!(ledger.orders_with_several_intents, 0);
+}
+
+#[tokio::test]
+async fn refund_after_an_injected_failure_is_found_by_listing() {
+    let f = Fixture::new("http-refund-after").await;
+    let auth = f
+        .client
+        .authorize(&authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap();
+    let capture = f.client.capture(&capture_call("o1", &auth)).await.unwrap();
+    f.sandbox.set_error_rate(1.0);
+    f.sandbox.set_error_side(ErrorSide::After);
+    let input = input(
+        "o1",
+        order("o1", "pm_card_visa", 1250),
+        json!({"capture_payment": capture}),
+    );
+    let refund = call(
+        "o1",
+        "capture_payment",
+        "payment.refund",
+        Phase::Compensation,
+        input,
+    );
+    let out = f.client.refund(&refund).await.unwrap();
+    assert_eq!(out["status"], "refunded");
+    assert_eq!(f.ledger().refunded_amount, 1250);
+}
+
+#[tokio::test]
+async fn random_failures_end_with_one_intent_per_order() {
+    let f = Fixture::new("http-random").await;
+    f.sandbox.set_error_rate(1.0);
+    let mut reconciled = 0;
+    let mut retryable = 0;
+    for i in 0..20 {
+        match f
+            .client
+            .authorize(&authorize_call(&format!("o{i}"), "pm_card_visa"))
+            .await
+        {
+            Ok(_) => reconciled += 1,
+            Err(error) => {
+                assert!(error.retryable, "{error}");
+                retryable += 1;
+            }
+        }
+    }
+    assert!(
+        reconciled > 0 && retryable > 0,
+        "{reconciled} / {retryable}"
+    );
+    f.sandbox.set_error_rate(0.0);
+    for i in 0..20 {
+        let out = f
+            .client
+            .authorize(&authorize_call(&format!("o{i}"), "pm_card_visa"))
+            .await;
+        assert_eq!(out.unwrap()["status"], "requires_capture");
+    }
+    let ledger = f.ledger();
+    assert_eq!((ledger.intents, ledger.requires_capture), (20, 20));
+    assert_eq!(ledger.orders_with_several_intents, 0);
+}
+
+#[tokio::test]
+async fn a_rejected_key_is_a_business_error_without_the_key() {
+    let f = Fixture::new("http-auth").await;
+    let client = PaymentClient::new(config(f.sandbox.base_url(), "sk_live_secret123")).unwrap();
+    let error = client
+        .authorize(&authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, "authentication_error");
+    assert!(!error.retryable);
+    assert!(!error.message.contains("secret123"));
+    assert!(!format!("{client:?}").contains("secret123"));
+    assert!(!format!("{:?}", config("http://x", "sk_live_secret123")).contains("secret123"));
+    assert_eq!(f.ledger().intents, 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_is_a_retryable_network_error() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let client =
+        PaymentClient::new(config(&format!("http://127.0.0.1:{port}"), "sk_test_x")).unwrap();
+    let error = client
+        .authorize(&authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, "network");
+    assert!(error.retryable);
+}
+
+#[tokio::test]
+async fn registered_activities_run_through_the_registry() {
+    let f = Fixture::new("http-registry").await;
+    let client = Arc::new(PaymentClient::new(config(f.sandbox.base_url(), "sk_test_r")).unwrap());
+    let mut registry = Registry::new();
+    register(&mut registry, client);
+    for name in [
+        "payment.authorize",
+        "payment.capture",
+        "payment.void",
+        "payment.refund",
+    ] {
+        assert!(registry.contains(name), "{name}");
+    }
+    let out = registry
+        .start(authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap();
+    assert_eq!(out["kind"], "authorization");
+}
+
+#[test]
+fn new_rejects_bad_config() {
+    assert!(matches!(
+        PaymentClient::new(config("ftp://x", "sk_test_x")),
+        Err(PaymentError::InvalidBaseUrl(_))
+    ));
+    assert!(matches!(
+        PaymentClient::new(config("http://x", "")),
+        Err(PaymentError::InvalidApiKey)
+    ));
+    assert!(matches!(
+        PaymentClient::new(config("http://x", "sk\ntest")),
+        Err(PaymentError::InvalidApiKey)
+    ));
+    let mut zero = config("http://x", "sk_test_x");
+    zero.request_timeout_ms = 0;
+    assert!(matches!(
+        PaymentClient::new(zero),
+        Err(PaymentError::InvalidTimeout)
+    ));
+}
+
+#[test]
+fn search_values_are_quoted() {
+    assert_eq!(quote("o'1\\x"), r"'o\'1\\x'");
+}
