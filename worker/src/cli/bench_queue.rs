@@ -19,6 +19,7 @@ use super::run::runtime;
 use crate::app::{self, DataPaths};
 use crate::engine::{Definition, Starter};
 use crate::trigger::servicebus::endpoint::Endpoint;
+use crate::trigger::servicebus::error::LinkError;
 use crate::trigger::servicebus::send::{send_all, Outgoing};
 use crate::trigger::servicebus::{ServiceBusTrigger, TriggerStats};
 use anyhow::{anyhow, Result};
@@ -82,7 +83,7 @@ fn spawn_sender(
     endpoint: &Endpoint,
     address: &str,
     msgs: Vec<Outgoing>,
-) -> tokio::task::JoinHandle<Result<usize, String>> {
+) -> tokio::task::JoinHandle<Result<usize, LinkError>> {
     let (endpoint, address) = (endpoint.clone(), address.to_owned());
     tokio::spawn(async move { send_all(&endpoint, &address, msgs, |_| {}).await })
 }
@@ -106,7 +107,8 @@ async fn receive_accept(
                 address,
                 CreditMode::Auto(prefetch),
             )
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
         let quiet = if n == usize::MAX {
             Duration::from_millis(700)
         } else {

@@ -13,6 +13,7 @@
 //! Operators read them with [`list`] and put one back with [`resubmit`].
 
 use super::endpoint::{Endpoint, Flavour, Link};
+use super::error::LinkError;
 use super::message::{self, AmqpMessage};
 use fe2o3_amqp::link::delivery::DeliveryInfo;
 use fe2o3_amqp::link::receiver::CreditMode;
@@ -33,6 +34,9 @@ pub enum DeadLetterer {
     Forward(Box<Sender>),
 }
 
+/// What to do when the dead-letter queue is missing.
+const CREATE_DLQ: &str = "; create it (scripts/services.sh queue NAME declares NAME and NAME.dlq)";
+
 impl DeadLetterer {
     /// Attaches what dead-lettering needs on `link`.
     pub async fn attach(
@@ -40,15 +44,21 @@ impl DeadLetterer {
         name: &str,
         endpoint: &Endpoint,
         settings: &ServiceBusSettings,
-    ) -> Result<DeadLetterer, String> {
+    ) -> Result<DeadLetterer, LinkError> {
         match endpoint.flavour {
             Flavour::ServiceBus => Ok(DeadLetterer::Reject),
             Flavour::Broker => {
                 let address =
                     endpoint.dead_letter_address(&settings.queue, &settings.dead_letter_queue);
-                let sender = Sender::attach(&mut link.session, format!("{name}-dlq"), address.clone())
-                    .await
-                    .map_err(|e| format!("cannot send to the dead-letter queue {address}: {e}; create it (scripts/services.sh queue NAME declares NAME and NAME.dlq)"))?;
+                let sender =
+                    Sender::attach(&mut link.session, format!("{name}-dlq"), address.clone())
+                        .await
+                        .map_err(|e| LinkError::Attach {
+                            what: "send to the dead-letter queue",
+                            address: address.clone(),
+                            detail: e.to_string(),
+                            hint: CREATE_DLQ,
+                        })?;
                 Ok(DeadLetterer::Forward(Box::new(sender)))
             }
         }
@@ -62,7 +72,7 @@ impl DeadLetterer {
         info: DeliveryInfo,
         message: AmqpMessage,
         rejection: &Rejection,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         match self {
             DeadLetterer::Reject => {
                 let mut info_fields = Fields::default();
@@ -82,7 +92,7 @@ impl DeadLetterer {
                 receiver
                     .reject(info, error)
                     .await
-                    .map_err(|e| format!("dead-lettering failed: {e}"))
+                    .map_err(|e| LinkError::transfer("dead-lettering", e))
             }
             DeadLetterer::Forward(sender) => {
                 let copy = message::with_dead_letter(
@@ -97,14 +107,15 @@ impl DeadLetterer {
                     Ok(Outcome::Accepted(_)) => receiver
                         .accept(info)
                         .await
-                        .map_err(|e| format!("completing a dead-lettered message failed: {e}")),
+                        .map_err(|e| LinkError::transfer("completing a dead-lettered message", e)),
                     Ok(other) => {
                         let _ = receiver.release(info).await;
-                        Err(format!(
-                            "the dead-letter queue refused the message ({other:?})"
-                        ))
+                        Err(LinkError::Refused {
+                            by: "the dead-letter queue",
+                            outcome: format!("{other:?}"),
+                        })
                     }
-                    Err(e) => Err(format!("sending to the dead-letter queue failed: {e}")),
+                    Err(e) => Err(LinkError::transfer("sending to the dead-letter queue", e)),
                 }
             }
         }
@@ -150,7 +161,7 @@ async fn lock_all(
     endpoint: &Endpoint,
     settings: &ServiceBusSettings,
     limit: usize,
-) -> Result<(Receiver, Vec<(DeliveryInfo, AmqpMessage)>), String> {
+) -> Result<(Receiver, Vec<(DeliveryInfo, AmqpMessage)>), LinkError> {
     let address = endpoint.dead_letter_address(&settings.queue, &settings.dead_letter_queue);
     // Settled only after the receiving stops, from this task: automatic
     // credit is safe here.
@@ -172,7 +183,7 @@ async fn lock_all(
                 out.push((info, message));
                 wait = Duration::from_millis(500);
             }
-            Ok(Err(e)) => return Err(format!("reading the dead-letter queue failed: {e}")),
+            Ok(Err(e)) => return Err(LinkError::transfer("reading the dead-letter queue", e)),
             Err(_) => break,
         }
     }
@@ -184,11 +195,8 @@ pub async fn list(
     endpoint: &Endpoint,
     settings: &ServiceBusSettings,
     limit: usize,
-) -> Result<Vec<DeadLetter>, String> {
-    let mut link = endpoint
-        .connect("sagaflow-dlq")
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<Vec<DeadLetter>, LinkError> {
+    let mut link = endpoint.connect("sagaflow-dlq").await?;
     let result = async {
         let (receiver, locked) = lock_all(&mut link, endpoint, settings, limit).await?;
         let listed = locked.iter().map(|(_, m)| describe(m)).collect();
@@ -197,7 +205,7 @@ pub async fn list(
             receiver
                 .release_all(infos)
                 .await
-                .map_err(|e| format!("releasing dead letters failed: {e}"))?;
+                .map_err(|e| LinkError::transfer("releasing dead letters", e))?;
         }
         let _ = receiver.close().await;
         Ok(listed)
@@ -215,11 +223,8 @@ pub async fn resubmit(
     settings: &ServiceBusSettings,
     id: &str,
     body: Option<Vec<u8>>,
-) -> Result<DeadLetter, String> {
-    let mut link = endpoint
-        .connect("sagaflow-dlq")
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<DeadLetter, LinkError> {
+    let mut link = endpoint.connect("sagaflow-dlq").await?;
     let result = async {
         let (receiver, locked) = lock_all(&mut link, endpoint, settings, 10_000).await?;
         let mut found = None;
@@ -236,21 +241,22 @@ pub async fn resubmit(
         }
         let Some((info, m)) = found else {
             let _ = receiver.close().await;
-            return Err(format!(
-                "no dead-lettered message has id {id}; `sagaflow dlq list` shows the ids"
-            ));
+            return Err(LinkError::NoSuchDeadLetter { id: id.to_owned() });
         };
         let shown = describe(&m);
         let mut copy = message::with_dead_letter(m, None);
         if let Some(body) = body {
-            copy.body = Body::Data(
-                vec![fe2o3_amqp::types::messaging::Data(body.into())].into(),
-            );
+            copy.body = Body::Data(vec![fe2o3_amqp::types::messaging::Data(body.into())].into());
         }
         let address = endpoint.queue_address(&settings.queue);
         let mut sender = Sender::attach(&mut link.session, "sagaflow-resubmit", address.clone())
             .await
-            .map_err(|e| format!("cannot send to {address}: {e}"))?;
+            .map_err(|e| LinkError::Attach {
+                what: "send to",
+                address: address.clone(),
+                detail: e.to_string(),
+                hint: "",
+            })?;
         let outcome = sender.send(copy).await;
         let _ = sender.close().await;
         match outcome {
@@ -258,15 +264,21 @@ pub async fn resubmit(
                 receiver
                     .accept(info)
                     .await
-                    .map_err(|e| format!("the message was queued again, but removing it from the dead-letter queue failed ({e}); it may show up there once more"))?;
+                    .map_err(|e| LinkError::DeadLetterKept {
+                        detail: e.to_string(),
+                    })?;
             }
             Ok(other) => {
                 let _ = receiver.release(info).await;
-                return Err(format!("the queue refused the message ({other:?}); it stays dead-lettered"));
+                return Err(LinkError::NotResubmitted {
+                    why: format!("the queue refused the message ({other:?})"),
+                });
             }
             Err(e) => {
                 let _ = receiver.release(info).await;
-                return Err(format!("sending failed ({e}); it stays dead-lettered"));
+                return Err(LinkError::NotResubmitted {
+                    why: format!("sending failed ({e})"),
+                });
             }
         }
         let _ = receiver.close().await;

@@ -12,6 +12,7 @@
 //!   are addressed `/amq/queue/NAME` (RabbitMQ 3.x; a name starting with `/`
 //!   is used as written), and dead letters go to a queue of their own.
 
+use super::error::LinkError;
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::sasl_profile::SaslProfile;
@@ -120,7 +121,7 @@ impl Link {
         name: String,
         address: &str,
         credit: CreditMode,
-    ) -> Result<Receiver, String> {
+    ) -> Result<Receiver, LinkError> {
         Receiver::builder()
             .name(name)
             .source(address.to_owned())
@@ -130,7 +131,12 @@ impl Link {
             .receiver_settle_mode(ReceiverSettleMode::First)
             .attach(&mut self.session)
             .await
-            .map_err(|e| format!("cannot receive from {address}: {e}"))
+            .map_err(|e| LinkError::Attach {
+                what: "receive from",
+                address: address.to_owned(),
+                detail: e.to_string(),
+                hint: "",
+            })
     }
 
     /// Ends the session and closes the connection, ignoring errors (the

@@ -19,11 +19,13 @@
 
 pub mod deadletter;
 pub mod endpoint;
+pub mod error;
 pub mod message;
 pub mod send;
 
 use self::deadletter::DeadLetterer;
 use self::endpoint::{Endpoint, EndpointError, Link};
+use self::error::LinkError;
 use self::message::body_bytes;
 use crate::engine::{Definition, StartOutcome, Starter};
 use backon::BackoffBuilder;
@@ -185,13 +187,9 @@ impl ServiceBusTrigger {
         def: &Arc<Definition>,
         stop: &AtomicBool,
         stats: &Arc<TriggerStats>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         let name = format!("sagaflow-{}", std::process::id());
-        let mut link = self
-            .endpoint
-            .connect(&name)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut link = self.endpoint.connect(&name).await?;
         let result = self
             .consume_on(&mut link, &name, engine, def, stop, stats)
             .await;
@@ -211,7 +209,7 @@ impl ServiceBusTrigger {
         def: &Arc<Definition>,
         stop: &AtomicBool,
         stats: &Arc<TriggerStats>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         let address = self.endpoint.queue_address(&self.settings.queue);
         let mut receiver = link
             .peek_lock_receiver(format!("{name}-orders"), &address, CreditMode::Manual)
@@ -247,7 +245,7 @@ impl ServiceBusTrigger {
                 receiver
                     .set_credit(room)
                     .await
-                    .map_err(|e| format!("granting credit failed: {e}"))?;
+                    .map_err(|e| LinkError::transfer("granting credit", e))?;
                 credit = room;
             }
             if credit == 0 {
@@ -262,7 +260,7 @@ impl ServiceBusTrigger {
                 continue;
             }
             let delivery = tokio::select! {
-                d = receiver.recv::<Body<Value>>() => d.map_err(|e| format!("receive failed: {e}"))?,
+                d = receiver.recv::<Body<Value>>() => d.map_err(|e| LinkError::transfer("receive", e))?,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
             };
             credit -= 1;

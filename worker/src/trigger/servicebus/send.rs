@@ -1,6 +1,7 @@
 //! Publishing orders to the queue (`sagaflow send`, tests, benchmarks).
 
 use super::endpoint::Endpoint;
+use super::error::LinkError;
 use super::message::order_message;
 use fe2o3_amqp::types::messaging::Outcome;
 use fe2o3_amqp::Sender;
@@ -26,15 +27,19 @@ pub async fn send_all(
     address: &str,
     messages: Vec<Outgoing>,
     mut progress: impl FnMut(usize),
-) -> Result<usize, String> {
+) -> Result<usize, LinkError> {
     let mut link = endpoint
         .connect(&format!("sagaflow-send-{}", std::process::id()))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let result = async {
         let mut sender = Sender::attach(&mut link.session, "sagaflow-send", address.to_owned())
             .await
-            .map_err(|e| format!("cannot send to {address}: {e}; check the queue exists"))?;
+            .map_err(|e| LinkError::Attach {
+                what: "send to",
+                address: address.to_owned(),
+                detail: e.to_string(),
+                hint: "; check the queue exists",
+            })?;
         let total = messages.len();
         let mut pending = VecDeque::with_capacity(WINDOW);
         let mut accepted = 0usize;
@@ -49,7 +54,7 @@ pub async fn send_all(
             let fut = sender
                 .send_batchable(order_message(&m.id, m.body))
                 .await
-                .map_err(|e| format!("sending {} failed: {e}", m.id))?;
+                .map_err(|e| LinkError::transfer(format!("sending {}", m.id), e))?;
             pending.push_back(fut);
         }
         for fut in pending {
@@ -68,10 +73,13 @@ pub async fn send_all(
 
 async fn check(
     fut: fe2o3_amqp::link::delivery::DeliveryFut<Result<Outcome, fe2o3_amqp::link::SendError>>,
-) -> Result<(), String> {
+) -> Result<(), LinkError> {
     match fut.await {
         Ok(Outcome::Accepted(_)) => Ok(()),
-        Ok(other) => Err(format!("the broker refused a message ({other:?})")),
-        Err(e) => Err(format!("sending failed: {e}")),
+        Ok(other) => Err(LinkError::Refused {
+            by: "the broker",
+            outcome: format!("{other:?}"),
+        }),
+        Err(e) => Err(LinkError::transfer("sending", e)),
     }
 }
