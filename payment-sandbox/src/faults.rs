@@ -2,10 +2,13 @@
 //!
 //! Each request rolls its faults once, before anything else happens
 //! ([`Faults::roll`]), from the knobs it runs under, so a knob changed
-//! mid-request does not half-apply. The order of a request's life:
-//! outage (503, nothing applied) -> latency and spike (wait) -> an injected
-//! 500 "before" (nothing applied) -> execute -> an injected 500 "after"
-//! (applied, 500 stored) -> held past the client's limit -> answer.
+//! mid-request does not half-apply. The one exception is an outage: one
+//! that begins while a request waits out its latency fails that request
+//! too (the server checks again after the wait; nothing was applied yet).
+//! The order of a request's life: outage (503, nothing applied) -> latency
+//! and spike (wait) -> outage again -> an injected 500 "before" (nothing
+//! applied) -> execute -> an injected 500 "after" (applied, 500 stored) ->
+//! held past the client's limit -> answer.
 //!
 //! Random numbers come from splitmix64 over one atomic counter (no lock);
 //! they also make the intents' and refunds' ids.
