@@ -2,6 +2,7 @@
 //! trigger. Every subcommand that runs sagas (`run`, `demo`, `bench`) builds
 //! its world here, so they all exercise the same code.
 
+use crate::config::{Config, OrdersKind, PaymentKind, StockKind};
 use crate::engine::{Ended, Engine, EngineConfig};
 use anyhow::{Context, Result};
 use sagaflow_activities::orders::cosmos::{CosmosOrders, CosmosOrdersConfig};
@@ -14,8 +15,6 @@ use sagaflow_activities::stock::redis::{RedisStock, RedisStockConfig};
 use sagaflow_activities::stock::{Stock, StockLedger};
 use sagaflow_activities::{orders, payment, stock, Registry};
 use sagaflow_payment_sandbox::{Knobs, Sandbox, SandboxConfig};
-use sagaflow_workflows::config::{OrdersKind, PaymentKind, StockKind};
-use sagaflow_workflows::Config;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,6 +6,7 @@
 
 mod app;
 mod cli;
+mod config;
 mod engine;
 mod trigger;
 

@@ -1,11 +1,12 @@
 //! The deterministic core of sagaflow.
 //!
-//! This crate holds the saga model, the loader and validator for `sagas.toml`,
+//! This crate holds the saga model, the validator of the saga definitions in
+//! `sagas.toml` (and the diagnostics every config problem is reported with),
 //! the runtime-neutral [`SagaContext`] trait, the one generic saga interpreter
 //! ([`run_saga`]), retry-policy math and the saga status model.
 //!
-//! Architecture invariant: nothing here does I/O (beyond reading the config
-//! file in [`config::load_file`]), reads a clock, draws random numbers or knows
+//! Architecture invariant: nothing here does I/O (the worker reads
+//! `sagas.toml` and passes the text in), reads a clock, draws random numbers or knows
 //! tokio. Engines (embedded journal, Temporal) live in the `sagaflow` crate and
 //! implement [`SagaContext`]; this crate never knows which one runs it.
 
@@ -18,7 +19,7 @@ pub mod replay;
 pub mod retry;
 pub mod status;
 
-pub use config::{Config, ConfigError, ConfigErrors};
+pub use config::{ConfigError, ConfigErrors};
 pub use context::{ActivityCall, ActivityError, Phase, SagaContext, Signal};
 pub use interpreter::{run_saga, SagaOutcome};
 pub use model::{RetryPolicy, SagaDef, StepDef};

@@ -9,6 +9,7 @@
 
 use super::run::runtime;
 use crate::app::{self, Adapters, DataPaths};
+use crate::config::{Config, EngineKind};
 use crate::engine::read::percentile;
 use crate::engine::temporal::client::TemporalClient;
 use crate::engine::temporal::worker::WorkerThread;
@@ -18,8 +19,7 @@ use anyhow::Result;
 use sagaflow_activities::order::{Order, OrderLine};
 use sagaflow_activities::registry::register_noop;
 use sagaflow_activities::Registry;
-use sagaflow_workflows::config::EngineKind;
-use sagaflow_workflows::{Config, RetryPolicy, SagaDef, SagaStatus, StepDef};
+use sagaflow_workflows::{RetryPolicy, SagaDef, SagaStatus, StepDef};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write;

@@ -17,6 +17,7 @@
 use super::bench::{noop_saga, order};
 use super::run::runtime;
 use crate::app::{self, DataPaths};
+use crate::config::Config;
 use crate::engine::{Definition, Starter};
 use crate::trigger::servicebus::endpoint::Endpoint;
 use crate::trigger::servicebus::error::LinkError;
@@ -28,7 +29,6 @@ use fe2o3_amqp::types::messaging::Body;
 use fe2o3_amqp::types::primitives::Value;
 use sagaflow_activities::registry::register_noop;
 use sagaflow_activities::Registry;
-use sagaflow_workflows::Config;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;

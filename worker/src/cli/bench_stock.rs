@@ -8,11 +8,11 @@
 //! argument building, reply mapping) costs over the bare protocol.
 
 use super::run::runtime;
+use crate::config::Config;
 use anyhow::{anyhow, bail, Context, Result};
 use sagaflow_activities::stock::bench::{bench_reserve, StockBenchConfig};
 use sagaflow_activities::stock::redis::{RedisStock, RedisStockConfig};
 use sagaflow_activities::stock::Stock;
-use sagaflow_workflows::Config;
 use serde::Serialize;
 use std::process::{Command, ExitCode};
 use std::sync::Arc;

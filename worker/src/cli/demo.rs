@@ -9,6 +9,7 @@
 
 use super::run::{runtime, EngineRun, Worker};
 use crate::app::DataPaths;
+use crate::config::{Config, EngineKind, StockKind};
 use crate::engine::journal;
 use crate::engine::read;
 use crate::engine::read::Stats;
@@ -18,8 +19,6 @@ use sagaflow_activities::order::{Order, OrderLine};
 use sagaflow_activities::orders::OrdersSnapshot;
 use sagaflow_activities::stock::StockSnapshot;
 use sagaflow_payment_sandbox::{read_ledger, PaymentLedger};
-use sagaflow_workflows::config::{EngineKind, StockKind};
-use sagaflow_workflows::Config;
 use serde::{Deserialize, Serialize};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -161,7 +160,7 @@ pub fn demo(mut config: Config, data: Option<PathBuf>, args: DemoArgs) -> Result
     }
     // The demo fills the embedded queue itself; a Service Bus profile
     // would leave its orders unread.
-    config.profile.trigger = sagaflow_workflows::config::TriggerKind::Embedded;
+    config.profile.trigger = crate::config::TriggerKind::Embedded;
     match args.profile {
         Some(DemoProfile::Embedded) => config.profile.stock = StockKind::Embedded,
         Some(DemoProfile::Redis) => config.profile.stock = StockKind::Redis,

@@ -4,13 +4,12 @@
 
 use super::run::{read_input, runtime, split_messages};
 use crate::app::{self, DataPaths};
+use crate::config::{Config, TriggerKind};
 use crate::trigger::servicebus::deadletter::{self, DeadLetter};
 use crate::trigger::servicebus::endpoint::Endpoint;
 use crate::trigger::servicebus::send::{send_all, Outgoing};
 use anyhow::{anyhow, bail, Context, Result};
 use sagaflow_activities::Order;
-use sagaflow_workflows::config::TriggerKind;
-use sagaflow_workflows::Config;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,15 +1,13 @@
 //! Operator views over the journal: list, show, history, stats, signal.
 
 use crate::app::DataPaths;
+use crate::config::{Config, StockKind, TemporalSettings};
 use crate::engine::core::now_ms;
 use crate::engine::journal;
 use crate::engine::read;
 use crate::engine::temporal::client::TemporalClient;
 use anyhow::{bail, Context, Result};
 use rusqlite::Connection;
-use sagaflow_workflows::config::StockKind;
-use sagaflow_workflows::config::TemporalSettings;
-use sagaflow_workflows::Config;
 use sagaflow_workflows::{SagaDef, SagaStatus, Signal};
 use serde_json::Value;
 use std::io::Write;

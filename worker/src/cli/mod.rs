@@ -9,11 +9,10 @@ mod inspect;
 mod run;
 mod sandbox;
 
+use crate::config::{Config, EngineKind};
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
 use sagaflow_activities::registry::BUILTIN_ACTIVITIES;
-use sagaflow_workflows::config::EngineKind;
-use sagaflow_workflows::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -1,6 +1,7 @@
 //! `sagaflow run` (the worker) and `sagaflow submit` (the producer).
 
 use crate::app::{self, Adapters, DataPaths};
+use crate::config::{Config, EngineKind, TriggerKind};
 use crate::engine::temporal::client::TemporalClient;
 use crate::engine::temporal::worker::WorkerThread;
 use crate::engine::{Definition, Ended, Engine, Starter};
@@ -9,8 +10,6 @@ use crate::trigger::servicebus::{ServiceBusTrigger, TriggerStats};
 use anyhow::{bail, Context, Result};
 use sagaflow_activities::queue::EmbeddedQueue;
 use sagaflow_activities::Order;
-use sagaflow_workflows::config::{EngineKind, TriggerKind};
-use sagaflow_workflows::Config;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

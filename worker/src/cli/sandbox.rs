@@ -4,12 +4,12 @@
 
 use crate::app::{self, DataPaths, SANDBOX_KEY};
 use crate::cli::run::runtime;
+use crate::config::Config;
 use anyhow::{bail, Context, Result};
 use sagaflow_payment_sandbox::{
     read_ledger, read_requests, ErrorSide, KnobsPatch, Sandbox, SandboxConfig,
 };
 use sagaflow_workflows::duration::parse_duration_ms;
-use sagaflow_workflows::Config;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;

@@ -9,11 +9,11 @@
 use super::workflow::{
     SagaInput, SagaWorkflow, REASON_MEMO, SAGA_NAME, SAGA_STATUS, WORKFLOW_TYPE,
 };
+use crate::config::TemporalSettings;
 use crate::engine::journal::AttemptBody;
 use crate::engine::read::{percentile, EventRow, SagaRow, Stats};
 use crate::engine::StartOutcome;
 use futures::TryStreamExt;
-use sagaflow_workflows::config::TemporalSettings;
 use sagaflow_workflows::{ActivityCall, ActivityError, SagaDef, SagaOutcome, SagaStatus, Signal};
 use serde_json::{json, Value};
 use std::collections::HashMap;

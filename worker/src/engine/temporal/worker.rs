@@ -4,8 +4,8 @@
 use super::activities::TemporalActivities;
 use super::client::{TemporalClient, TemporalError};
 use super::workflow::SagaWorkflow;
+use crate::config::TemporalSettings;
 use sagaflow_activities::Registry;
-use sagaflow_workflows::config::TemporalSettings;
 use std::sync::Arc;
 use std::time::Duration;
 use temporalio_sdk::runtime::RuntimeOptions;

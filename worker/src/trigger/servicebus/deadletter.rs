@@ -15,6 +15,7 @@
 use super::endpoint::{Endpoint, Flavour, Link};
 use super::error::LinkError;
 use super::message::{self, AmqpMessage};
+use crate::config::ServiceBusSettings;
 use fe2o3_amqp::link::delivery::DeliveryInfo;
 use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::types::definitions::{Error as AmqpError, ErrorCondition, Fields};
@@ -22,7 +23,6 @@ use fe2o3_amqp::types::messaging::{Body, Outcome};
 use fe2o3_amqp::types::primitives::{Symbol, Value};
 use fe2o3_amqp::{Receiver, Sender};
 use sagaflow_activities::Rejection;
-use sagaflow_workflows::config::ServiceBusSettings;
 use serde::Serialize;
 use std::time::Duration;
 

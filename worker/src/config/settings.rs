@@ -1,0 +1,167 @@
+//! The deployment profile's settings as the rest of the worker reads them:
+//! valid by construction (see `validate.rs`).
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Which engine runs sagas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// The embedded SQLite journal (one machine).
+    Embedded,
+    /// A Temporal cluster (`[temporal]`).
+    Temporal,
+}
+
+/// Where orders come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    /// The embedded SQLite queue (`sagaflow submit`).
+    Embedded,
+    /// An Azure Service Bus queue, or any AMQP 1.0 broker (`[servicebus]`).
+    #[serde(rename = "servicebus")]
+    ServiceBus,
+}
+
+/// Which stock adapter serves `stock.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StockKind {
+    /// The embedded SQLite stock ledger.
+    Embedded,
+    /// Redis (`[redis]`): atomic Lua scripts, keys hash-tagged by SKU.
+    Redis,
+}
+
+/// Which order store serves `orders.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrdersKind {
+    /// The embedded SQLite order store.
+    Embedded,
+    /// Azure Cosmos DB (`[cosmos]`).
+    Cosmos,
+}
+
+/// Where `payment.*` sends its HTTP requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentKind {
+    /// The payment sandbox, started on a loopback port inside the worker.
+    Sandbox,
+    /// A real provider at `[payment] base_url`.
+    Http,
+}
+
+/// The deployment profile: which engine, trigger and adapters run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// Engine kind.
+    pub engine: EngineKind,
+    /// Trigger kind.
+    pub trigger: TriggerKind,
+    /// Stock adapter.
+    pub stock: StockKind,
+    /// Order store.
+    pub orders: OrdersKind,
+    /// Payment endpoint.
+    pub payment: PaymentKind,
+    /// Directory for the journal and the embedded stores.
+    pub data_dir: PathBuf,
+}
+
+/// Settings of the embedded engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedSettings {
+    /// Commit every waiting journal write with one fsync (true), or fsync each
+    /// event on its own (false: only for measuring).
+    pub group_commit: bool,
+    /// Activities running at once, at most.
+    pub max_concurrent_activities: usize,
+}
+
+/// Where the Temporal engine finds its cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemporalSettings {
+    /// Frontend address, `host:port` (no scheme).
+    pub address: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Task queue for the saga workflow and its activities.
+    pub task_queue: String,
+}
+
+/// Where the Service Bus trigger consumes orders (`[servicebus]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceBusSettings {
+    /// Name of the environment variable holding the connection string.
+    pub connection_env: String,
+    /// Queue the orders arrive on.
+    pub queue: String,
+    /// Dead-letter queue on a plain AMQP 1.0 broker (Service Bus has its own
+    /// `$deadletterqueue` sub-queue).
+    pub dead_letter_queue: String,
+    /// Messages the broker may push ahead of processing (link credit).
+    pub prefetch: u32,
+    /// Bodies above this many bytes are dead-lettered.
+    pub max_message_bytes: u64,
+}
+
+/// Where the Redis stock adapter connects (`[redis]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisSettings {
+    /// Name of the environment variable holding `redis://...`.
+    pub url_env: String,
+    /// Prepended to every key.
+    pub key_prefix: String,
+}
+
+/// Where the Cosmos DB order adapter connects (`[cosmos]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CosmosSettings {
+    /// Name of the environment variable holding the account endpoint.
+    pub endpoint_env: String,
+    /// Name of the environment variable holding the account key.
+    pub key_env: String,
+    /// Database name.
+    pub database: String,
+    /// Container name (partition key `/id`).
+    pub container: String,
+    /// Region the worker runs in or nearest to.
+    pub region: String,
+    /// 429s the SDK retries itself before the activity fails as retryable.
+    pub throttle_retries: u32,
+}
+
+/// Settings of the HTTP payment adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentSettings {
+    /// Provider base URL when `payment = "http"`.
+    pub base_url: String,
+    /// Name of the environment variable holding the provider's secret key.
+    pub api_key_env: String,
+    /// ISO currency code sent with every authorization.
+    pub currency: String,
+    /// Per-request HTTP timeout, in ms.
+    pub request_timeout_ms: u64,
+}
+
+/// Settings of the embedded stock ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StockSettings {
+    /// How long a reservation holds stock before it is reclaimed, in ms.
+    pub reservation_ttl_ms: u64,
+}
+
+/// Knobs of the payment sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSettings {
+    /// Loopback port; 0 picks a free one.
+    pub port: u16,
+    /// Fraction of requests answered with a 500 (stored like a real one).
+    pub error_rate: f64,
+    /// Added latency per request, in ms.
+    pub latency_ms: u64,
+}

@@ -1,0 +1,110 @@
+//! The whole `sagas.toml` through the worker's loader: the shipped file
+//! loads, profile mistakes fail with their exact message, and saga mistakes
+//! read exactly as `sagaflow_workflows::config` words them.
+
+use super::Config;
+use sagaflow_activities::registry::BUILTIN_ACTIVITIES;
+use sagaflow_workflows::config::parse_sagas;
+use std::path::{Path, PathBuf};
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn broken(name: &str) -> String {
+    let text = std::fs::read_to_string(manifest_dir().join("tests/broken").join(name)).unwrap();
+    let shown = Path::new("tests/broken").join(name);
+    match Config::parse(&text, &shown, &BUILTIN_ACTIVITIES) {
+        Ok(_) => panic!("{name} should not load"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const PROFILE: &str = r#"[profile]
+engine = "embedded"
+trigger = "embedded"
+stock = "embedded"
+orders = "embedded"
+payment = "sandbox"
+"#;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(text, Path::new("sagas.toml"), &BUILTIN_ACTIVITIES).map_err(|e| e.to_string())
+}
+
+#[test]
+fn shipped_sagas_toml_loads() {
+    let config = Config::load_file(&manifest_dir().join("../sagas.toml"), &BUILTIN_ACTIVITIES)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.saga("checkout").unwrap().steps.len(), 5);
+    assert!(config.embedded.group_commit);
+    assert_eq!(config.embedded.max_concurrent_activities, 512);
+    assert_eq!(config.stock.reservation_ttl_ms, 15 * 60_000);
+    assert_eq!(config.temporal.address, "127.0.0.1:7233");
+    assert_eq!(config.servicebus.dead_letter_queue, "orders.dlq");
+}
+
+#[test]
+fn unknown_engine() {
+    assert_eq!(
+        broken("bad_engine.toml"),
+        "tests/broken/bad_engine.toml:2: unknown variant `temporal-ish`, expected `embedded` or `temporal`; use one of the listed values"
+    );
+}
+
+#[test]
+fn unknown_top_level_table_is_refused() {
+    let err = parse(&format!("{PROFILE}\n[redsi]\nurl_env = \"X\"\n")).unwrap_err();
+    assert!(
+        err.starts_with("sagas.toml:8: unknown field `redsi`, expected one of `profile`, "),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("; remove the key or fix its spelling"),
+        "{err}"
+    );
+}
+
+#[test]
+fn profile_and_saga_problems_are_reported_together_in_line_order() {
+    let text = format!(
+        "{PROFILE}\n[sagas.checkout]\n[[sagas.checkout.steps]]\nname = \"reserve\"\naction = \"stock.reserv\"\ncompensation = \"stock.release\"\n\n[servicebus]\nprefetch = 0\n"
+    );
+    let err = parse(&text).unwrap_err();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("sagas.toml:11: saga checkout, step reserve: action stock.reserv is not a registered activity; did you mean stock.reserve?"),
+        "{err}"
+    );
+    assert_eq!(
+        lines[1],
+        "sagas.toml:15: [servicebus]: prefetch is 0; use 1 to 5000 (messages the broker may push ahead)"
+    );
+}
+
+#[test]
+fn a_setting_the_chosen_adapter_needs_is_named() {
+    let err = parse(&PROFILE.replace("\"sandbox\"", "\"http\"")).unwrap_err();
+    assert_eq!(
+        err,
+        "sagas.toml: [payment]: profile.payment is \"http\" but payment.base_url is empty; set base_url to the provider's URL or use payment = \"sandbox\""
+    );
+}
+
+/// The saga checks moved to `workflows` with their tests; through the whole
+/// loader every one of those files must read exactly the same.
+#[test]
+fn saga_mistakes_read_the_same_through_the_whole_loader() {
+    let dir = manifest_dir().join("../workflows/tests/broken");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let alone = parse_sagas(&text, &path, &BUILTIN_ACTIVITIES).unwrap_err();
+        let whole = Config::parse(&text, &path, &BUILTIN_ACTIVITIES).unwrap_err();
+        assert_eq!(whole, alone, "{}", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 9, "only {seen} broken files in {}", dir.display());
+}

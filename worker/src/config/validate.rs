@@ -1,0 +1,164 @@
+//! The deployment profile's checks: every value in range, every setting a
+//! chosen adapter needs present. Saga definitions are validated by
+//! `sagaflow_workflows::config` through the same [`Diagnostics`].
+
+use super::raw::{RawConfig, RawServiceBus};
+use super::settings::{
+    CosmosSettings, EmbeddedSettings, OrdersKind, PaymentKind, PaymentSettings, Profile,
+    RedisSettings, SandboxSettings, ServiceBusSettings, StockSettings, TemporalSettings,
+};
+use super::Config;
+use sagaflow_workflows::config::Diagnostics;
+
+/// Validates the whole file: the profile here, the sagas in `workflows`.
+pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str]) -> Config {
+    let none = None;
+    let concurrency = *raw.embedded.max_concurrent_activities.get_ref();
+    if concurrency < 1 {
+        d.error(
+            raw.embedded.max_concurrent_activities.span(),
+            Some("[embedded]".into()),
+            format!("max_concurrent_activities is {concurrency}; set it to 1 or more"),
+        );
+    }
+    let request_timeout_ms = raw
+        .payment
+        .request_timeout
+        .as_ref()
+        .map_or(5_000, |v| d.duration(v, &none, "request_timeout"));
+    if raw.profile.payment == PaymentKind::Http && raw.payment.base_url.is_empty() {
+        d.error(
+            0..0,
+            Some("[payment]".into()),
+            "profile.payment is \"http\" but payment.base_url is empty; set base_url to the provider's URL or use payment = \"sandbox\"".into(),
+        );
+    }
+    let reservation_ttl_ms = raw
+        .stock
+        .reservation_ttl
+        .as_ref()
+        .map_or(900_000, |v| d.duration(v, &none, "reservation_ttl"));
+    let error_rate = raw
+        .sandbox
+        .error_rate
+        .as_ref()
+        .map_or(0.0, |r| *r.get_ref());
+    if !(0.0..=1.0).contains(&error_rate) {
+        d.error(
+            raw.sandbox.error_rate.as_ref().map_or(0..0, |r| r.span()),
+            Some("[sandbox]".into()),
+            format!("error_rate is {error_rate}; use a fraction between 0.0 and 1.0"),
+        );
+    }
+    let latency_ms = raw
+        .sandbox
+        .latency
+        .as_ref()
+        .map_or(0, |v| d.duration(v, &none, "latency"));
+
+    let address = raw.temporal.address.get_ref();
+    if address.contains("://") || !address.contains(':') {
+        d.error(
+            raw.temporal.address.span(),
+            Some("[temporal]".into()),
+            format!(
+                "address \"{address}\" is not host:port; write e.g. \"127.0.0.1:7233\" (no scheme)"
+            ),
+        );
+    }
+    if raw.profile.orders == OrdersKind::Cosmos && raw.cosmos.region.trim().is_empty() {
+        d.error(
+            0..0,
+            Some("[cosmos]".into()),
+            "profile.orders is \"cosmos\" but cosmos.region is empty; set it to the Azure region the worker runs in, e.g. region = \"East US\"".into(),
+        );
+    }
+    let servicebus = servicebus(d, raw.servicebus);
+    let sagas = raw.sagas.validate(d, registered);
+    Config {
+        file: d.file().to_owned(),
+        profile: Profile {
+            engine: raw.profile.engine,
+            trigger: raw.profile.trigger,
+            stock: raw.profile.stock,
+            orders: raw.profile.orders,
+            payment: raw.profile.payment,
+            data_dir: raw.profile.data_dir,
+        },
+        embedded: EmbeddedSettings {
+            group_commit: raw.embedded.group_commit,
+            max_concurrent_activities: concurrency.max(1) as usize,
+        },
+        temporal: TemporalSettings {
+            address: raw.temporal.address.into_inner(),
+            namespace: raw.temporal.namespace,
+            task_queue: raw.temporal.task_queue,
+        },
+        servicebus,
+        redis: RedisSettings {
+            url_env: raw.redis.url_env,
+            key_prefix: raw.redis.key_prefix,
+        },
+        cosmos: CosmosSettings {
+            endpoint_env: raw.cosmos.endpoint_env,
+            key_env: raw.cosmos.key_env,
+            database: raw.cosmos.database,
+            container: raw.cosmos.container,
+            region: raw.cosmos.region,
+            throttle_retries: raw.cosmos.throttle_retries,
+        },
+        payment: PaymentSettings {
+            base_url: raw.payment.base_url,
+            api_key_env: raw.payment.api_key_env,
+            currency: raw.payment.currency,
+            request_timeout_ms,
+        },
+        stock: StockSettings { reservation_ttl_ms },
+        sandbox: SandboxSettings {
+            port: raw.sandbox.port,
+            error_rate,
+            latency_ms,
+        },
+        sagas,
+    }
+}
+
+fn servicebus(d: &mut Diagnostics<'_>, raw: RawServiceBus) -> ServiceBusSettings {
+    let place = Some("[servicebus]".to_owned());
+    let queue = raw.queue.get_ref().trim().to_owned();
+    if queue.is_empty() {
+        d.error(
+            raw.queue.span(),
+            place.clone(),
+            "queue is empty; name the queue orders arrive on, e.g. \"orders\"".into(),
+        );
+    }
+    let prefetch = *raw.prefetch.get_ref();
+    if !(1..=5000).contains(&prefetch) {
+        d.error(
+            raw.prefetch.span(),
+            place.clone(),
+            format!("prefetch is {prefetch}; use 1 to 5000 (messages the broker may push ahead)"),
+        );
+    }
+    let max_bytes = *raw.max_message_bytes.get_ref();
+    if !(1024..=100 * 1024 * 1024).contains(&max_bytes) {
+        d.error(
+            raw.max_message_bytes.span(),
+            place,
+            format!("max_message_bytes is {max_bytes}; use 1024 to 104857600 (Service Bus standard allows 262144)"),
+        );
+    }
+    let dead_letter_queue = if raw.dead_letter_queue.is_empty() {
+        format!("{queue}.dlq")
+    } else {
+        raw.dead_letter_queue
+    };
+    ServiceBusSettings {
+        connection_env: raw.connection_env,
+        queue,
+        dead_letter_queue,
+        prefetch: prefetch.clamp(1, 5000) as u32,
+        max_message_bytes: max_bytes.max(1024) as u64,
+    }
+}
