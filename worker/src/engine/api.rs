@@ -4,7 +4,8 @@
 //! other thread talks to the core only through them.
 
 use super::journal::{self, CommitSink};
-use sagaflow_workflows::{ActivityError, SagaDef, SagaStatus, Signal};
+use super::state::Input;
+use sagaflow_workflows::{SagaDef, SagaStatus};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -94,28 +95,17 @@ pub struct Ended {
     pub status: SagaStatus,
 }
 
-/// A message for the core thread.
+/// How the core answers a start: the caller's end of a oneshot.
+pub(crate) type Ack = oneshot::Sender<StartOutcome>;
+
+/// A message for the core thread: an input for the state machine, or one of
+/// the two things only the loop handles (a commit report, a stop).
 pub(crate) enum Msg {
-    Start {
-        saga_id: String,
-        def: Arc<Definition>,
-        input: Value,
-        ack: Option<oneshot::Sender<StartOutcome>>,
-    },
-    ActivityDone {
-        saga_id: Arc<str>,
-        seq: u32,
-        started_ms: u64,
-        finished_ms: u64,
-        result: Result<Value, ActivityError>,
-    },
-    Signal {
-        saga_id: String,
-        signal: Signal,
-        inbox_id: i64,
-    },
+    /// Applied to the state as is (starts, results, signals, a failed commit).
+    Apply(Input<Ack>),
+    /// The writer committed these batches: carry out what waited for them.
     Committed(Vec<u64>),
-    CommitFailed(String),
+    /// Stop once what is in flight is durable.
     Shutdown,
 }
 
@@ -128,7 +118,7 @@ impl CommitSink for Sink {
     }
 
     fn failed(&self, error: String) {
-        let _ = self.0.send(Msg::CommitFailed(error));
+        let _ = self.0.send(Msg::Apply(Input::CommitFailed { error }));
     }
 }
 
@@ -150,12 +140,12 @@ impl EngineHandle {
     ) -> Result<StartOutcome, EngineError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Msg::Start {
+            .send(Msg::Apply(Input::Start {
                 saga_id,
                 def,
                 input,
                 ack: Some(ack),
-            })
+            }))
             .map_err(|_| EngineError::Stopped)?;
         done.await.map_err(|_| EngineError::Stopped)
     }
@@ -163,12 +153,12 @@ impl EngineHandle {
     /// Starts a saga without waiting for the acknowledgement (benchmarks
     /// and callers that learn of the saga's end another way).
     pub fn start_nowait(&self, saga_id: String, def: Arc<Definition>, input: Value) {
-        let _ = self.tx.send(Msg::Start {
+        let _ = self.tx.send(Msg::Apply(Input::Start {
             saga_id,
             def,
             input,
             ack: None,
-        });
+        }));
     }
 
     /// Sagas in memory right now (running, compensating or parked).

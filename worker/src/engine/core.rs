@@ -14,7 +14,7 @@
 //! Only this loop reads the clock for the state (`now_ms` per message) and
 //! only it may stop the process (`Action::Stop`, after a failed commit).
 
-use super::api::{Ended, Msg, StartOutcome};
+use super::api::{Ack, Ended, Msg};
 use super::dispatch::Dispatcher;
 use super::journal::Batch;
 use super::state::{Action, Effects, Input, Recovered, State};
@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 /// Wall-clock ms since the epoch (the engine may read clocks; workflows may not).
 pub fn now_ms() -> u64 {
@@ -33,9 +32,6 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
-
-/// How a start is acknowledged in this engine.
-type Ack = oneshot::Sender<StartOutcome>;
 
 /// Messages applied in one round, at most (then the round is committed).
 const MAX_ROUND: usize = 4096;
@@ -126,40 +122,7 @@ impl Core {
     /// Applies one message.
     fn handle(&mut self, msg: Msg) {
         let input = match msg {
-            Msg::Start {
-                saga_id,
-                def,
-                input,
-                ack,
-            } => Input::Start {
-                saga_id,
-                def,
-                input,
-                ack,
-            },
-            Msg::ActivityDone {
-                saga_id,
-                seq,
-                started_ms,
-                finished_ms,
-                result,
-            } => Input::ActivityDone {
-                saga_id,
-                seq,
-                started_ms,
-                finished_ms,
-                result,
-            },
-            Msg::Signal {
-                saga_id,
-                signal,
-                inbox_id,
-            } => Input::Signal {
-                saga_id,
-                signal,
-                inbox_id,
-            },
-            Msg::CommitFailed(error) => Input::CommitFailed { error },
+            Msg::Apply(input) => input,
             Msg::Committed(ids) => return self.committed(&ids),
             Msg::Shutdown => {
                 self.stopping = true;

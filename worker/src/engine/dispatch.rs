@@ -4,6 +4,7 @@
 
 use super::api::Msg;
 use super::core::now_ms;
+use super::state::Input;
 use sagaflow_activities::Registry;
 use sagaflow_workflows::{ActivityCall, ActivityError};
 use serde_json::Value;
@@ -77,13 +78,13 @@ struct Report {
 impl Report {
     fn send(&mut self, result: Result<Value, ActivityError>) {
         self.sent = true;
-        let _ = self.tx.send(Msg::ActivityDone {
+        let _ = self.tx.send(Msg::Apply(Input::ActivityDone {
             saga_id: self.saga_id.clone(),
             seq: self.seq,
             started_ms: self.started_ms,
             finished_ms: now_ms(),
             result,
-        });
+        }));
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::api::Msg;
 use super::journal;
+use super::state::Input;
 use sagaflow_workflows::Signal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,11 +39,11 @@ pub(crate) fn poll(path: PathBuf, tx: Sender<Msg>, stop: Arc<AtomicBool>, every:
                     last = id;
                     match Signal::parse(&signal) {
                         Some(signal) => {
-                            let _ = tx.send(Msg::Signal {
+                            let _ = tx.send(Msg::Apply(Input::Signal {
                                 saga_id,
                                 signal,
                                 inbox_id: id,
-                            });
+                            }));
                         }
                         None => tracing::warn!(
                             saga_id,

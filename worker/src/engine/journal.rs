@@ -5,7 +5,7 @@
 //! returns only after the WAL is fsync'd; a committed transaction survives a
 //! process kill and a power cut.
 //!
-//! Schema:
+//! Schema (its version and migrations are in `schema.rs`):
 //! - `definitions(hash, name, body)`: each resolved saga definition once, by
 //!   content hash; a saga replays the definition it started with;
 //! - `sagas(id, saga, def_hash, status, reason, input, created_ms,
@@ -35,6 +35,7 @@
 //!   stops the process: memory may be ahead of disk, and recovery from the
 //!   journal is the only safe way on.
 
+use super::schema::{self, SchemaError};
 use rusqlite::{params, Connection};
 use sagaflow_workflows::{ActivityError, Phase, SagaStatus, Signal};
 use serde::{Deserialize, Serialize};
@@ -43,89 +44,36 @@ use std::path::Path;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-/// The journal schema; `user_version` 1.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS definitions (
-    hash TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sagas (
-    id TEXT PRIMARY KEY,
-    saga TEXT NOT NULL,
-    def_hash TEXT NOT NULL REFERENCES definitions (hash),
-    status TEXT NOT NULL,
-    reason TEXT,
-    input TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL,
-    ended_ms INTEGER
-);
-CREATE INDEX IF NOT EXISTS sagas_status ON sagas (status);
-CREATE TABLE IF NOT EXISTS events (
-    saga_id TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    seq INTEGER,
-    body TEXT NOT NULL,
-    PRIMARY KEY (saga_id, n)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS inbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    saga_id TEXT NOT NULL,
-    signal TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
-);
-PRAGMA user_version = 1;
-";
-
 /// Errors opening or writing the journal.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// SQLite failed.
     #[error("journal database error: {0}; check that the data directory is writable and not on a full disk")]
     Db(#[from] rusqlite::Error),
-    /// The file was written by a newer sagaflow.
-    #[error("journal {path} has schema version {found}; this sagaflow reads version 1: upgrade sagaflow")]
-    Version {
-        /// The journal file.
-        path: String,
-        /// The version found.
-        found: i64,
-    },
+    /// The file could not be brought to the current schema version.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
 }
 
 /// Opens the journal for writing (WAL, `synchronous=FULL`).
 pub fn open_writer(path: &Path) -> Result<Connection, JournalError> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    check_version(&conn, path)?;
-    conn.execute_batch(SCHEMA)?;
+    schema::migrate(&mut conn, path)?;
     Ok(conn)
 }
 
-/// Opens the journal for reading (the CLI; works while a worker writes).
+/// Opens the journal for reading (the CLI; works while a worker writes). An
+/// older file is upgraded like the writer would, so that the CLI can read a
+/// journal no worker has opened yet.
 pub fn open_reader(path: &Path) -> Result<Connection, JournalError> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    check_version(&conn, path)?;
-    conn.execute_batch(SCHEMA)?;
+    schema::migrate(&mut conn, path)?;
     Ok(conn)
-}
-
-fn check_version(conn: &Connection, path: &Path) -> Result<(), JournalError> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if found > 1 {
-        return Err(JournalError::Version {
-            path: path.display().to_string(),
-            found,
-        });
-    }
-    Ok(())
 }
 
 /// The body of an `activity_completed` / `activity_failed` event.

@@ -29,6 +29,7 @@ pub mod journal;
 mod lifecycle;
 pub mod read;
 mod recovery;
+mod schema;
 mod state;
 pub mod temporal;
 
