@@ -108,6 +108,24 @@ impl Signal {
             Signal::Retry => "retry",
         }
     }
+
+    /// Whether the signal applies to a saga in `status`, or why not. A
+    /// signal that does not apply is refused, never kept: a retry kept for
+    /// a running saga would be spent, unasked, at its next park.
+    pub fn applies_to(self, status: &SagaStatus) -> Result<(), String> {
+        match (self, status) {
+            (Signal::Retry, SagaStatus::Parked { .. }) => Ok(()),
+            (Signal::Retry, other) => Err(format!(
+                "retry applies only to a parked saga, and this one is {}; {}",
+                other.name(),
+                if other.is_terminal() {
+                    "it has ended, nothing is left to retry"
+                } else {
+                    "it is still trying on its own: wait for it to park (`sagaflow list --status parked`)"
+                }
+            )),
+        }
+    }
 }
 
 /// What a saga may ask of the engine that runs it.

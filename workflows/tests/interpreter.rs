@@ -518,3 +518,23 @@ fn a_history_from_another_definition_is_reported_not_followed() {
     let why = ctx.divergence().expect("divergence reported");
     assert!(why.contains("payment.authorize_v2"), "{why}");
 }
+
+#[test]
+fn retry_applies_only_to_a_parked_saga() {
+    let parked = SagaStatus::Parked {
+        reason: "compensation failed".into(),
+    };
+    assert_eq!(Signal::Retry.applies_to(&parked), Ok(()));
+    let running = Signal::Retry.applies_to(&SagaStatus::Running).unwrap_err();
+    assert!(
+        running.starts_with("retry applies only to a parked saga, and this one is running; it is still trying on its own"),
+        "{running}"
+    );
+    let ended = Signal::Retry
+        .applies_to(&SagaStatus::Completed)
+        .unwrap_err();
+    assert!(
+        ended.contains("it has ended, nothing is left to retry"),
+        "{ended}"
+    );
+}

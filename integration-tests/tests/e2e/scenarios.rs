@@ -71,6 +71,20 @@ impl Env {
         sagaflow_ok(&all)
     }
 
+    /// Runs a command that must fail; returns its stderr.
+    fn sagaflow_fails(&self, args: &[&str]) -> String {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend([
+            "--config",
+            self.config.to_str().unwrap(),
+            "--data",
+            self.dir.to_str().unwrap(),
+        ]);
+        let out = sagaflow(&all);
+        assert!(!out.status.success(), "{all:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     fn id(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
     }
@@ -162,6 +176,12 @@ fn happy_path(engine: &str) {
         (stock["sold"].as_i64(), stock["available"].as_i64()),
         (Some(1), Some(1)),
         "{stock}"
+    );
+    // A retry for a saga that is not parked is refused at once, not kept.
+    let err = env.sagaflow_fails(&["signal", &id, "retry"]);
+    assert!(
+        err.contains("retry applies only to a parked saga, and this one is completed; it has ended, nothing is left to retry; nothing was sent"),
+        "{err}"
     );
 }
 

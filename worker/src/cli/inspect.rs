@@ -6,7 +6,7 @@ use crate::engine::core::now_ms;
 use crate::engine::journal;
 use crate::engine::read;
 use crate::engine::temporal::client::TemporalClient;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rusqlite::Connection;
 use sagaflow_workflows::{SagaDef, SagaStatus, Signal};
 use serde_json::Value;
@@ -65,7 +65,7 @@ pub struct HistoryArgs {
 pub struct SignalArgs {
     /// Saga id
     pub id: String,
-    /// retry: run the step or compensation the saga is parked on again, with a fresh retry budget
+    /// retry: run the step or compensation the saga is parked on again, with a fresh retry budget (refused unless the saga is parked)
     #[arg(value_parser = ["retry"])]
     pub signal: String,
 }
@@ -361,10 +361,17 @@ pub fn signal(source: &Source, args: SignalArgs) -> Result<ExitCode> {
         Source::Journal(data) => data,
         Source::Temporal(settings) => {
             block_on(async {
-                TemporalClient::connect(settings)
-                    .await?
-                    .signal(&args.id, signal)
-                    .await
+                let client = TemporalClient::connect(settings).await?;
+                // From the history when no worker answers the status query:
+                // an operator may well signal while every worker is down.
+                let row = client.saga(&args.id).await?.row;
+                let status =
+                    SagaStatus::from_parts(&row.status, row.reason).with_context(|| {
+                        format!("saga {} has an unknown status {:?}", args.id, row.status)
+                    })?;
+                refuse_unless_applies(signal, &args.id, &status)?;
+                client.signal(&args.id, signal).await?;
+                anyhow::Ok(())
             })??;
             println!(
                 "signalled {} to saga {} on Temporal",
@@ -376,13 +383,13 @@ pub fn signal(source: &Source, args: SignalArgs) -> Result<ExitCode> {
     };
     let conn = open_journal(data)?;
     let saga = find_saga(&conn, &args.id, data)?;
-    if saga.ended_ms.is_some() {
-        bail!(
-            "saga {} has ended ({}); signals only reach running or parked sagas",
-            saga.id,
-            saga.status
-        );
-    }
+    let status = SagaStatus::from_parts(&saga.status, saga.reason.clone()).with_context(|| {
+        format!(
+            "saga {} has an unknown status {:?} in the journal",
+            saga.id, saga.status
+        )
+    })?;
+    refuse_unless_applies(signal, &saga.id, &status)?;
     read::send_signal(&conn, &saga.id, signal, now_ms())?;
     println!(
         "queued {} for saga {} (status {}); the running worker delivers it",
@@ -391,6 +398,14 @@ pub fn signal(source: &Source, args: SignalArgs) -> Result<ExitCode> {
         saga.status
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses, before anything is sent, a signal the saga's status does not
+/// allow (the engine checks again when it delivers).
+fn refuse_unless_applies(signal: Signal, id: &str, status: &SagaStatus) -> Result<()> {
+    signal
+        .applies_to(status)
+        .map_err(|reason| anyhow!("saga {id}: {reason}; nothing was sent"))
 }
 
 /// `sagaflow stock ...`.

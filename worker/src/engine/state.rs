@@ -337,6 +337,12 @@ impl State {
             out.records.push(Record::DropSignal { inbox_id });
             return;
         };
+        // The CLI checks too, but the saga may have moved on since.
+        if let Err(reason) = signal.applies_to(&live.ctx.status()) {
+            tracing::warn!(saga_id, signal = signal.name(), %reason, "signal refused; dropped");
+            out.records.push(Record::DropSignal { inbox_id });
+            return;
+        }
         let n = live.next_n;
         live.next_n += 1;
         live.ctx.push_signal(signal, now);

@@ -295,6 +295,40 @@ fn a_signal_for_no_live_saga_drops_its_inbox_row() {
     assert!(out.actions.is_empty());
 }
 
+/// Before the fix a retry sent to a running saga was journaled and kept,
+/// then spent unasked at the saga's next park.
+#[test]
+fn a_retry_for_a_saga_that_is_not_parked_is_refused_not_kept() {
+    let mut state = fresh();
+    start(&mut state, "o1", 1);
+    let early = apply(
+        &mut state,
+        Input::Signal {
+            saga_id: "o1".into(),
+            signal: Signal::Retry,
+            inbox_id: 7,
+        },
+    );
+    assert_eq!(records(&early), vec![(None, "drop".into())]);
+    assert!(early.actions.is_empty());
+
+    apply(&mut state, done("o1", 0, Ok(json!({}))));
+    apply(&mut state, done("o1", 1, Ok(json!({}))));
+    let parked = apply(
+        &mut state,
+        done("o1", 2, Err(ActivityError::retryable("redis", "down"))),
+    );
+    assert_eq!(
+        records(&parked),
+        vec![
+            (Some(3), "activity_failed".into()),
+            (Some(4), "status".into())
+        ],
+        "it parks and stays parked: the early retry was not kept"
+    );
+    assert!(parked.actions.is_empty(), "{:?}", actions(&parked));
+}
+
 #[test]
 fn a_failed_commit_stops_the_engine() {
     let mut state = fresh();
