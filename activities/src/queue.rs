@@ -13,22 +13,83 @@ use serde::Serialize;
 use std::path::Path;
 use std::sync::Mutex;
 
+/// The queue file's layout, `PRAGMA user_version` 2. Ids are
+/// `AUTOINCREMENT` so that none is ever used twice: a dead letter keeps the
+/// id of the message it was (`message_id`) and has its own, which
+/// `dlq resubmit` takes.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     body BLOB NOT NULL,
     enqueued_ms INTEGER NOT NULL,
     deliveries INTEGER NOT NULL DEFAULT 0,
     locked_until_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id INTEGER NOT NULL,
     body BLOB NOT NULL,
     reason TEXT NOT NULL,
     deliveries INTEGER NOT NULL,
     dead_lettered_ms INTEGER NOT NULL
 );
+PRAGMA user_version = 2;
 ";
+
+/// Version 1 (no `user_version`) reused ids once the queue was empty, and
+/// a dead letter took its message's id with `INSERT OR REPLACE`, so a later
+/// dead letter replaced an older one. The upgrade keeps every row and id
+/// and starts new message ids above every id either table has used.
+const UPGRADE_FROM_V1: &str = "
+ALTER TABLE messages RENAME TO messages_v1;
+ALTER TABLE dead_letters RENAME TO dead_letters_v1;
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    body BLOB NOT NULL,
+    enqueued_ms INTEGER NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    locked_until_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    deliveries INTEGER NOT NULL,
+    dead_lettered_ms INTEGER NOT NULL
+);
+INSERT INTO messages (id, body, enqueued_ms, deliveries, locked_until_ms)
+    SELECT id, body, enqueued_ms, deliveries, locked_until_ms FROM messages_v1;
+INSERT INTO dead_letters (id, message_id, body, reason, deliveries, dead_lettered_ms)
+    SELECT id, id, body, reason, deliveries, dead_lettered_ms FROM dead_letters_v1;
+DELETE FROM sqlite_sequence WHERE name = 'messages';
+INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', MAX(
+    COALESCE((SELECT MAX(id) FROM messages_v1), 0),
+    COALESCE((SELECT MAX(id) FROM dead_letters_v1), 0)));
+DROP TABLE messages_v1;
+DROP TABLE dead_letters_v1;
+PRAGMA user_version = 2;
+";
+
+/// Opens the queue file, creating it or upgrading a version-1 file in one
+/// transaction.
+fn open_queue_store(path: &Path) -> rusqlite::Result<Connection> {
+    let mut conn = open_store(path, "")?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let has_v1_tables: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+        [],
+        |r| r.get(0),
+    )?;
+    if version < 2 && has_v1_tables {
+        tx.execute_batch(UPGRADE_FROM_V1)?;
+    } else if version < 2 {
+        tx.execute_batch(SCHEMA)?;
+    }
+    tx.commit()?;
+    Ok(conn)
+}
 
 /// Errors of the queue's own plumbing.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +122,12 @@ pub struct QueueCounts {
 /// A dead-lettered message.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
-    /// Original message id.
+    /// The dead letter's id (what `resubmit` takes); never reused.
     pub id: i64,
+    /// The id the message had in the queue.
+    pub message_id: i64,
+    /// When it was dead-lettered, ms since the epoch.
+    pub dead_lettered_ms: u64,
     /// Why it was dead-lettered.
     pub reason: String,
     /// The body, as text (lossy).
@@ -80,7 +145,7 @@ impl EmbeddedQueue {
     /// dead-lettered on its `max_deliveries + 1`-th receive.
     pub fn open(path: &Path, max_deliveries: u32) -> Result<EmbeddedQueue, QueueError> {
         Ok(EmbeddedQueue {
-            conn: Mutex::new(open_store(path, SCHEMA)?),
+            conn: Mutex::new(open_queue_store(path)?),
             max_deliveries,
         })
     }
@@ -194,19 +259,23 @@ impl EmbeddedQueue {
 
     /// Reads the counts from a queue file.
     pub fn read_counts(path: &Path) -> Result<QueueCounts, QueueError> {
-        counts(&open_store(path, SCHEMA)?)
+        counts(&open_queue_store(path)?)
     }
 
     /// The dead-lettered messages, newest first.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         let conn = self.conn.lock().expect("queue lock");
         let rows = conn
-            .prepare("SELECT id, reason, body FROM dead_letters ORDER BY id DESC LIMIT ?1")?
+            .prepare(
+                "SELECT id, message_id, reason, body, dead_lettered_ms FROM dead_letters ORDER BY id DESC LIMIT ?1",
+            )?
             .query_map([limit as i64], |r| {
                 Ok(DeadLetter {
                     id: r.get(0)?,
-                    reason: r.get(1)?,
-                    body: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(2)?).into_owned(),
+                    message_id: r.get(1)?,
+                    reason: r.get(2)?,
+                    body: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(3)?).into_owned(),
+                    dead_lettered_ms: r.get::<_, i64>(4)?.max(0) as u64,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -240,7 +309,7 @@ fn counts(conn: &Connection) -> Result<QueueCounts, QueueError> {
 
 fn dead_letter(tx: &Connection, id: i64, reason: &str) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT OR REPLACE INTO dead_letters (id, body, reason, deliveries, dead_lettered_ms)
+        "INSERT INTO dead_letters (message_id, body, reason, deliveries, dead_lettered_ms)
          SELECT id, body, ?2, deliveries, ?3 FROM messages WHERE id = ?1",
         params![id, reason, now_ms() as i64],
     )?;
@@ -251,6 +320,79 @@ fn dead_letter(tx: &Connection, id: i64, reason: &str) -> rusqlite::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("sagaflow-queue-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("queue.db")
+    }
+
+    fn reasons(q: &EmbeddedQueue) -> Vec<String> {
+        q.dead_letters(10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.reason)
+            .collect()
+    }
+
+    /// Before the fix the second message took the emptied queue's id 1 and
+    /// its dead letter replaced the first.
+    #[test]
+    fn a_dead_letter_never_replaces_an_older_one() {
+        let q = EmbeddedQueue::open(&scratch("replace"), 3).unwrap();
+        q.send_batch(&["not json"]).unwrap();
+        let first = q.receive(1, 60_000).unwrap();
+        q.dead_letter(first[0].id, "first").unwrap();
+        q.send_batch(&["still not json"]).unwrap();
+        let second = q.receive(1, 60_000).unwrap();
+        assert_ne!(second[0].id, first[0].id, "a message id is never reused");
+        q.dead_letter(second[0].id, "second").unwrap();
+        assert_eq!(reasons(&q), ["second", "first"]);
+        assert_eq!(q.counts().unwrap().dead_lettered, 2);
+    }
+
+    #[test]
+    fn a_version_1_file_is_upgraded_keeping_its_rows_and_ids() {
+        let path = scratch("v1");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE messages (id INTEGER PRIMARY KEY, body BLOB NOT NULL,
+                     enqueued_ms INTEGER NOT NULL, deliveries INTEGER NOT NULL DEFAULT 0,
+                     locked_until_ms INTEGER NOT NULL DEFAULT 0);
+                 CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, body BLOB NOT NULL,
+                     reason TEXT NOT NULL, deliveries INTEGER NOT NULL,
+                     dead_lettered_ms INTEGER NOT NULL);
+                 INSERT INTO dead_letters VALUES (7, CAST('old' AS BLOB), 'old reason', 1, 1);
+                 INSERT INTO messages (id, body, enqueued_ms) VALUES (3, CAST('waiting' AS BLOB), 1);",
+            )
+            .unwrap();
+        }
+        let q = EmbeddedQueue::open(&path, 3).unwrap();
+        let old = q.dead_letters(10).unwrap();
+        assert_eq!((old[0].id, old[0].message_id), (7, 7));
+        let waiting = q.receive(1, 60_000).unwrap();
+        assert_eq!(
+            (waiting[0].id, waiting[0].body.as_slice()),
+            (3, &b"waiting"[..])
+        );
+        q.complete(&[3]).unwrap();
+        q.send_batch(&["new"]).unwrap();
+        let new = q.receive(1, 60_000).unwrap();
+        assert!(
+            new[0].id > 7,
+            "new ids start above every id used: {}",
+            new[0].id
+        );
+        q.dead_letter(new[0].id, "new reason").unwrap();
+        assert_eq!(reasons(&q), ["new reason", "old reason"]);
+        drop(q);
+        // Opening again changes nothing.
+        let q = EmbeddedQueue::open(&path, 3).unwrap();
+        assert_eq!(reasons(&q), ["new reason", "old reason"]);
+    }
 
     #[test]
     fn peek_lock_complete_abandon_and_dead_letter() {

@@ -72,7 +72,7 @@ pub fn dlq(config: &Config, data: &Path, command: DlqCommand) -> Result<ExitCode
                         id: d.id.to_string(),
                         reason,
                         description,
-                        dead_lettered_at_ms: 0,
+                        dead_lettered_at_ms: d.dead_lettered_ms,
                         body: d.body,
                     }
                 })

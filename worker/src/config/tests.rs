@@ -108,3 +108,44 @@ fn saga_mistakes_read_the_same_through_the_whole_loader() {
     }
     assert!(seen >= 9, "only {seen} broken files in {}", dir.display());
 }
+
+/// Before these checks each value loaded; a huge one overflowed a deadline
+/// or the timer arithmetic, a zero TTL reclaimed stock under a live saga.
+#[test]
+fn nonsensical_limits_are_refused_at_load() {
+    let text = format!(
+        "{PROFILE}\n[embedded]\nmax_concurrent_activities = 1000000000\n\n[stock]\nreservation_ttl = \"0ms\"\n\n[payment]\nrequest_timeout = \"0s\"\n\n[sandbox]\nlatency = \"100000h\"\n"
+    );
+    let err = parse(&text).unwrap_err();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "sagas.toml:9: [embedded]: max_concurrent_activities is 1000000000; use 1 to 100000",
+            "sagas.toml:12: [stock]: reservation_ttl is 0ms; a reservation must outlive the steps before the capture; use at least \"1s\" (the default is \"15m\")",
+            "sagas.toml:15: [payment]: request_timeout is 0s; give each request some time, e.g. \"5s\"",
+            "sagas.toml:18: latency is 100000h, longer than 30 days (\"720h\"), the longest sagaflow accepts; use a shorter one",
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn a_step_timeout_or_backoff_beyond_the_limits_is_refused() {
+    let text = format!(
+        "{PROFILE}\n[sagas.checkout]\n[[sagas.checkout.steps]]\nname = \"reserve\"\naction = \"stock.reserve\"\ncompensation = \"stock.release\"\ntimeout = \"5000h\"\nretry = {{ backoff_coefficient = 1000.0 }}\n"
+    );
+    let err = parse(&text).unwrap_err();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(
+            "sagas.toml:13: saga checkout, step reserve: timeout is 5000h, longer than 30 days"
+        ),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("sagas.toml:14: saga checkout, step reserve: retry.backoff_coefficient is 1000; use at most 100"),
+        "{err}"
+    );
+}

@@ -9,16 +9,18 @@ use super::settings::{
 };
 use super::Config;
 use sagaflow_workflows::config::Diagnostics;
+use sagaflow_workflows::duration::parse_duration_ms;
+use toml::Spanned;
 
 /// Validates the whole file: the profile here, the sagas in `workflows`.
 pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str]) -> Config {
     let none = None;
     let concurrency = *raw.embedded.max_concurrent_activities.get_ref();
-    if concurrency < 1 {
+    if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
         d.error(
             raw.embedded.max_concurrent_activities.span(),
             Some("[embedded]".into()),
-            format!("max_concurrent_activities is {concurrency}; set it to 1 or more"),
+            format!("max_concurrent_activities is {concurrency}; use 1 to {MAX_CONCURRENCY}"),
         );
     }
     let request_timeout_ms = raw
@@ -26,6 +28,14 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
         .request_timeout
         .as_ref()
         .map_or(5_000, |v| d.duration(v, &none, "request_timeout"));
+    at_least(
+        d,
+        raw.payment.request_timeout.as_ref(),
+        "[payment]",
+        "request_timeout",
+        1,
+        "give each request some time, e.g. \"5s\"",
+    );
     if raw.profile.payment == PaymentKind::Http && raw.payment.base_url.is_empty() {
         d.error(
             0..0,
@@ -38,6 +48,14 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
         .reservation_ttl
         .as_ref()
         .map_or(900_000, |v| d.duration(v, &none, "reservation_ttl"));
+    at_least(
+        d,
+        raw.stock.reservation_ttl.as_ref(),
+        "[stock]",
+        "reservation_ttl",
+        1_000,
+        "a reservation must outlive the steps before the capture; use at least \"1s\" (the default is \"15m\")",
+    );
     let error_rate = raw
         .sandbox
         .error_rate
@@ -160,5 +178,31 @@ fn servicebus(d: &mut Diagnostics<'_>, raw: RawServiceBus) -> ServiceBusSettings
         dead_letter_queue,
         prefetch: prefetch.clamp(1, 5000) as u32,
         max_message_bytes: max_bytes.max(1024) as u64,
+    }
+}
+
+/// Activities at once, at most: beyond this a worker only queues more
+/// requests at its dependencies.
+const MAX_CONCURRENCY: i64 = 100_000;
+
+/// Records a duration key that was written, reads well, and is shorter
+/// than `min_ms`.
+fn at_least(
+    d: &mut Diagnostics<'_>,
+    value: Option<&Spanned<String>>,
+    section: &str,
+    key: &str,
+    min_ms: u64,
+    advice: &str,
+) {
+    let Some(value) = value else { return };
+    if let Ok(ms) = parse_duration_ms(value.get_ref()) {
+        if ms < min_ms {
+            d.error(
+                value.span(),
+                Some(section.into()),
+                format!("{key} is {}; {advice}", value.get_ref().trim()),
+            );
+        }
     }
 }

@@ -50,6 +50,11 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// The longest duration any key accepts: 30 days. Longer ones are typing
+/// mistakes, and a deadline that far out overflows the clock arithmetic
+/// every timer and timeout does.
+pub const MAX_DURATION_MS: u64 = 30 * 24 * 3_600_000;
+
 /// Collects every problem found while validating one config text, so that a
 /// user sees all of them at once, in file order.
 pub struct Diagnostics<'a> {
@@ -86,9 +91,21 @@ impl<'a> Diagnostics<'a> {
         });
     }
 
-    /// A duration key's value in ms; a bad value is recorded and reads as 0.
+    /// A duration key's value in ms; a bad value (unreadable, or longer than
+    /// [`MAX_DURATION_MS`]) is recorded and reads as 0.
     pub fn duration(&mut self, value: &Spanned<String>, place: &Option<String>, key: &str) -> u64 {
         match parse_duration_ms(value.get_ref()) {
+            Ok(ms) if ms > MAX_DURATION_MS => {
+                self.error(
+                    value.span(),
+                    place.clone(),
+                    format!(
+                        "{key} is {}, longer than 30 days (\"720h\"), the longest sagaflow accepts; use a shorter one",
+                        value.get_ref().trim()
+                    ),
+                );
+                0
+            }
             Ok(ms) => ms,
             Err(e) => {
                 self.error(value.span(), place.clone(), format!("{key}: {e}"));

@@ -139,7 +139,7 @@ impl SagaValidator<'_, '_> {
             });
             if timeout_ms == 0 {
                 if let Some(t) = &raw.timeout {
-                    if parse_duration_ms(t.get_ref()).is_ok() {
+                    if parse_duration_ms(t.get_ref()) == Ok(0) {
                         self.d.error(
                             t.span(),
                             place.clone(),
@@ -159,7 +159,7 @@ impl SagaValidator<'_, '_> {
                 }
                 (Some(t), Some(_)) => match self.d.duration(t, &place, "compensation_timeout") {
                     0 => {
-                        if parse_duration_ms(t.get_ref()).is_ok() {
+                        if parse_duration_ms(t.get_ref()) == Ok(0) {
                             self.d.error(
                                 t.span(),
                                 place.clone(),
@@ -288,6 +288,17 @@ impl SagaValidator<'_, '_> {
                     place.clone(),
                     format!(
                         "retry.backoff_coefficient is {}; use 1.0 or more (1.0 keeps the delay constant)",
+                        c.get_ref()
+                    ),
+                );
+                1.0
+            }
+            Some(c) if *c.get_ref() > 100.0 => {
+                self.d.error(
+                    c.span(),
+                    place.clone(),
+                    format!(
+                        "retry.backoff_coefficient is {}; use at most 100 (each delay is the last times this, up to retry.max_interval)",
                         c.get_ref()
                     ),
                 );
