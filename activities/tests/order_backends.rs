@@ -230,6 +230,59 @@ async fn cosmos_429_is_retryable_with_the_servers_retry_after() {
     assert_eq!(s.snapshot().await.unwrap().created, 1);
 }
 
+/// A rule answering every create with `status`.
+fn creates_answer(name: &str, status: StatusCode) -> Arc<FaultInjectionRule> {
+    Arc::new(
+        FaultInjectionRuleBuilder::new(
+            name,
+            FaultInjectionResultBuilder::new()
+                .with_custom_response(CustomResponseBuilder::new(status).build())
+                .build(),
+        )
+        .with_condition(
+            FaultInjectionConditionBuilder::new()
+                .with_operation_type(FaultOperationType::CreateItem)
+                .build(),
+        )
+        .build(),
+    )
+}
+
+/// Before the fix these were retryable: a saga spent every attempt on a
+/// request that could never succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosmos_400_401_403_are_not_retryable() {
+    for (status, kind) in [
+        (StatusCode::BadRequest, "cosmos_bad_request"),
+        (StatusCode::Unauthorized, "cosmos_auth"),
+        (StatusCode::Forbidden, "cosmos_auth"),
+    ] {
+        let rule = creates_answer("refuse-creates", status);
+        let s = cosmos_with(vec![rule.clone()]).await;
+        let e = s.create(&order("o1")).await.unwrap_err();
+        assert!(!e.retryable, "{status:?}: {e}");
+        assert_eq!(e.kind, kind, "{status:?}: {e}");
+        assert!(e.message.contains("retrying cannot help"), "{e}");
+        assert!(rule.hit_count() >= 1);
+    }
+}
+
+/// Before the fix a 409 whose document could not be read was reported as
+/// "order is already " (cancelled): a business failure that compensated a
+/// good order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosmos_conflict_with_nothing_to_read_is_retryable() {
+    let rule = creates_answer("phantom-conflict", StatusCode::Conflict);
+    let s = cosmos_with(vec![rule.clone()]).await;
+    let e = s.create(&order("o1")).await.unwrap_err();
+    assert!(e.retryable, "{e}");
+    assert_eq!(e.kind, "cosmos_conflict_unread", "{e}");
+    // Once the conflict is gone the retry creates the order, once.
+    rule.disable();
+    s.create(&order("o1")).await.unwrap();
+    assert_eq!(s.snapshot().await.unwrap().created, 1);
+}
+
 #[tokio::test]
 async fn cosmos_connect_names_what_to_fix() {
     let e = match CosmosOrders::connect(sagaflow_activities::orders::CosmosOrdersConfig {

@@ -31,7 +31,9 @@
 //!
 //! - create is idempotent: the document is created with a plain create (no
 //!   upsert); a 409 Conflict means an earlier attempt got there, so the
-//!   stored document is read and returned, and nothing is written;
+//!   stored document is read and returned, and nothing is written; a 409
+//!   whose document cannot be read (yet) is retryable, never taken for a
+//!   cancelled order;
 //! - cancel is a read, then a replace guarded by the document's ETag
 //!   (`If-Match`); a 412 means someone wrote in between, so it reads again
 //!   and retries; cancelling an order that does not exist creates a
@@ -39,7 +41,9 @@
 //!   with `order_cancelled` instead of resurrecting the order;
 //! - a 429 (throttled) is retryable; the SDK first retries it itself a few
 //!   times, honouring the server's `x-ms-retry-after-ms`, then the error
-//!   carries that wait in its message and the saga's retry policy takes over.
+//!   carries that wait in its message and the saga's retry policy takes over;
+//! - a 400, 401 or 403 is not retryable (`cosmos_bad_request`,
+//!   `cosmos_auth`): the same request fails the same way every time.
 
 use super::{OrdersError, OrdersSnapshot};
 use crate::order::Order;
@@ -177,19 +181,30 @@ impl CosmosOrders {
             .await
         {
             Ok(_) => {}
-            Err(e) if e.status().is_conflict() => {
-                let existing = self
-                    .read(id)
-                    .await?
-                    .map(|(doc, _)| doc.status)
-                    .unwrap_or_default();
-                if existing != "created" {
+            Err(e) if e.status().is_conflict() => match self.read(id).await? {
+                Some((doc, _)) if doc.status == "created" => {}
+                Some((doc, _)) => {
                     return Err(ActivityError::business(
                         "order_cancelled",
-                        format!("order {id} is already {existing}; it cannot be created again"),
-                    ));
+                        format!(
+                            "order {id} is already {}; it cannot be created again",
+                            doc.status
+                        ),
+                    ))
                 }
-            }
+                // The conflicting write is not readable yet (or was a
+                // conflict on something else): nothing says the order was
+                // cancelled, so the step tries again.
+                None => {
+                    return Err(ActivityError::retryable(
+                        "cosmos_conflict_unread",
+                        format!(
+                            "Cosmos DB answered 409 Conflict creating order {id} in {}, but reading it found no document; the step will be retried",
+                            self.name
+                        ),
+                    ))
+                }
+            },
             Err(e) => return Err(self.error(e)),
         }
         Ok(json!({"kind": "order", "order_id": id, "status": "created"}))
@@ -321,9 +336,12 @@ pub fn throttle_options(throttle_retries: u32) -> azure_data_cosmos::options::Op
         .build()
 }
 
-/// Maps an SDK error to an activity error. Every Cosmos failure is
-/// retryable: business outcomes (an order already cancelled) are decided
-/// above from documents, never from status codes.
+/// Maps an SDK error to an activity error. A request Cosmos refuses as
+/// malformed (400) or unauthorized (401, 403) fails the same way however
+/// often it is sent, so it is not retryable: the saga compensates or parks
+/// at once instead of spending its retries. Everything else is retryable.
+/// Business outcomes (an order already cancelled) are decided above from
+/// documents, never from status codes.
 fn cosmos_error(container: &str, e: CosmosError) -> ActivityError {
     let status = e.status();
     if status.is_throttled() {
@@ -340,11 +358,28 @@ fn cosmos_error(container: &str, e: CosmosError) -> ActivityError {
         );
     }
     let code = u16::from(status.status_code());
+    let refused = |kind: &str, hint: &str| {
+        ActivityError::business(
+            kind,
+            format!("Cosmos DB refused a request to {container}: {e}; {hint}"),
+        )
+    };
+    match code {
+        400 => {
+            return refused(
+                "cosmos_bad_request",
+                "the request is malformed (an order id Cosmos cannot hold?); retrying cannot help",
+            )
+        }
+        401 | 403 => {
+            return refused(
+                "cosmos_auth",
+                "check the key in the variable named by [cosmos] key_env and its permissions on the container; retrying cannot help",
+            )
+        }
+        _ => {}
+    }
     let (kind, hint) = match code {
-        401 | 403 => (
-            "cosmos_auth",
-            "check the key in the variable named by [cosmos] key_env",
-        ),
         404 => (
             "cosmos_not_found",
             "check [cosmos] database and container exist",

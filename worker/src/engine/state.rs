@@ -18,8 +18,9 @@
 //!   applied, which is the order replay feeds them back;
 //! - the set of known saga ids (live and ended) makes `Start` idempotent: a
 //!   duplicate is acknowledged without creating anything;
-//! - a saga whose journal cannot be read (definition, input or an event) is
-//!   parked with the reason and not run; the others recover.
+//! - a saga whose journal cannot be read (definition, input or an event),
+//!   or whose replay diverges from it, is parked with the reason and not
+//!   run; the others recover.
 //!
 //! `A` is the caller's acknowledgement token for a start (a oneshot sender
 //! in the engine, a number in the tests): the state only hands it back.
@@ -370,11 +371,9 @@ impl State {
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()));
         if let Some(why) = live.ctx.divergence() {
-            tracing::error!(
-                saga_id,
-                why,
-                "replay diverged from the journal; the saga is stuck until the definition matches"
-            );
+            let live = self.sagas.remove(saga_id).expect("present above");
+            park_diverged(&live.id, live.next_n, None, &why, now, out);
+            return;
         }
         if let Some(status) = live.ctx.take_status_change() {
             let n = live.next_n;
@@ -463,7 +462,8 @@ impl State {
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()));
         if let Some(why) = live.ctx.divergence() {
-            tracing::error!(saga_id = &*id, why, "replay diverged from the journal");
+            park_diverged(&id, live.next_n, last_status.as_ref(), &why, now, out);
+            return;
         }
         let replayed_status = live.ctx.take_status_change();
         let status_now = live.ctx.status();
@@ -484,6 +484,35 @@ impl State {
                 self.sagas.insert(id, live);
             }
         }
+    }
+}
+
+/// A saga whose replay no longer matches its journal (the interpreter
+/// asks for something other than what was recorded) cannot go on safely:
+/// it is parked with the divergence as its reason, not run, and kept out of
+/// memory, like a saga whose journal cannot be read. Nothing else is done
+/// for it; the operator reads `sagaflow history`.
+fn park_diverged<A>(
+    id: &Arc<str>,
+    next_n: u32,
+    last_status: Option<&SagaStatus>,
+    why: &str,
+    now: u64,
+    out: &mut Effects<A>,
+) {
+    let status = SagaStatus::Parked {
+        reason: format!(
+            "replaying its journal diverged ({why}); it is not run. Inspect it with `sagaflow history {id}`"
+        ),
+    };
+    tracing::error!(
+        saga_id = &**id,
+        why,
+        "replay diverged from the journal; saga parked"
+    );
+    if last_status != Some(&status) {
+        out.records
+            .push(status_event(id.clone(), next_n, now, &status));
     }
 }
 

@@ -519,3 +519,35 @@ fn recovery_parks_a_saga_whose_journal_cannot_be_read_and_runs_the_others() {
     }));
     assert!(apply(&mut state, again).records.is_empty());
 }
+
+/// Before the fix a diverged replay only logged: the saga stayed "running"
+/// forever with nothing outstanding.
+#[test]
+fn recovery_parks_a_saga_whose_replay_diverges() {
+    let mut state = fresh();
+    // The journal says operation 0 ran payment.capture; the definition's
+    // first step is stock.reserve.
+    let out = apply(
+        &mut state,
+        recovered(vec![
+            ev(0, EventKind::Started),
+            ev(1, attempt(0, "reserve", "payment.capture", Ok(json!({})))),
+        ]),
+    );
+    assert_eq!(records(&out), vec![(Some(2), "status".into())]);
+    let Record::Event {
+        kind: EventKind::Status { status, reason, .. },
+        ..
+    } = &out.records[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(*status, "parked");
+    let reason = reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("replaying its journal diverged (operation 0: the history has a result of payment.capture but the saga asks for stock.reserve)"),
+        "{reason}"
+    );
+    assert!(out.actions.is_empty(), "{:?}", actions(&out));
+    assert_eq!(state.live(), 0, "it is not run");
+}
