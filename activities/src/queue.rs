@@ -40,24 +40,16 @@ PRAGMA user_version = 2;
 /// a dead letter took its message's id with `INSERT OR REPLACE`, so a later
 /// dead letter replaced an older one. The upgrade keeps every row and id
 /// and starts new message ids above every id either table has used.
-const UPGRADE_FROM_V1: &str = "
+/// Version 1 (no `user_version`) reused ids once the queue was empty, and
+/// a dead letter took its message's id with `INSERT OR REPLACE`, so a later
+/// dead letter replaced an older one. The upgrade moves the old tables
+/// aside, creates [`SCHEMA`]'s, copies every row with its id, and starts new
+/// message ids above every id either old table used.
+const RENAME_V1: &str = "
 ALTER TABLE messages RENAME TO messages_v1;
 ALTER TABLE dead_letters RENAME TO dead_letters_v1;
-CREATE TABLE messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    body BLOB NOT NULL,
-    enqueued_ms INTEGER NOT NULL,
-    deliveries INTEGER NOT NULL DEFAULT 0,
-    locked_until_ms INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    reason TEXT NOT NULL,
-    deliveries INTEGER NOT NULL,
-    dead_lettered_ms INTEGER NOT NULL
-);
+";
+const COPY_V1: &str = "
 INSERT INTO messages (id, body, enqueued_ms, deliveries, locked_until_ms)
     SELECT id, body, enqueued_ms, deliveries, locked_until_ms FROM messages_v1;
 INSERT INTO dead_letters (id, message_id, body, reason, deliveries, dead_lettered_ms)
@@ -68,7 +60,6 @@ INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', MAX(
     COALESCE((SELECT MAX(id) FROM dead_letters_v1), 0)));
 DROP TABLE messages_v1;
 DROP TABLE dead_letters_v1;
-PRAGMA user_version = 2;
 ";
 
 /// Opens the queue file, creating it or upgrading a version-1 file in one
@@ -82,10 +73,14 @@ fn open_queue_store(path: &Path) -> rusqlite::Result<Connection> {
         [],
         |r| r.get(0),
     )?;
-    if version < 2 && has_v1_tables {
-        tx.execute_batch(UPGRADE_FROM_V1)?;
-    } else if version < 2 {
+    if version < 2 {
+        if has_v1_tables {
+            tx.execute_batch(RENAME_V1)?;
+        }
         tx.execute_batch(SCHEMA)?;
+        if has_v1_tables {
+            tx.execute_batch(COPY_V1)?;
+        }
     }
     tx.commit()?;
     Ok(conn)

@@ -60,7 +60,8 @@ impl Env {
         }
     }
 
-    fn sagaflow(&self, args: &[&str]) -> String {
+    /// `args` with this environment's config and data directory.
+    fn with_env<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
         let mut all: Vec<&str> = args.to_vec();
         all.extend([
             "--config",
@@ -68,18 +69,16 @@ impl Env {
             "--data",
             self.dir.to_str().unwrap(),
         ]);
-        sagaflow_ok(&all)
+        all
+    }
+
+    fn sagaflow(&self, args: &[&str]) -> String {
+        sagaflow_ok(&self.with_env(args))
     }
 
     /// Runs a command that must fail; returns its stderr.
     fn sagaflow_fails(&self, args: &[&str]) -> String {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend([
-            "--config",
-            self.config.to_str().unwrap(),
-            "--data",
-            self.dir.to_str().unwrap(),
-        ]);
+        let all = self.with_env(args);
         let out = sagaflow(&all);
         assert!(!out.status.success(), "{all:?} should fail");
         String::from_utf8_lossy(&out.stderr).into_owned()
