@@ -32,6 +32,23 @@ pub struct Order {
     pub payment_method: String,
 }
 
+/// Lines in one order, at most.
+pub const MAX_LINES: usize = 100;
+/// Units of one line, at most: more is a typing mistake, and both stock
+/// backends must give the same answer to it (before this bound Redis failed
+/// it as retryable and the embedded ledger as out of stock).
+pub const MAX_LINE_QTY: u32 = 10_000;
+/// The largest amount the provider accepts, in minor units (Stripe:
+/// 99,999,999, i.e. 999,999.99 in a two-decimal currency).
+pub const MAX_AMOUNT: u64 = 99_999_999;
+
+/// Characters an order id may not hold: Cosmos DB forbids `/ \ ? #` in
+/// document ids, and control characters break the HTTP headers the id
+/// travels in (`Idempotency-Key`).
+fn forbidden_in_id(c: char) -> bool {
+    matches!(c, '/' | '\\' | '?' | '#') || c.is_control()
+}
+
 impl Order {
     /// Parses and checks one order message; the error says what is wrong.
     pub fn parse(bytes: &[u8]) -> Result<Order, String> {
@@ -51,13 +68,25 @@ impl Order {
         })
     }
 
-    /// Checks the fields serde cannot.
+    /// Checks the fields serde cannot. What passes, every store and the
+    /// provider can hold: an order refused here is dead-lettered with the
+    /// reason instead of failing (or parking) halfway through its saga.
     pub fn check(&self) -> Result<(), String> {
         if self.order_id.is_empty() || self.order_id.len() > 128 {
             return Err("order_id must be 1 to 128 characters".into());
         }
-        if self.items.is_empty() {
-            return Err(format!("order {} has no items", self.order_id));
+        if let Some(c) = self.order_id.chars().find(|c| forbidden_in_id(*c)) {
+            return Err(format!(
+                "order_id {:?} contains {c:?}; ids become Cosmos DB document ids and HTTP header values, so /, \\, ?, # and control characters are not allowed",
+                self.order_id
+            ));
+        }
+        if self.items.is_empty() || self.items.len() > MAX_LINES {
+            return Err(format!(
+                "order {} has {} items; an order has 1 to {MAX_LINES}",
+                self.order_id,
+                self.items.len()
+            ));
         }
         if let Some(line) = self.items.iter().find(|l| l.qty == 0 || l.sku.is_empty()) {
             return Err(format!(
@@ -65,8 +94,28 @@ impl Order {
                 self.order_id
             ));
         }
-        if self.amount == 0 {
-            return Err(format!("order {} has amount 0", self.order_id));
+        if let Some(line) = self.items.iter().find(|l| l.qty > MAX_LINE_QTY) {
+            return Err(format!(
+                "order {} orders {} of {}; a line holds at most {MAX_LINE_QTY} units",
+                self.order_id, line.qty, line.sku
+            ));
+        }
+        if let Some(line) = self.items.iter().find(|l| {
+            l.sku.len() > 128
+                || l.sku
+                    .chars()
+                    .any(|c| c == '{' || c == '}' || c.is_control())
+        }) {
+            return Err(format!(
+                "order {} has sku {:?}; a sku is at most 128 characters without braces or control characters (Redis keys hash-tag it as {{SKU}})",
+                self.order_id, line.sku
+            ));
+        }
+        if self.amount == 0 || self.amount > MAX_AMOUNT {
+            return Err(format!(
+                "order {} has amount {}; use 1 to {MAX_AMOUNT} minor units (the provider's limit)",
+                self.order_id, self.amount
+            ));
         }
         if !CURRENCIES.contains(&self.currency.as_str()) {
             return Err(format!(
@@ -196,6 +245,38 @@ mod tests {
         assert_eq!(reason(&OK.replace(r#""amount":100,"#, "")), "InvalidOrder");
         let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(5000));
         assert_eq!(reason(&big), "MessageTooLarge");
+    }
+
+    /// Before these checks each of these passed the door and then failed
+    /// (or parked) inside its saga.
+    #[test]
+    fn ids_skus_and_amounts_the_stores_cannot_hold_are_refused_at_the_door() {
+        let id = |v: &str| OK.replace(r#""order_id":"o-1""#, &format!(r#""order_id":{v}"#));
+        for bad in [
+            r#""a/b""#,
+            r#""a\\b""#,
+            r#""a?b""#,
+            r#""a#b""#,
+            r#""a\u0001b""#,
+        ] {
+            let e = Order::from_message(id(bad).as_bytes(), None, 4096).unwrap_err();
+            assert_eq!(e.reason, "InvalidOrder", "{bad}");
+            assert!(e.description.contains("are not allowed"), "{bad}: {e}");
+        }
+        let huge = OK.replace(r#""qty":1"#, r#""qty":4000000000"#);
+        let e = Order::from_message(huge.as_bytes(), None, 4096).unwrap_err();
+        assert!(e.description.contains("at most 10000 units"), "{e}");
+        let braces = OK.replace("sku-1", "sku}1");
+        let e = Order::from_message(braces.as_bytes(), None, 4096).unwrap_err();
+        assert!(e.description.contains("without braces"), "{e}");
+        let rich = OK.replace(r#""amount":100"#, r#""amount":100000000"#);
+        let e = Order::from_message(rich.as_bytes(), None, 4096).unwrap_err();
+        assert!(e.description.contains("use 1 to 99999999"), "{e}");
+        // The bounds themselves pass.
+        let edge = OK
+            .replace(r#""qty":1"#, r#""qty":10000"#)
+            .replace(r#""amount":100"#, r#""amount":99999999"#);
+        Order::from_message(edge.as_bytes(), None, 4096).unwrap();
     }
 
     #[test]
