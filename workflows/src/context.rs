@@ -84,44 +84,135 @@ impl ActivityError {
     }
 }
 
-/// An operator command delivered to a saga through the engine's inbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// An operator command delivered to a saga through the engine's inbox (a
+/// journaled inbox row on the embedded engine, a workflow Update on
+/// Temporal). Each is checked with [`Signal::applies_to`] before it is
+/// accepted: one that does not apply is refused, never kept for later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Signal {
     /// Retry the step or compensation the saga is parked on, with a fresh
     /// retry budget.
     Retry,
+    /// Stop a saga before its pivot after the step in progress and
+    /// compensate what it completed, in reverse.
+    Cancel,
+    /// Record the step or compensation the saga is parked on as done by
+    /// hand, with `output` as its result, and go on.
+    Resolve {
+        /// The step the saga is parked on (named, so that a resolve meant
+        /// for another step is refused rather than misapplied).
+        step: String,
+        /// What the step returned (later steps read it); `{}` by default.
+        #[serde(default = "empty_object")]
+        output: Value,
+    },
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// Where a saga stands, as far as operator commands care. The interpreter
+/// keeps it current ([`SagaContext::set_stage`]); [`Signal::applies_to`]
+/// reads it with the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stage {
+    /// The step in progress, parked on, or being compensated.
+    pub step: Option<String>,
+    /// Whether `step`'s action or its compensation is meant.
+    pub phase: Option<Phase>,
+    /// True while a cancel can still be honoured: the saga runs a step
+    /// before its pivot, or waits to retry a step up to the pivot. False
+    /// while the pivot's own attempt runs (it may succeed: past the point
+    /// of no return) and from then on.
+    pub cancellable: bool,
 }
 
 impl Signal {
-    /// Parses a signal name ("retry").
+    /// Every command name, as the CLI and the journal write them.
+    pub const NAMES: [&'static str; 3] = ["retry", "cancel", "resolve"];
+
+    /// Parses a command that takes no arguments ("retry", "cancel").
     pub fn parse(s: &str) -> Option<Signal> {
         match s {
             "retry" => Some(Signal::Retry),
+            "cancel" => Some(Signal::Cancel),
             _ => None,
         }
     }
 
-    /// The signal's name as the CLI and the journal write it.
-    pub fn name(self) -> &'static str {
+    /// The command's name as the CLI and the journal write it.
+    pub fn name(&self) -> &'static str {
         match self {
             Signal::Retry => "retry",
+            Signal::Cancel => "cancel",
+            Signal::Resolve { .. } => "resolve",
         }
     }
 
-    /// Whether the signal applies to a saga in `status`, or why not. A
-    /// signal that does not apply is refused, never kept: a retry kept for
-    /// a running saga would be spent, unasked, at its next park.
-    pub fn applies_to(self, status: &SagaStatus) -> Result<(), String> {
+    /// Whether the command applies to a saga in `status` at `stage`, or
+    /// why not. A command that does not apply is refused, never kept: a
+    /// retry kept for a running saga would be spent, unasked, at its next
+    /// park.
+    pub fn applies_to(&self, status: &SagaStatus, stage: &Stage) -> Result<(), String> {
+        let ended = |what: &str| {
+            format!(
+                "{what} applies only to a {}, and this one is {}; it has ended, nothing is left to {what}",
+                if what == "cancel" { "running saga" } else { "parked saga" },
+                status.name()
+            )
+        };
         match (self, status) {
+            (_, s) if s.is_terminal() => Err(match self {
+                Signal::Cancel if matches!(s, SagaStatus::Completed) => {
+                    "cancel applies only to a running saga before its pivot, and this one has completed; `sagaflow refund ID` undoes a completed checkout".to_owned()
+                }
+                _ => ended(self.name()),
+            }),
             (Signal::Retry, SagaStatus::Parked { .. }) => Ok(()),
             (Signal::Retry, other) => Err(format!(
-                "retry applies only to a parked saga, and this one is {}; {}",
-                other.name(),
-                if other.is_terminal() {
-                    "it has ended, nothing is left to retry"
+                "retry applies only to a parked saga, and this one is {}; it is still trying on its own: wait for it to park (`sagaflow list --status parked`)",
+                other.name()
+            )),
+            (Signal::Resolve { step, .. }, SagaStatus::Parked { .. }) => {
+                match stage.step.as_deref() {
+                    Some(parked) if parked == step => Ok(()),
+                    Some(parked) => Err(format!(
+                        "resolve names step {step}, but this saga is parked on {} of step {parked}: pass --step {parked}",
+                        stage.phase.unwrap_or(Phase::Action).name()
+                    )),
+                    None => Err(format!(
+                        "resolve names step {step}, but this saga is parked on no step (its journal could not be replayed); read `sagaflow show ID`"
+                    )),
+                }
+            }
+            (Signal::Resolve { .. }, other) => Err(format!(
+                "resolve applies only to a parked saga, and this one is {}; it is still trying on its own",
+                other.name()
+            )),
+            (Signal::Cancel, SagaStatus::Running) if stage.cancellable => Ok(()),
+            (Signal::Cancel, SagaStatus::Compensating)
+            | (Signal::Cancel, SagaStatus::Parked { .. })
+                if stage.phase == Some(Phase::Compensation) =>
+            {
+                Err(format!(
+                    "this saga is already compensating{}",
+                    if status.reason().is_some() {
+                        "; it is parked on a compensation: `sagaflow retry ID` resumes it"
+                    } else {
+                        ": nothing more to cancel"
+                    }
+                ))
+            }
+            (Signal::Cancel, _) => Err(format!(
+                "cancel applies only before the pivot, and this saga is {} at step {}, {}; once it completes, `sagaflow refund ID` undoes it",
+                status.name(),
+                stage.step.as_deref().unwrap_or("?"),
+                if status.reason().is_some() {
+                    "past its pivot"
                 } else {
-                    "it is still trying on its own: wait for it to park (`sagaflow list --status parked`)"
+                    "at or past its pivot"
                 }
             )),
         }
@@ -146,14 +237,25 @@ pub trait SagaContext {
         call: ActivityCall,
     ) -> impl Future<Output = Result<Value, ActivityError>>;
 
-    /// A durable timer: completes after `delay_ms`, surviving restarts.
-    fn sleep(&self, delay_ms: u64) -> impl Future<Output = ()>;
+    /// A durable timer: completes after `delay_ms`, surviving restarts,
+    /// or earlier with the operator command that arrives first (`None`
+    /// when the timer fired). A command already waiting is returned at
+    /// once, without starting a timer.
+    fn sleep_or_signal(&self, delay_ms: u64) -> impl Future<Output = Option<Signal>>;
 
-    /// Waits for the next operator signal.
+    /// Waits for the next operator command.
     fn wait_signal(&self) -> impl Future<Output = Signal>;
+
+    /// The operator command waiting, if any, without waiting (the saga
+    /// looks between steps, so that a cancel stops it after the step in
+    /// progress).
+    fn try_signal(&self) -> Option<Signal>;
 
     /// Publishes the saga's status (journal row, Temporal search attribute).
     fn set_status(&self, status: SagaStatus);
+
+    /// Publishes where the saga stands, for checking operator commands.
+    fn set_stage(&self, stage: Stage);
 }
 
 use crate::status::SagaStatus;

@@ -10,15 +10,19 @@
 //!   have taken effect, so it is compensated too; compensations must
 //!   therefore treat "nothing to undo" as success;
 //! - compensations are retried under the saga's compensation policy; when it
-//!   is exhausted the saga parks and waits for an operator `retry` signal,
-//!   never giving up silently;
+//!   is exhausted the saga parks and waits for an operator `retry` or
+//!   `resolve`, never giving up silently;
 //! - after the pivot only forward recovery exists: a step that keeps failing
-//!   parks the saga until an operator retries it.
+//!   parks the saga until an operator retries or resolves it;
+//! - an operator `cancel` is honoured only up to the pivot: the step in
+//!   progress finishes, then the completed steps are compensated; a saga
+//!   waiting to retry a step stops waiting and compensates at once. The
+//!   saga publishes a [`Stage`] so engines can refuse what does not apply.
 //!
 //! Deterministic: the function only reacts to what the context returns.
 
-use crate::context::{ActivityCall, ActivityError, Phase, SagaContext, Signal};
-use crate::model::SagaDef;
+use crate::context::{ActivityCall, ActivityError, Phase, SagaContext, Signal, Stage};
+use crate::model::{SagaDef, StepDef};
 use crate::status::SagaStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -31,13 +35,14 @@ pub struct SagaOutcome {
 }
 
 /// Runs a saga to its end. Parked sagas stay inside this future, waiting
-/// for a signal, so it returns only a terminal status.
+/// for an operator command, so it returns only a terminal status.
 pub async fn run_saga<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> SagaOutcome {
     let mut outputs: Vec<Option<Value>> = vec![None; def.steps.len()];
     ctx.set_status(SagaStatus::Running);
     let mut index = 0;
     let mut first_attempt = 1;
     while index < def.steps.len() {
+        let step = &def.steps[index];
         match attempt_until_done(
             ctx,
             def,
@@ -51,27 +56,41 @@ pub async fn run_saga<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> 
         {
             Ok(output) => {
                 outputs[index] = Some(output);
+                // A cancel that arrived while the step ran: it is done, so
+                // it is undone with the others.
+                if last_cancellable(def).is_some_and(|last| index < last)
+                    && ctx.try_signal() == Some(Signal::Cancel)
+                {
+                    return compensate_and_end(ctx, def, Some(index), order, &outputs).await;
+                }
                 index += 1;
                 first_attempt = 1;
             }
-            Err((error, last_attempt)) if def.is_after_pivot(index) => {
-                let step = &def.steps[index];
-                ctx.set_status(SagaStatus::Parked {
-                    reason: format!(
-                        "step {} ({}) is past the pivot and failed after {} attempt(s): {}; \
-                         fix the cause, then signal retry",
-                        step.name, step.action, last_attempt, error
-                    ),
-                });
-                wait_for(ctx, Signal::Retry).await;
-                ctx.set_status(SagaStatus::Running);
-                first_attempt = last_attempt + 1;
+            Err(Failure::Cancelled) => {
+                // Cancelled while waiting to retry: the last attempt failed
+                // retryably, so it may have taken effect: undo it too.
+                return compensate_and_end(ctx, def, Some(index), order, &outputs).await;
             }
-            Err((error, _)) => {
+            Err(Failure::Gave(error, last_attempt)) if def.is_after_pivot(index) => {
+                let reason = format!(
+                    "step {} ({}) is past the pivot and failed after {} attempt(s): {}; \
+                     fix the cause, then `sagaflow retry`, or do the step by hand and `sagaflow resolve --step {}`",
+                    step.name, step.action, last_attempt, error, step.name
+                );
+                match park(ctx, step, Phase::Action, reason).await {
+                    Unparked::Retry => first_attempt = last_attempt + 1,
+                    Unparked::Resolved(output) => {
+                        outputs[index] = Some(output);
+                        index += 1;
+                        first_attempt = 1;
+                    }
+                }
+                ctx.set_status(SagaStatus::Running);
+            }
+            Err(Failure::Gave(error, _)) => {
                 // A retryable failure leaves the outcome unknown: undo this
                 // step too. A business failure (not retryable, or a kind the
                 // policy lists as non-retryable) means it did not happen.
-                let step = &def.steps[index];
                 let definitive =
                     !error.retryable || step.retry.non_retryable.iter().any(|k| k == &error.kind);
                 let undo_through = if definitive {
@@ -79,24 +98,44 @@ pub async fn run_saga<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> 
                 } else {
                     Some(index)
                 };
-                if let Some(last) = undo_through {
-                    compensate(ctx, def, last, order, &outputs).await;
-                }
-                ctx.set_status(SagaStatus::Compensated);
-                return SagaOutcome {
-                    status: SagaStatus::Compensated,
-                };
+                return compensate_and_end(ctx, def, undo_through, order, &outputs).await;
             }
         }
     }
+    ctx.set_stage(Stage::default());
     ctx.set_status(SagaStatus::Completed);
     SagaOutcome {
         status: SagaStatus::Completed,
     }
 }
 
+/// The index of the last step whose success a cancel may still undo: the
+/// pivot, or the last step of a saga without one. While that step's own
+/// attempt runs, a cancel is refused: if it succeeds there is no going back.
+fn last_cancellable(def: &SagaDef) -> Option<usize> {
+    def.pivot.or(def.steps.len().checked_sub(1))
+}
+
+/// Undoes steps `last..=0` (if any) and ends the saga compensated.
+async fn compensate_and_end<C: SagaContext>(
+    ctx: &C,
+    def: &SagaDef,
+    last: Option<usize>,
+    order: &Value,
+    outputs: &[Option<Value>],
+) -> SagaOutcome {
+    if let Some(last) = last {
+        compensate(ctx, def, last, order, outputs).await;
+    }
+    ctx.set_stage(Stage::default());
+    ctx.set_status(SagaStatus::Compensated);
+    SagaOutcome {
+        status: SagaStatus::Compensated,
+    }
+}
+
 /// Undoes steps `last..=0` in reverse, parking on a compensation that keeps
-/// failing until an operator retries it.
+/// failing until an operator retries or resolves it.
 async fn compensate<C: SagaContext>(
     ctx: &C,
     def: &SagaDef,
@@ -124,30 +163,66 @@ async fn compensate<C: SagaContext>(
             .await
             {
                 Ok(_) => break,
-                Err((error, last_attempt)) => {
-                    ctx.set_status(SagaStatus::Parked {
-                        reason: format!(
-                            "compensation of step {} ({}) failed after {} attempt(s): {}; \
-                             fix the cause, then signal retry",
-                            step.name, activity, last_attempt, error
-                        ),
-                    });
-                    wait_for(ctx, Signal::Retry).await;
+                // Compensations are not cancellable: only a park ends them.
+                Err(Failure::Cancelled) => unreachable!("a compensation is never cancelled"),
+                Err(Failure::Gave(error, last_attempt)) => {
+                    let reason = format!(
+                        "compensation of step {} ({}) failed after {} attempt(s): {}; \
+                         fix the cause, then `sagaflow retry`, or undo the step by hand and `sagaflow resolve --step {}`",
+                        step.name, activity, last_attempt, error, step.name
+                    );
+                    let unparked = park(ctx, step, Phase::Compensation, reason).await;
                     ctx.set_status(SagaStatus::Compensating);
-                    first_attempt = last_attempt + 1;
+                    match unparked {
+                        Unparked::Retry => first_attempt = last_attempt + 1,
+                        Unparked::Resolved(_) => break,
+                    }
                 }
             }
         }
     }
 }
 
-/// Waits until `wanted` arrives; other signals do not apply here.
-async fn wait_for<C: SagaContext>(ctx: &C, wanted: Signal) {
-    while ctx.wait_signal().await != wanted {}
+/// How an operator let a parked saga go on.
+enum Unparked {
+    /// Run the step or compensation again, with a fresh retry budget.
+    Retry,
+    /// The operator did it by hand; this is its output.
+    Resolved(Value),
 }
 
-/// Runs attempts of one step's action or compensation until one succeeds or
-/// the policy says stop. Returns the last error and its attempt number.
+/// Parks the saga on `step`'s action or compensation until an operator
+/// retries or resolves it; other commands do not apply here.
+async fn park<C: SagaContext>(ctx: &C, step: &StepDef, phase: Phase, reason: String) -> Unparked {
+    ctx.set_stage(Stage {
+        step: Some(step.name.clone()),
+        phase: Some(phase),
+        cancellable: false,
+    });
+    ctx.set_status(SagaStatus::Parked { reason });
+    loop {
+        match ctx.wait_signal().await {
+            Signal::Retry => return Unparked::Retry,
+            Signal::Resolve {
+                step: named,
+                output,
+            } if named == step.name => return Unparked::Resolved(output),
+            Signal::Resolve { .. } | Signal::Cancel => {}
+        }
+    }
+}
+
+/// Why a step or compensation did not succeed.
+enum Failure {
+    /// The policy gave up: the last error and its attempt number.
+    Gave(ActivityError, u32),
+    /// An operator cancelled the saga while it waited to retry the step.
+    Cancelled,
+}
+
+/// Runs attempts of one step's action or compensation until one succeeds,
+/// the policy says stop, or (an action up to the pivot, between attempts)
+/// an operator cancels.
 async fn attempt_until_done<C: SagaContext>(
     ctx: &C,
     def: &SagaDef,
@@ -156,7 +231,7 @@ async fn attempt_until_done<C: SagaContext>(
     first_attempt: u32,
     order: &Value,
     outputs: &[Option<Value>],
-) -> Result<Value, (ActivityError, u32)> {
+) -> Result<Value, Failure> {
     let step = &def.steps[index];
     let (activity, policy, key_suffix, timeout_ms) = match phase {
         Phase::Action => (&step.action, &step.retry, "", step.timeout_ms),
@@ -169,10 +244,22 @@ async fn attempt_until_done<C: SagaContext>(
             step.compensation_timeout_ms.unwrap_or(step.timeout_ms),
         ),
     };
+    // Up to the pivot an action can be cancelled: during its attempts if it
+    // comes before the pivot, between them if it is the pivot.
+    let up_to_pivot =
+        phase == Phase::Action && last_cancellable(def).is_some_and(|last| index <= last);
+    let cancellable_while_running =
+        phase == Phase::Action && last_cancellable(def).is_some_and(|last| index < last);
+    let stage = |cancellable| Stage {
+        step: Some(step.name.clone()),
+        phase: Some(phase),
+        cancellable,
+    };
     let idempotency_key = format!("{}/{}{}", ctx.saga_id(), step.name, key_suffix);
     let jitter_key = format!("{}{}", step.name, key_suffix);
     let mut attempt = first_attempt;
     loop {
+        ctx.set_stage(stage(cancellable_while_running));
         let call = ActivityCall {
             step: step.name.clone(),
             activity: activity.clone(),
@@ -187,10 +274,20 @@ async fn attempt_until_done<C: SagaContext>(
             Err(error) => {
                 let tries_in_round = attempt - first_attempt + 1;
                 if !policy.should_retry(tries_in_round, &error) {
-                    return Err((error, attempt));
+                    return Err(Failure::Gave(error, attempt));
                 }
                 let delay = policy.delay_ms(attempt, ctx.saga_id(), &jitter_key);
-                ctx.sleep(delay).await;
+                ctx.set_stage(stage(up_to_pivot));
+                // Only a cancel up to the pivot can reach a saga that is not
+                // parked (the rest are refused); anything else is ignored
+                // and the wait starts again.
+                loop {
+                    match ctx.sleep_or_signal(delay).await {
+                        None => break,
+                        Some(Signal::Cancel) if up_to_pivot => return Err(Failure::Cancelled),
+                        Some(_) => {}
+                    }
+                }
                 attempt += 1;
             }
         }

@@ -1,24 +1,27 @@
 //! A [`SagaContext`] driven by recorded events: "history in, commands out".
 //!
 //! The embedded engine and the unit tests drive a saga the same way: build a
-//! [`ReplayContext`], feed it every recorded [`Resolution`] (on recovery, the
-//! whole journal; live, one result at a time), poll the saga future once,
-//! then take the [`Command`]s it asked for. Nothing here does I/O.
+//! [`ReplayContext`], feed it the recorded events ([`Resolution`]s and
+//! operator signals) one at a time in their recorded order, polling the
+//! saga future after each (exactly as the events were applied live), then
+//! take the [`Command`]s it asked for. Nothing here does I/O.
 //!
 //! Invariants:
 //! - every durable operation (activity attempt, timer) gets the next
 //!   sequence number when the saga first awaits it, so the same saga code
 //!   over the same history numbers its operations the same way;
-//! - a command is emitted only for an operation with no recorded
-//!   resolution, so replaying a history emits exactly the operations that
-//!   were still outstanding;
+//! - a command is withdrawn when its operation is resolved, so after a
+//!   replay only the operations still outstanding are asked for;
+//! - an operator signal is seen where it was delivered: a cancel that
+//!   arrived during a timer is seen by the timer, not by the step before
+//!   it, because the replay polls between events as the live run did;
 //! - "now" only moves when the saga observes a recorded event (start,
 //!   result, timer, signal), so it replays identically;
 //! - a recorded resolution for a different activity than the saga asks for
 //!   is a divergence: the operation never completes and [`ReplayContext::divergence`]
 //!   says why.
 
-use crate::context::{ActivityCall, ActivityError, SagaContext, Signal};
+use crate::context::{ActivityCall, ActivityError, SagaContext, Signal, Stage};
 use crate::status::SagaStatus;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -76,6 +79,9 @@ struct State {
     commands: Vec<Command>,
     status: SagaStatus,
     status_changed: bool,
+    stage: Stage,
+    /// The operation the saga awaits (numbered, not yet resolved).
+    outstanding: Option<u32>,
     divergence: Option<String>,
 }
 
@@ -100,15 +106,23 @@ impl ReplayContext {
                 commands: Vec::new(),
                 status: SagaStatus::Running,
                 status_changed: false,
+                stage: Stage::default(),
+                outstanding: None,
                 divergence: None,
             })),
         }
     }
 
     /// Records the outcome of operation `seq`. The saga sees it when next
-    /// polled.
+    /// polled. A command for `seq` not yet taken is withdrawn: replaying a
+    /// history one event at a time leaves only the operations still
+    /// outstanding at its end.
     pub fn resolve(&self, seq: u32, resolution: Resolution) {
         let mut st = self.state.borrow_mut();
+        st.commands.retain(|c| match c {
+            Command::Activity { seq: s, .. } | Command::Timer { seq: s, .. } => *s != seq,
+            Command::WaitSignal => true,
+        });
         let i = seq as usize;
         if st.slots.len() <= i {
             st.slots.resize(i + 1, None);
@@ -116,9 +130,12 @@ impl ReplayContext {
         st.slots[i] = Some(resolution);
     }
 
-    /// Queues an operator signal received at `at_ms`.
+    /// Queues an operator signal received at `at_ms`. A saga waiting for
+    /// one no longer needs its `WaitSignal` announced.
     pub fn push_signal(&self, signal: Signal, at_ms: u64) {
-        self.state.borrow_mut().signals.push_back((signal, at_ms));
+        let mut st = self.state.borrow_mut();
+        st.commands.retain(|c| !matches!(c, Command::WaitSignal));
+        st.signals.push_back((signal, at_ms));
     }
 
     /// Takes the commands emitted since the last call.
@@ -146,6 +163,18 @@ impl ReplayContext {
         self.state.borrow().status.clone()
     }
 
+    /// True while the saga awaits operation `seq`: false once it has been
+    /// resolved, or abandoned (a timer a signal cut short). The engine
+    /// drops a late result for an operation nobody awaits.
+    pub fn awaits(&self, seq: u32) -> bool {
+        self.state.borrow().outstanding == Some(seq)
+    }
+
+    /// Where the saga stands, for checking operator commands.
+    pub fn stage(&self) -> Stage {
+        self.state.borrow().stage.clone()
+    }
+
     /// Why replay diverged from the recorded history, if it did.
     pub fn divergence(&self) -> Option<String> {
         self.state.borrow().divergence.clone()
@@ -153,6 +182,20 @@ impl ReplayContext {
 }
 
 impl State {
+    /// The next queued signal; "now" moves to when it arrived.
+    fn take_signal(&mut self) -> Option<Signal> {
+        let (signal, at_ms) = self.signals.pop_front()?;
+        self.now_ms = self.now_ms.max(at_ms);
+        Some(signal)
+    }
+
+    /// Operation `seq` is no longer awaited.
+    fn settle(&mut self, seq: u32) {
+        if self.outstanding == Some(seq) {
+            self.outstanding = None;
+        }
+    }
+
     /// On an operation's first poll: numbers it and, when the history holds
     /// no resolution for it, emits the command `emit` builds and returns
     /// `None` (pending). On later polls: returns its number.
@@ -167,6 +210,7 @@ impl State {
         let s = self.next_seq;
         self.next_seq += 1;
         *seq = Some(s);
+        self.outstanding = Some(s);
         if self.slots.get(s as usize).is_none_or(Option::is_none) {
             let command = emit(s, self);
             self.commands.push(command);
@@ -190,6 +234,8 @@ impl SagaContext for ReplayContext {
         call: ActivityCall,
     ) -> impl Future<Output = Result<Value, ActivityError>> {
         let mut seq = None;
+        // Kept past the emit, to check the recorded result against it.
+        let wanted = call.activity.clone();
         let mut call = Some(call);
         poll_fn(move |_| {
             let mut st = self.state.borrow_mut();
@@ -208,7 +254,6 @@ impl SagaContext for ReplayContext {
                     result,
                     at_ms,
                 }) => {
-                    let wanted = call.as_ref().map_or(activity.as_str(), |c| &c.activity);
                     if wanted != activity {
                         st.divergence = Some(format!(
                             "operation {s}: the history has a result of {activity} but the saga asks for {wanted}"
@@ -216,6 +261,7 @@ impl SagaContext for ReplayContext {
                         return Poll::Pending;
                     }
                     st.now_ms = st.now_ms.max(at_ms);
+                    st.settle(s);
                     Poll::Ready(result)
                 }
                 Some(other) => {
@@ -228,11 +274,21 @@ impl SagaContext for ReplayContext {
         })
     }
 
-    fn sleep(&self, delay_ms: u64) -> impl Future<Output = ()> {
+    fn sleep_or_signal(&self, delay_ms: u64) -> impl Future<Output = Option<Signal>> {
         let mut seq = None;
         poll_fn(move |_| {
             let mut st = self.state.borrow_mut();
             let st = &mut *st;
+            // A command waiting: no timer at all, or the one started is
+            // abandoned (its command withdrawn if not yet taken).
+            if let Some(signal) = st.take_signal() {
+                if let Some(s) = seq {
+                    st.settle(s);
+                    st.commands
+                        .retain(|c| !matches!(c, Command::Timer { seq, .. } if *seq == s));
+                }
+                return Poll::Ready(Some(signal));
+            }
             let Some(s) = st.operation(&mut seq, |s, st| Command::Timer {
                 seq: s,
                 fire_at_ms: st.now_ms + delay_ms,
@@ -243,7 +299,8 @@ impl SagaContext for ReplayContext {
                 None => Poll::Pending,
                 Some(Resolution::Timer { at_ms }) => {
                     st.now_ms = st.now_ms.max(at_ms);
-                    Poll::Ready(())
+                    st.settle(s);
+                    Poll::Ready(None)
                 }
                 Some(other) => {
                     st.divergence = Some(format!(
@@ -259,8 +316,7 @@ impl SagaContext for ReplayContext {
         let mut announced = false;
         poll_fn(move |_| {
             let mut st = self.state.borrow_mut();
-            if let Some((signal, at_ms)) = st.signals.pop_front() {
-                st.now_ms = st.now_ms.max(at_ms);
+            if let Some(signal) = st.take_signal() {
                 return Poll::Ready(signal);
             }
             if !announced {
@@ -269,6 +325,14 @@ impl SagaContext for ReplayContext {
             }
             Poll::Pending
         })
+    }
+
+    fn try_signal(&self) -> Option<Signal> {
+        self.state.borrow_mut().take_signal()
+    }
+
+    fn set_stage(&self, stage: Stage) {
+        self.state.borrow_mut().stage = stage;
     }
 
     fn set_status(&self, status: SagaStatus) {

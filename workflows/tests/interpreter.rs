@@ -3,7 +3,7 @@
 
 use sagaflow_workflows::{
     run_saga, ActivityCall, ActivityError, Command, Phase, ReplayContext, Resolution, RetryPolicy,
-    SagaDef, SagaStatus, Signal, StepDef,
+    SagaDef, SagaStatus, Signal, Stage, StepDef,
 };
 use serde_json::{json, Value};
 use std::future::Future;
@@ -63,14 +63,23 @@ fn checkout() -> SagaDef {
     }
 }
 
+/// One recorded event, in the order the live run saw it.
+#[derive(Debug, Clone, PartialEq)]
+enum Event {
+    /// Operation `seq` resolved.
+    Resolved(u32, Resolution),
+    /// An operator command arrived at this time.
+    Signalled(Signal, u64),
+}
+
 #[derive(Debug, Default)]
 struct Run {
     /// (activity, phase, attempt) in the order they were asked for.
     calls: Vec<(String, Phase, u32)>,
     /// Every timer delay asked for.
     delays: Vec<u64>,
-    /// Every resolution fed in, by operation sequence number.
-    history: Vec<(u32, Resolution)>,
+    /// Every event fed in, in order.
+    history: Vec<Event>,
     /// Signals delivered, with the time.
     signals: Vec<(Signal, u64)>,
     /// Status changes, in order.
@@ -84,8 +93,21 @@ struct Run {
 /// (stopping when there are none: the saga stays parked).
 fn drive(
     def: &SagaDef,
+    answer: impl FnMut(&ActivityCall) -> Result<Value, ActivityError>,
+    signals: &[Signal],
+) -> Run {
+    drive_with(def, answer, signals, |_, _| None)
+}
+
+/// [`drive`], where `interrupt(command, stage)` may deliver a command
+/// instead of carrying out an activity or timer command: for an activity,
+/// the command arrives while it runs (the result follows); a timer is left
+/// unfired, as when the command arrives first.
+fn drive_with(
+    def: &SagaDef,
     mut answer: impl FnMut(&ActivityCall) -> Result<Value, ActivityError>,
     signals: &[Signal],
+    mut interrupt: impl FnMut(&Command, &Stage) -> Option<Signal>,
 ) -> Run {
     let ctx = ReplayContext::new("saga-1", 1_000);
     let order = json!({"order_id": "saga-1"});
@@ -94,6 +116,7 @@ fn drive(
     let mut run = Run::default();
     let mut signals = signals.iter();
     let mut clock = 1_000;
+    let mut pending = Vec::new();
     loop {
         let poll = fut.as_mut().poll(&mut cx);
         if let Some(s) = ctx.take_status_change() {
@@ -104,46 +127,59 @@ fn drive(
             run.end = Some(outcome.status);
             return run;
         }
-        let commands = ctx.take_commands();
+        pending.extend(ctx.take_commands());
         assert!(
-            !commands.is_empty(),
+            !pending.is_empty(),
             "a pending saga must be waiting on something"
         );
-        for c in commands {
-            match c {
-                Command::Activity { seq, call } => {
-                    run.calls
-                        .push((call.activity.clone(), call.phase, call.attempt));
-                    assert!(call.idempotency_key.starts_with("saga-1/"));
-                    assert_eq!(call.input["saga_id"], "saga-1");
-                    clock += 1;
-                    let r = Resolution::Activity {
-                        activity: call.activity.clone(),
-                        result: answer(&call),
-                        at_ms: clock,
-                    };
-                    run.history.push((seq, r.clone()));
-                    ctx.resolve(seq, r);
+        let c = pending.remove(0);
+        if !matches!(c, Command::WaitSignal) {
+            if let Some(signal) = interrupt(&c, &ctx.stage()) {
+                clock += 1;
+                run.signals.push((signal.clone(), clock));
+                run.history.push(Event::Signalled(signal.clone(), clock));
+                ctx.push_signal(signal, clock);
+                if matches!(c, Command::Activity { .. }) {
+                    // Still running: its result comes after the signal.
+                    pending.insert(0, c);
                 }
-                Command::Timer { seq, fire_at_ms } => {
-                    run.delays.push(fire_at_ms - clock);
-                    clock = fire_at_ms;
-                    let r = Resolution::Timer { at_ms: fire_at_ms };
-                    run.history.push((seq, r.clone()));
-                    ctx.resolve(seq, r);
-                }
-                Command::WaitSignal => match signals.next() {
-                    Some(s) => {
-                        clock += 1;
-                        run.signals.push((*s, clock));
-                        ctx.push_signal(*s, clock);
-                    }
-                    None => {
-                        run.end = Some(ctx.status());
-                        return run;
-                    }
-                },
+                continue;
             }
+        }
+        match c {
+            Command::Activity { seq, call } => {
+                run.calls
+                    .push((call.activity.clone(), call.phase, call.attempt));
+                assert!(call.idempotency_key.starts_with("saga-1/"));
+                assert_eq!(call.input["saga_id"], "saga-1");
+                clock += 1;
+                let r = Resolution::Activity {
+                    activity: call.activity.clone(),
+                    result: answer(&call),
+                    at_ms: clock,
+                };
+                run.history.push(Event::Resolved(seq, r.clone()));
+                ctx.resolve(seq, r);
+            }
+            Command::Timer { seq, fire_at_ms } => {
+                run.delays.push(fire_at_ms - clock);
+                clock = fire_at_ms;
+                let r = Resolution::Timer { at_ms: fire_at_ms };
+                run.history.push(Event::Resolved(seq, r.clone()));
+                ctx.resolve(seq, r);
+            }
+            Command::WaitSignal => match signals.next() {
+                Some(s) => {
+                    clock += 1;
+                    run.signals.push((s.clone(), clock));
+                    run.history.push(Event::Signalled(s.clone(), clock));
+                    ctx.push_signal(s.clone(), clock);
+                }
+                None => {
+                    run.end = Some(ctx.status());
+                    return run;
+                }
+            },
         }
     }
 }
@@ -325,7 +361,7 @@ fn compensation_failure_parks_then_retry_signal_finishes() {
     match &parked.end {
         Some(SagaStatus::Parked { reason }) => {
             assert!(reason.contains("compensation of step authorize_payment (payment.void) failed after 4 attempt(s)"), "{reason}");
-            assert!(reason.contains("signal retry"), "{reason}");
+            assert!(reason.contains("`sagaflow retry`"), "{reason}");
         }
         other => panic!("expected parked, got {other:?}"),
     }
@@ -411,23 +447,22 @@ fn pivot_failure_compensates_everything_before_it() {
     assert_eq!(run.end, Some(SagaStatus::Compensated));
 }
 
-/// Feeds a recorded history into a fresh context in one go, polls once, and
-/// returns the status and the commands the saga asks for.
-fn replay(
-    def: &SagaDef,
-    history: &[(u32, Resolution)],
-    signals: &[(Signal, u64)],
-) -> (Option<SagaStatus>, Vec<Command>, SagaStatus) {
+/// Feeds a recorded history into a fresh context one event at a time,
+/// polling after each as the engine does, and returns the end (if reached),
+/// the commands still outstanding and the status.
+fn replay(def: &SagaDef, history: &[Event]) -> (Option<SagaStatus>, Vec<Command>, SagaStatus) {
     let ctx = ReplayContext::new("saga-1", 1_000);
-    for (seq, r) in history {
-        ctx.resolve(*seq, r.clone());
-    }
-    for (s, at) in signals {
-        ctx.push_signal(*s, *at);
-    }
     let order = json!({"order_id": "saga-1"});
     let mut fut = pin!(run_saga(&ctx, def, &order));
-    let poll = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut poll = fut.as_mut().poll(&mut cx);
+    for event in history {
+        match event {
+            Event::Resolved(seq, r) => ctx.resolve(*seq, r.clone()),
+            Event::Signalled(s, at) => ctx.push_signal(s.clone(), *at),
+        }
+        poll = fut.as_mut().poll(&mut cx);
+    }
     assert_eq!(ctx.divergence(), None);
     let done = match poll {
         Poll::Ready(o) => Some(o.status),
@@ -451,20 +486,22 @@ fn same_history_same_decisions() {
     assert_eq!(first.history, second.history);
 
     // The whole history replays to the same end with nothing left to do.
-    let (done, commands, _) = replay(&checkout(), &first.history, &[]);
+    let (done, commands, _) = replay(&checkout(), &first.history);
     assert_eq!(done, first.end);
     assert!(commands.is_empty(), "{commands:?}");
 
     // Every prefix replays to exactly the next operation the live run issued.
     for cut in 0..first.history.len() {
-        let (done, commands, _) = replay(&checkout(), &first.history[..cut], &[]);
+        let (done, commands, _) = replay(&checkout(), &first.history[..cut]);
         assert_eq!(done, None);
         assert_eq!(
             commands.len(),
             1,
             "one operation outstanding after {cut} events"
         );
-        let (next_seq, next) = &first.history[cut];
+        let Event::Resolved(next_seq, next) = &first.history[cut] else {
+            panic!("no signals in this run");
+        };
         match (&commands[0], next) {
             (Command::Activity { seq, call }, Resolution::Activity { activity, .. }) => {
                 assert_eq!((seq, &call.activity), (next_seq, activity));
@@ -488,12 +525,14 @@ fn parked_saga_replays_parked_and_resumes_with_its_signal() {
         _ => ok(c),
     };
     let run = drive(&checkout(), answer, &[]);
-    let (done, commands, status) = replay(&checkout(), &run.history, &[]);
+    let (done, commands, status) = replay(&checkout(), &run.history);
     assert_eq!(done, None);
     assert_eq!(commands, [Command::WaitSignal]);
     assert_eq!(Some(status), run.end);
     // With the retry signal recorded, it asks for the step again.
-    let (_, commands, status) = replay(&checkout(), &run.history, &[(Signal::Retry, 99_999)]);
+    let mut with_retry = run.history.clone();
+    with_retry.push(Event::Signalled(Signal::Retry, 99_999));
+    let (_, commands, status) = replay(&checkout(), &with_retry);
     assert_eq!(status, SagaStatus::Running);
     assert!(
         matches!(&commands[0], Command::Activity { call, .. } if call.activity == "stock.commit" && call.attempt == 2)
@@ -506,8 +545,10 @@ fn a_history_from_another_definition_is_reported_not_followed() {
     let mut other = checkout();
     other.steps[1].action = "payment.authorize_v2".into();
     let ctx = ReplayContext::new("saga-1", 1_000);
-    for (seq, r) in &run.history {
-        ctx.resolve(*seq, r.clone());
+    for event in &run.history {
+        if let Event::Resolved(seq, r) = event {
+            ctx.resolve(*seq, r.clone());
+        }
     }
     let order = json!({});
     let mut fut = pin!(run_saga(&ctx, &other, &order));
@@ -524,17 +565,250 @@ fn retry_applies_only_to_a_parked_saga() {
     let parked = SagaStatus::Parked {
         reason: "compensation failed".into(),
     };
-    assert_eq!(Signal::Retry.applies_to(&parked), Ok(()));
-    let running = Signal::Retry.applies_to(&SagaStatus::Running).unwrap_err();
+    let stage = Stage::default();
+    assert_eq!(Signal::Retry.applies_to(&parked, &stage), Ok(()));
+    let running = Signal::Retry
+        .applies_to(&SagaStatus::Running, &stage)
+        .unwrap_err();
     assert!(
         running.starts_with("retry applies only to a parked saga, and this one is running; it is still trying on its own"),
         "{running}"
     );
     let ended = Signal::Retry
-        .applies_to(&SagaStatus::Completed)
+        .applies_to(&SagaStatus::Completed, &stage)
         .unwrap_err();
     assert!(
         ended.contains("it has ended, nothing is left to retry"),
         "{ended}"
     );
+}
+
+/// The interrupt that cancels at the first command for which `when` holds,
+/// checking first that the stage says a cancel applies there.
+fn cancel_when(
+    mut when: impl FnMut(&Command) -> bool,
+) -> impl FnMut(&Command, &Stage) -> Option<Signal> {
+    let mut sent = false;
+    move |c, stage| {
+        if sent || !when(c) {
+            return None;
+        }
+        sent = true;
+        assert_eq!(
+            Signal::Cancel.applies_to(&SagaStatus::Running, stage),
+            Ok(()),
+            "cancel applies at {c:?} ({stage:?})"
+        );
+        Some(Signal::Cancel)
+    }
+}
+
+fn is_activity(c: &Command, name: &str) -> bool {
+    matches!(c, Command::Activity { call, .. } if call.activity == name)
+}
+
+#[test]
+fn cancel_while_waiting_to_retry_compensates_at_once_including_that_step() {
+    let busy = |c: &ActivityCall| match c.activity.as_str() {
+        "payment.authorize" => Err(ActivityError::retryable("http_503", "busy")),
+        _ => ok(c),
+    };
+    let run = drive_with(
+        &checkout(),
+        busy,
+        &[],
+        cancel_when(|c| matches!(c, Command::Timer { .. })),
+    );
+    assert_eq!(
+        names(&run),
+        [
+            "stock.reserve",
+            "payment.authorize",
+            // Its outcome is unknown (a retryable failure): voided too.
+            "undo:payment.void",
+            "undo:stock.release"
+        ]
+    );
+    assert!(run.delays.is_empty(), "the timer never fired");
+    assert_eq!(run.end, Some(SagaStatus::Compensated));
+    every_prefix_replays(&checkout(), &run);
+}
+
+#[test]
+fn cancel_during_a_step_lets_it_finish_then_compensates_it_with_the_others() {
+    let run = drive_with(
+        &checkout(),
+        ok,
+        &[],
+        cancel_when(|c| is_activity(c, "orders.create")),
+    );
+    assert_eq!(
+        names(&run),
+        [
+            "stock.reserve",
+            "payment.authorize",
+            "orders.create",
+            "undo:orders.cancel",
+            "undo:payment.void",
+            "undo:stock.release"
+        ]
+    );
+    assert_eq!(run.end, Some(SagaStatus::Compensated));
+    every_prefix_replays(&checkout(), &run);
+}
+
+#[test]
+fn cancel_applies_up_to_the_pivot_and_names_refund_after_it() {
+    // Capture fails once (retryable), then succeeds; commit fails for good.
+    let mut captures = 0;
+    let answer = |c: &ActivityCall| match c.activity.as_str() {
+        "payment.capture" => {
+            captures += 1;
+            if captures == 1 {
+                Err(ActivityError::retryable("http_503", "busy"))
+            } else {
+                ok(c)
+            }
+        }
+        "stock.commit" => Err(ActivityError::business("reservation_expired", "gone")),
+        _ => ok(c),
+    };
+    let mut seen = Vec::new();
+    let run = drive_with(&checkout(), answer, &[], |c, stage| {
+        let verdict = Signal::Cancel.applies_to(&SagaStatus::Running, stage);
+        let what = match c {
+            Command::Activity { call, .. } => call.activity.clone(),
+            Command::Timer { .. } => format!("timer in {}", stage.step.clone().unwrap()),
+            Command::WaitSignal => unreachable!(),
+        };
+        seen.push((what, verdict.is_ok()));
+        if let Err(why) = verdict {
+            assert!(why.contains("sagaflow refund"), "{why}");
+        }
+        None
+    });
+    assert_eq!(
+        seen,
+        [
+            ("stock.reserve".to_string(), true),
+            ("payment.authorize".to_string(), true),
+            ("orders.create".to_string(), true),
+            // The pivot's attempt may succeed: no going back from there.
+            ("payment.capture".to_string(), false),
+            // Waiting to retry it, nothing has passed the pivot yet.
+            ("timer in capture_payment".to_string(), true),
+            ("payment.capture".to_string(), false),
+            ("stock.commit".to_string(), false),
+        ]
+    );
+    let parked = SagaStatus::Parked {
+        reason: "commit failed".into(),
+    };
+    let stage = Stage {
+        step: Some("commit_stock".into()),
+        phase: Some(Phase::Action),
+        cancellable: false,
+    };
+    let why = Signal::Cancel.applies_to(&parked, &stage).unwrap_err();
+    assert!(
+        why.contains("past its pivot") && why.contains("sagaflow refund"),
+        "{why}"
+    );
+    assert!(matches!(run.end, Some(SagaStatus::Parked { .. })));
+}
+
+#[test]
+fn resolve_records_a_parked_step_as_done_with_the_operator_output() {
+    let answer = |c: &ActivityCall| match c.activity.as_str() {
+        "stock.commit" => Err(ActivityError::business("reservation_expired", "gone")),
+        _ => ok(c),
+    };
+    let resolve = |step: &str| Signal::Resolve {
+        step: step.into(),
+        output: json!({"committed_by": "hand"}),
+    };
+    // A resolve naming another step does not apply and is not taken.
+    let parked = drive(&checkout(), answer, &[resolve("capture_payment")]);
+    assert!(matches!(parked.end, Some(SagaStatus::Parked { .. })));
+    assert_eq!(names(&parked).last().unwrap(), "stock.commit");
+    let run = drive(&checkout(), answer, &[resolve("commit_stock")]);
+    assert_eq!(run.end, Some(SagaStatus::Completed));
+    assert_eq!(
+        names(&run).iter().filter(|n| *n == "stock.commit").count(),
+        1,
+        "not run again"
+    );
+    every_prefix_replays(&checkout(), &run);
+    let stage = Stage {
+        step: Some("commit_stock".into()),
+        phase: Some(Phase::Action),
+        cancellable: false,
+    };
+    let status = parked.end.clone().unwrap();
+    assert_eq!(resolve("commit_stock").applies_to(&status, &stage), Ok(()));
+    let why = resolve("capture_payment")
+        .applies_to(&status, &stage)
+        .unwrap_err();
+    assert!(why.contains("pass --step commit_stock"), "{why}");
+    let why = resolve("commit_stock")
+        .applies_to(&SagaStatus::Running, &stage)
+        .unwrap_err();
+    assert!(why.contains("only to a parked saga"), "{why}");
+}
+
+#[test]
+fn resolve_of_a_parked_compensation_goes_on_compensating() {
+    let answer = |c: &ActivityCall| match c.activity.as_str() {
+        "orders.create" => Err(ActivityError::business("rejected", "no")),
+        "payment.void" => Err(ActivityError::retryable("http_500", "down")),
+        _ => ok(c),
+    };
+    let resolve = Signal::Resolve {
+        step: "authorize_payment".into(),
+        output: json!({}),
+    };
+    let run = drive(&checkout(), answer, &[resolve]);
+    assert_eq!(run.end, Some(SagaStatus::Compensated));
+    let voids = names(&run)
+        .iter()
+        .filter(|n| *n == "undo:payment.void")
+        .count();
+    assert_eq!(voids, 4, "the policy's attempts, none after the resolve");
+    assert_eq!(names(&run).last().unwrap(), "undo:stock.release");
+    let compensating = Stage {
+        step: Some("authorize_payment".into()),
+        phase: Some(Phase::Compensation),
+        cancellable: false,
+    };
+    let why = Signal::Cancel
+        .applies_to(&SagaStatus::Compensating, &compensating)
+        .unwrap_err();
+    assert!(why.contains("already compensating"), "{why}");
+}
+
+/// Every prefix of `run`'s history, replayed one event at a time, asks for
+/// exactly the operation the live run did next, and the whole history ends
+/// where the run ended.
+fn every_prefix_replays(def: &SagaDef, run: &Run) {
+    let (done, commands, status) = replay(def, &run.history);
+    assert_eq!(Some(status), run.end);
+    if done.is_some() {
+        assert!(commands.is_empty(), "{commands:?}");
+    }
+    for cut in 0..run.history.len() {
+        let (done, commands, _) = replay(def, &run.history[..cut]);
+        assert_eq!(done, None, "not ended after {cut} events");
+        let next = &run.history[cut];
+        match next {
+            Event::Resolved(seq, Resolution::Activity { activity, .. }) => assert!(
+                commands.iter().any(|c| matches!(c, Command::Activity { seq: s, call } if s == seq && &call.activity == activity)),
+                "after {cut} events: {commands:?}, next {next:?}"
+            ),
+            Event::Resolved(seq, Resolution::Timer { at_ms }) => assert!(
+                commands.iter().any(|c| matches!(c, Command::Timer { seq: s, fire_at_ms } if s == seq && fire_at_ms == at_ms)),
+                "after {cut} events: {commands:?}, next {next:?}"
+            ),
+            Event::Signalled(..) => {}
+        }
+    }
 }

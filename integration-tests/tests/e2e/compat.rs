@@ -25,7 +25,10 @@ fn a_journal_written_by_format_v1_still_opens_recovers_and_finishes() {
     assert!(parked.contains("\"o-park\""), "{parked}");
 
     // The parked saga recovers from the old journal and finishes on a retry.
-    sagaflow_ok(&["signal", "o-park", "retry", "--data", d]);
+    // `signal ID retry`, the form before `retry`, still works.
+    sagaflow_ok(&[
+        "signal", "o-park", "retry", "--reason", "compat", "--data", d,
+    ]);
     sagaflow_ok(&["run", "--until-idle", "--data", d]);
     let park =
         json_line(&sagaflow_ok(&["show", "o-park", "--json", "--data", d]).replace('\n', ""));

@@ -20,6 +20,9 @@ mod crash;
 mod dead_letter;
 /// The flash-sale demo and the inspection commands on its data.
 mod demo;
+/// Operator commands (cancel, resolve, retry) and their audit, on both
+/// engines, against a running worker.
+mod operator;
 /// The Redis stock adapter survives a Redis restart mid-sale.
 mod redis_fault;
 /// The interpreter's scenarios on both engines (embedded and Temporal).

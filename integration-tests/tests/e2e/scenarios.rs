@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A timeline entry: (step, phase, status, attempts, last error).
-type Entry = (String, String, String, u64, String);
+pub(crate) type Entry = (String, String, String, u64, String);
 
 /// One scenario's world: its data directory, config and order-id prefix.
-struct Env {
-    dir: PathBuf,
-    config: PathBuf,
+pub(crate) struct Env {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: PathBuf,
     prefix: String,
 }
 
@@ -27,7 +27,7 @@ fn require_temporal() {
 }
 
 impl Env {
-    fn new(name: &str, engine: &str, tweaks: &[(&str, &str)]) -> Env {
+    pub(crate) fn new(name: &str, engine: &str, tweaks: &[(&str, &str)]) -> Env {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -61,7 +61,7 @@ impl Env {
     }
 
     /// `args` with this environment's config and data directory.
-    fn with_env<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+    pub(crate) fn with_env<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
         let mut all: Vec<&str> = args.to_vec();
         all.extend([
             "--config",
@@ -72,23 +72,23 @@ impl Env {
         all
     }
 
-    fn sagaflow(&self, args: &[&str]) -> String {
+    pub(crate) fn sagaflow(&self, args: &[&str]) -> String {
         sagaflow_ok(&self.with_env(args))
     }
 
     /// Runs a command that must fail; returns its stderr.
-    fn sagaflow_fails(&self, args: &[&str]) -> String {
+    pub(crate) fn sagaflow_fails(&self, args: &[&str]) -> String {
         let all = self.with_env(args);
         let out = sagaflow(&all);
         assert!(!out.status.success(), "{all:?} should fail");
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
-    fn id(&self, suffix: &str) -> String {
+    pub(crate) fn id(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
     }
 
-    fn submit(&self, suffix: &str, payment_method: &str) -> String {
+    pub(crate) fn submit(&self, suffix: &str, payment_method: &str) -> String {
         let id = self.id(suffix);
         let file = self.dir.join(format!("{suffix}.json"));
         std::fs::write(
@@ -102,20 +102,65 @@ impl Env {
         id
     }
 
-    fn run_until_idle(&self) {
+    pub(crate) fn run_until_idle(&self) {
         self.sagaflow(&["run", "--until-idle"]);
     }
 
-    fn show(&self, id: &str) -> Value {
+    /// A worker (`sagaflow run`) in the background until dropped; its log
+    /// goes to `worker-N.log` in the data directory.
+    pub(crate) fn worker(&self) -> Worker {
+        let n = std::fs::read_dir(&self.dir).map_or(0, |d| d.count());
+        let log = self.dir.join(format!("worker-{n}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(bin())
+            .args(self.with_env(&["run"]))
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Worker { child }
+    }
+
+    /// Waits (up to a minute) until saga `id` has `status`; returns its
+    /// `show --json`.
+    pub(crate) fn wait_status(&self, id: &str, status: &str) -> Value {
+        self.wait_until(id, |show| show["saga"]["status"] == status)
+    }
+
+    /// Waits (up to a minute) until `ready` holds for saga `id`'s
+    /// `show --json`, and returns it.
+    pub(crate) fn wait_until(&self, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let out = sagaflow(&self.with_env(&["show", id, "--json"]));
+            if out.status.success() {
+                let show: Value = serde_json::from_slice(&out.stdout).unwrap();
+                if ready(&show) {
+                    return show;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "saga {id} is not there after a minute: {show}"
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no saga {id} after a minute"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    pub(crate) fn show(&self, id: &str) -> Value {
         serde_json::from_str(&self.sagaflow(&["show", id, "--json"])).unwrap()
     }
 
-    fn stock(&self) -> Value {
+    pub(crate) fn stock(&self) -> Value {
         serde_json::from_str(self.sagaflow(&["stock", "show", "--json"]).trim()).unwrap()
     }
 
     /// (step, phase, status, attempts, last error) for each timeline entry.
-    fn timeline(&self, id: &str) -> (String, Vec<Entry>) {
+    pub(crate) fn timeline(&self, id: &str) -> (String, Vec<Entry>) {
         let show = self.show(id);
         let status = show["saga"]["status"].as_str().unwrap().to_owned();
         let rows = show["timeline"]
@@ -136,14 +181,37 @@ impl Env {
     }
 }
 
-fn entry<'a>(rows: &'a [Entry], step: &str, phase: &str) -> &'a Entry {
+/// A background worker: stopped with SIGINT (as an operator would) when
+/// dropped.
+pub(crate) struct Worker {
+    child: std::process::Child,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn entry<'a>(rows: &'a [Entry], step: &str, phase: &str) -> &'a Entry {
     rows.iter()
         .find(|r| r.0 == step && r.1 == phase)
         .unwrap_or_else(|| panic!("no {step} {phase} in {rows:?}"))
 }
 
 /// The provider answers after 300ms; authorize gives up after 100ms, twice.
-const SLOW_PROVIDER: [(&str, &str); 2] = [
+pub(crate) const SLOW_PROVIDER: [(&str, &str); 2] = [
     ("latency = \"0ms\"", "latency = \"300ms\""),
     (
         "timeout = \"10s\"\nretry = { initial_interval = \"100ms\", backoff_coefficient = 2.0, max_interval = \"5s\", max_attempts = 5, non_retryable = [\"card_declined\"] }",
@@ -176,12 +244,21 @@ fn happy_path(engine: &str) {
         (Some(1), Some(1)),
         "{stock}"
     );
-    // A retry for a saga that is not parked is refused at once, not kept.
-    let err = env.sagaflow_fails(&["signal", &id, "retry"]);
+    // A retry for a saga that is not parked is refused at once, not kept;
+    // so is a cancel after the pivot, naming refund.
+    let err = env.sagaflow_fails(&["retry", &id, "--reason", "just in case"]);
     assert!(
         err.contains("retry applies only to a parked saga, and this one is completed; it has ended, nothing is left to retry; nothing was sent"),
         "{err}"
     );
+    let err = env.sagaflow_fails(&["cancel", &id, "--reason", "customer called"]);
+    assert!(
+        err.contains("cancel refused for saga")
+            && err.contains("`sagaflow refund ID` undoes a completed checkout; nothing was sent"),
+        "{err}"
+    );
+    let err = env.sagaflow_fails(&["retry", &id]);
+    assert!(err.contains("--reason"), "the reason is required: {err}");
 }
 
 fn declined_card(engine: &str) {
@@ -282,8 +359,24 @@ fn compensation_failure_parks(engine: &str) {
         .unwrap()
         .replace("latency = \"300ms\"", "latency = \"0ms\"");
     std::fs::write(&env.config, fixed).unwrap();
-    env.sagaflow(&["signal", &id, "retry"]);
-    env.run_until_idle();
+    let worker = env.worker();
+    let applied = env.sagaflow(&[
+        "retry",
+        &id,
+        "--reason",
+        "provider latency back to normal",
+        "--operator",
+        "alice",
+    ]);
+    assert!(applied.starts_with("retry applied to saga"), "{applied}");
+    let show = env.wait_status(&id, "compensated");
+    drop(worker);
+    assert_eq!(
+        show["commands"],
+        serde_json::json!([{"at_ms": show["commands"][0]["at_ms"], "command": "retry",
+            "operator": "alice", "reason": "provider latency back to normal"}]),
+        "{show}"
+    );
     let (status, rows) = env.timeline(&id);
     assert_eq!(status, "compensated", "{rows:?}");
     let void = entry(&rows, "authorize_payment", "compensation");

@@ -2,13 +2,12 @@
 
 use crate::app::DataPaths;
 use crate::config::{Config, StockKind, TemporalSettings};
-use crate::engine::core::now_ms;
 use crate::engine::journal;
 use crate::engine::read;
 use crate::engine::temporal::client::TemporalClient;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use rusqlite::Connection;
-use sagaflow_workflows::{SagaDef, SagaStatus, Signal};
+use sagaflow_workflows::{SagaDef, SagaStatus};
 use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
@@ -60,16 +59,6 @@ pub struct HistoryArgs {
     pub export: Option<PathBuf>,
 }
 
-/// Arguments of `signal`.
-#[derive(Debug, clap::Args)]
-pub struct SignalArgs {
-    /// Saga id
-    pub id: String,
-    /// retry: run the step or compensation the saga is parked on again, with a fresh retry budget (refused unless the saga is parked)
-    #[arg(value_parser = ["retry"])]
-    pub signal: String,
-}
-
 /// Opens the journal of a data directory for reading, with a helpful error
 /// when there is none.
 pub fn open_journal(data: &Path) -> Result<Connection> {
@@ -112,7 +101,7 @@ struct SagaView {
     events: Vec<read::EventRow>,
 }
 
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+pub(super) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -232,12 +221,14 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
         events,
     } = source.saga(&args.id)?;
     let timeline = read::timeline(&def, &events, &saga.status);
+    let commands = read::commands(&events);
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({
             "saga": saga,
             "input": input,
             "timeline": timeline,
+            "commands": commands,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -281,6 +272,32 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
                 .unwrap_or_else(|| "-".into()),
             t.last_error.as_deref().unwrap_or("")
         )?;
+    }
+    if !commands.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "  operator commands:")?;
+        for c in &commands {
+            writeln!(
+                out,
+                "  {} UTC  {}{} by {}: {}{}",
+                ms_to_utc(c.at_ms),
+                c.command,
+                c.step
+                    .as_deref()
+                    .map(|s| format!(" --step {s}"))
+                    .unwrap_or_default(),
+                if c.operator.is_empty() {
+                    "(unknown)"
+                } else {
+                    &c.operator
+                },
+                c.reason,
+                c.bulk
+                    .as_deref()
+                    .map(|b| format!(" (bulk {b})"))
+                    .unwrap_or_default()
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -352,60 +369,6 @@ pub fn stats(source: &Source, args: JsonArgs) -> Result<ExitCode> {
         s.events, s.inbox
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `sagaflow signal ID SIGNAL`.
-pub fn signal(source: &Source, args: SignalArgs) -> Result<ExitCode> {
-    let signal = Signal::parse(&args.signal).expect("clap checked the value");
-    let data = match source {
-        Source::Journal(data) => data,
-        Source::Temporal(settings) => {
-            block_on(async {
-                let client = TemporalClient::connect(settings).await?;
-                // From the history when no worker answers the status query:
-                // an operator may well signal while every worker is down.
-                let row = client.saga(&args.id).await?.row;
-                let status =
-                    SagaStatus::from_parts(&row.status, row.reason).with_context(|| {
-                        format!("saga {} has an unknown status {:?}", args.id, row.status)
-                    })?;
-                refuse_unless_applies(signal, &args.id, &status)?;
-                client.signal(&args.id, signal).await?;
-                anyhow::Ok(())
-            })??;
-            println!(
-                "signalled {} to saga {} on Temporal",
-                signal.name(),
-                args.id
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-    };
-    let conn = open_journal(data)?;
-    let saga = find_saga(&conn, &args.id, data)?;
-    let status = SagaStatus::from_parts(&saga.status, saga.reason.clone()).with_context(|| {
-        format!(
-            "saga {} has an unknown status {:?} in the journal",
-            saga.id, saga.status
-        )
-    })?;
-    refuse_unless_applies(signal, &saga.id, &status)?;
-    read::send_signal(&conn, &saga.id, signal, now_ms())?;
-    println!(
-        "queued {} for saga {} (status {}); the running worker delivers it",
-        signal.name(),
-        saga.id,
-        saga.status
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Refuses, before anything is sent, a signal the saga's status does not
-/// allow (the engine checks again when it delivers).
-fn refuse_unless_applies(signal: Signal, id: &str, status: &SagaStatus) -> Result<()> {
-    signal
-        .applies_to(status)
-        .map_err(|reason| anyhow!("saga {id}: {reason}; nothing was sent"))
 }
 
 /// `sagaflow stock ...`.

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_queue;
 mod bench_stock;
+mod command;
 mod demo;
 mod dlq;
 mod inspect;
@@ -13,6 +14,7 @@ use crate::config::{Config, EngineKind};
 use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
 use sagaflow_activities::registry::BUILTIN_ACTIVITIES;
+use sagaflow_workflows::Signal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -57,8 +59,25 @@ enum Command {
     History(inspect::HistoryArgs),
     /// Counts by status and latency percentiles
     Stats(inspect::JsonArgs),
-    /// Send an operator signal (retry) to a parked saga; the running worker delivers it
-    Signal(inspect::SignalArgs),
+    /// Retry the step or compensation a parked saga is parked on, with a fresh retry budget
+    ///
+    /// Example: sagaflow retry o-1042 --reason "payment provider back after INC-7"
+    Retry(command::CommandArgs),
+    /// Cancel a saga before its pivot: the step in progress finishes, then what it completed is compensated in reverse
+    ///
+    /// Example: sagaflow cancel o-1042 --reason "customer called to cancel"
+    Cancel(command::CommandArgs),
+    /// Record the step a parked saga is parked on as done by hand, with its output, and go on
+    ///
+    /// Example: sagaflow resolve o-1042 --step commit_stock --output '{}' --reason "committed in the WMS by hand"
+    Resolve(command::ResolveArgs),
+    /// List operator commands (who, when, why, applied or refused), oldest first
+    ///
+    /// Example: sagaflow audit --since 2h --json
+    Audit(command::AuditArgs),
+    /// Same as `retry` (kept for scripts written before it): sagaflow signal ID retry --reason TEXT
+    #[command(hide = true)]
+    Signal(command::SignalArgs),
     /// Show or set the stock (the embedded ledger, or Redis with profile.stock = "redis")
     #[command(subcommand)]
     Stock(inspect::StockCommand),
@@ -135,7 +154,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Show(s) => inspect::show(&source(&load(None)?, args.data), s),
         Command::History(s) => inspect::history(&source(&load(None)?, args.data), s),
         Command::Stats(s) => inspect::stats(&source(&load(None)?, args.data), s),
-        Command::Signal(s) => inspect::signal(&source(&load(None)?, args.data), s),
+        Command::Retry(c) => command::simple(&source(&load(None)?, args.data), Signal::Retry, c),
+        Command::Cancel(c) => command::simple(&source(&load(None)?, args.data), Signal::Cancel, c),
+        Command::Resolve(c) => command::resolve(&source(&load(None)?, args.data), c),
+        Command::Audit(a) => command::audit(&source(&load(None)?, args.data), a),
+        Command::Signal(s) => command::simple(
+            &source(&load(None)?, args.data),
+            Signal::Retry,
+            s.into_retry(),
+        ),
         Command::Stock(c) => {
             let config = load(None)?;
             let data = data_dir(&config, args.data);

@@ -1,9 +1,10 @@
-//! The operator inbox poller: reads signals the CLI wrote to the journal's
-//! `inbox` table and hands them to the core. A row it cannot use is logged
-//! (and left for the core to drop when it is for no live saga); a failed
+//! The operator inbox poller: reads commands the CLI wrote to the
+//! journal's `inbox` table and hands them to the core, which applies or
+//! refuses each (a row it cannot read is refused with the reason); a failed
 //! read is logged and tried again at the next poll.
 
 use super::api::Msg;
+use super::command::CommandRequest;
 use super::journal;
 use super::state::Input;
 use sagaflow_workflows::Signal;
@@ -24,10 +25,10 @@ pub(crate) fn poll(path: PathBuf, tx: Sender<Msg>, stop: Arc<AtomicBool>, every:
     };
     let mut last = 0i64;
     while !stop.load(Ordering::Relaxed) {
-        let rows: rusqlite::Result<Vec<(i64, String, String)>> = conn
-            .prepare_cached("SELECT id, saga_id, signal FROM inbox WHERE id > ?1 ORDER BY id")
+        let rows: rusqlite::Result<Vec<(i64, String, String, String)>> = conn
+            .prepare_cached("SELECT id, saga_id, signal, body FROM inbox WHERE id > ?1 ORDER BY id")
             .and_then(|mut s| {
-                s.query_map([last], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                s.query_map([last], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                     .collect()
             });
         match rows {
@@ -35,26 +36,34 @@ pub(crate) fn poll(path: PathBuf, tx: Sender<Msg>, stop: Arc<AtomicBool>, every:
                 tracing::warn!(%error, "cannot read the operator inbox; trying again")
             }
             Ok(rows) => {
-                for (id, saga_id, signal) in rows {
+                for (id, saga_id, name, body) in rows {
                     last = id;
-                    match Signal::parse(&signal) {
-                        Some(signal) => {
-                            let _ = tx.send(Msg::Apply(Input::Signal {
-                                saga_id,
-                                signal,
-                                inbox_id: id,
-                            }));
-                        }
-                        None => tracing::warn!(
-                            saga_id,
-                            signal,
-                            inbox_id = id,
-                            "unknown signal in the inbox; ignored (known: retry)"
-                        ),
+                    let command = read_command(&name, &body);
+                    if let Err(why) = &command {
+                        tracing::warn!(saga_id, inbox_id = id, %why, "unreadable command in the inbox; refused");
                     }
+                    let _ = tx.send(Msg::Apply(Input::Signal {
+                        saga_id,
+                        command,
+                        inbox_id: id,
+                    }));
                 }
             }
         }
         std::thread::sleep(every);
     }
+}
+
+/// The command of an inbox row: its `body` (version 2), or a bare signal
+/// name in `signal` (a row a version 1 CLI wrote).
+fn read_command(name: &str, body: &str) -> Result<CommandRequest, String> {
+    if body.trim() == "{}" {
+        return Signal::parse(name)
+            .map(|signal| CommandRequest {
+                signal,
+                audit: Default::default(),
+            })
+            .ok_or_else(|| format!("an unknown command {name:?}"));
+    }
+    CommandRequest::decode(body)
 }

@@ -14,10 +14,15 @@
 //! - `events(saga_id, n, at_ms, kind, seq, body)`: the journal proper.
 //!   `n` numbers a saga's events from 0 (`started`) without gaps; `seq` is
 //!   the interpreter's operation number for `activity_*` and `timer_fired`;
-//! - `inbox(id, saga_id, signal, at_ms)`: operator signals written by the
-//!   CLI, deleted in the same transaction that journals their delivery;
-//!   `AUTOINCREMENT` so ids never repeat (the worker reads rows above the
-//!   last id it has seen).
+//! - `inbox(id, saga_id, signal, at_ms, body, bulk_id)`: operator commands
+//!   written by the CLI (`body` holds the command's arguments and audit),
+//!   deleted in the same transaction that journals their delivery or
+//!   refusal; `AUTOINCREMENT` so ids never repeat (the worker reads rows
+//!   above the last id it has seen);
+//! - `audit(id, at_ms, saga_id, command, operator, reason, bulk_id,
+//!   outcome, detail, body, inbox_id)`: every inbox command, applied or
+//!   refused (with the reason in `detail`), written in the transaction that
+//!   takes it out of the inbox.
 //!
 //! Commit protocol (group commit): the engine core hands the writer one
 //! [`Batch`] per round; the writer takes every batch waiting, writes them in
@@ -35,9 +40,10 @@
 //!   stops the process: memory may be ahead of disk, and recovery from the
 //!   journal is the only safe way on.
 
+use super::command::CommandRequest;
 use super::schema::{self, SchemaError};
 use rusqlite::{params, Connection};
-use sagaflow_workflows::{ActivityError, Phase, SagaStatus, Signal};
+use sagaflow_workflows::{ActivityError, Phase, SagaStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
@@ -114,11 +120,11 @@ pub enum EventKind {
         /// Operation number.
         seq: u32,
     },
-    /// An operator signal was delivered.
+    /// An operator command was delivered.
     Signal {
-        /// Which signal.
-        signal: Signal,
-        /// Its inbox row, deleted in the same transaction.
+        /// The command, with who sent it and why.
+        command: CommandRequest,
+        /// Its inbox row, deleted (and audited) in the same transaction.
         inbox_id: Option<i64>,
     },
     /// The status changed.
@@ -149,11 +155,7 @@ impl EventKind {
                 serde_json::to_string(body).expect("attempt bodies serialize"),
             ),
             EventKind::TimerFired { seq } => ("timer_fired", Some(*seq), "{}".into()),
-            EventKind::Signal { signal, .. } => (
-                "signal",
-                None,
-                format!("{{\"signal\":\"{}\"}}", signal.name()),
-            ),
+            EventKind::Signal { command, .. } => ("signal", None, command.encode()),
             EventKind::Status { status, reason, .. } => (
                 "status",
                 None,
@@ -173,16 +175,10 @@ impl EventKind {
                     .map_err(|e| format!("a {kind} body that is not an attempt ({e})"))?,
             },
             "timer_fired" => EventKind::TimerFired { seq: seq_of(kind)? },
-            "signal" => {
-                let v: Value = serde_json::from_str(body)
-                    .map_err(|e| format!("a signal body that is not JSON ({e})"))?;
-                let name = v["signal"].as_str().unwrap_or("");
-                EventKind::Signal {
-                    signal: Signal::parse(name)
-                        .ok_or_else(|| format!("an unknown signal {name:?}"))?,
-                    inbox_id: None,
-                }
-            }
+            "signal" => EventKind::Signal {
+                command: CommandRequest::decode(body)?,
+                inbox_id: None,
+            },
             "status" => {
                 let v: Value = serde_json::from_str(body)
                     .map_err(|e| format!("a status body that is not JSON ({e})"))?;
@@ -236,10 +232,21 @@ pub enum Record {
         /// What.
         kind: EventKind,
     },
-    /// An inbox row for a saga that is not live: removed without an event.
+    /// An inbox row whose command does not apply (the saga is not live,
+    /// or not where the command needs it): removed without an event, and
+    /// audited as refused with the reason.
     DropSignal {
         /// Inbox row id.
         inbox_id: i64,
+        /// The saga it named.
+        saga_id: String,
+        /// The command, with who sent it and why (`None`: the row could
+        /// not be read).
+        command: Option<CommandRequest>,
+        /// Why it does not apply.
+        why: String,
+        /// When it was refused.
+        at_ms: u64,
     },
 }
 
@@ -287,10 +294,12 @@ fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
         } => {
             match kind {
                 EventKind::Signal {
-                    inbox_id: Some(id), ..
+                    command,
+                    inbox_id: Some(id),
                 } => {
                     conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
                         .execute([id])?;
+                    audit(conn, *id, saga_id, *at_ms, Some(command), None)?;
                 }
                 EventKind::Status {
                     status,
@@ -317,11 +326,59 @@ fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
             )?
             .execute(params![&**saga_id, n, *at_ms as i64, kind_name, seq, body])?;
         }
-        Record::DropSignal { inbox_id } => {
+        Record::DropSignal {
+            inbox_id,
+            saga_id,
+            command,
+            why,
+            at_ms,
+        } => {
             conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
                 .execute([inbox_id])?;
+            audit(
+                conn,
+                *inbox_id,
+                saga_id,
+                *at_ms,
+                command.as_ref(),
+                Some(why),
+            )?;
         }
     }
+    Ok(())
+}
+
+/// The operator audit row of an inbox command: applied, or refused with
+/// `refused`'s reason.
+fn audit(
+    conn: &Connection,
+    inbox_id: i64,
+    saga_id: &str,
+    at_ms: u64,
+    command: Option<&CommandRequest>,
+    refused: Option<&str>,
+) -> rusqlite::Result<()> {
+    let unreadable = super::command::Audit::default();
+    let (name, who, body) = match command {
+        Some(c) => (c.signal.name(), &c.audit, c.encode()),
+        None => ("unreadable", &unreadable, "{}".to_owned()),
+    };
+    conn.prepare_cached(
+        "INSERT INTO audit (at_ms, saga_id, command, operator, reason, bulk_id, outcome, detail, body, inbox_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        at_ms as i64,
+        saga_id,
+        name,
+        who.operator,
+        who.reason,
+        who.bulk,
+        if refused.is_some() { "refused" } else { "applied" },
+        refused,
+        body,
+        inbox_id
+    ])?;
     Ok(())
 }
 

@@ -22,15 +22,17 @@
 //! [`Starter`] is the one thing triggers know about engines.
 
 mod api;
+pub mod command;
 pub mod core;
 mod dispatch;
 mod inbox;
 pub mod journal;
 mod lifecycle;
+pub mod operator;
 pub mod read;
-mod recovery;
+pub(crate) mod recovery;
 mod schema;
-mod state;
+pub(crate) mod state;
 pub mod temporal;
 
 pub use self::api::{Definition, Ended, EngineConfig, EngineError, EngineHandle, StartOutcome};

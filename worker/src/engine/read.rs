@@ -1,12 +1,12 @@
 //! Read-only views of the journal for the CLI: list, show (timeline),
-//! history (raw events), stats; and the operator inbox writer.
+//! history (raw events), stats. (Operator commands are in `operator`.)
 //!
 //! Everything here opens its own connection and works while a worker is
 //! writing (WAL readers do not block the writer).
 
 use super::journal::AttemptBody;
 use rusqlite::{params, Connection, OptionalExtension};
-use sagaflow_workflows::{Phase, SagaDef, Signal};
+use sagaflow_workflows::{Phase, SagaDef};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -92,6 +92,42 @@ pub fn input(conn: &Connection, id: &str) -> rusqlite::Result<Option<Value>> {
     Ok(body.and_then(|b| serde_json::from_str(&b).ok()))
 }
 
+/// An operator command a saga received, from its `signal` events.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandEntry {
+    /// When it was delivered (ms since the epoch).
+    pub at_ms: u64,
+    /// retry, cancel or resolve.
+    pub command: String,
+    /// Who sent it.
+    pub operator: String,
+    /// Why.
+    pub reason: String,
+    /// A resolve's step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The bulk run, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<String>,
+}
+
+/// The operator commands among a saga's events, in order.
+pub fn commands(events: &[EventRow]) -> Vec<CommandEntry> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    events
+        .iter()
+        .filter(|e| e.kind == "signal")
+        .map(|e| CommandEntry {
+            at_ms: e.at_ms,
+            command: text(&e.body["signal"]),
+            operator: text(&e.body["operator"]),
+            reason: text(&e.body["reason"]),
+            step: e.body["step"].as_str().map(str::to_owned),
+            bulk: e.body["bulk"].as_str().map(str::to_owned),
+        })
+        .collect()
+}
+
 /// One raw journal event.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventRow {
@@ -133,7 +169,8 @@ pub struct TimelineEntry {
     pub phase: &'static str,
     /// Activity name.
     pub activity: String,
-    /// ok, failed, running (attempts so far, none finished ok), or pending.
+    /// ok, failed, running (attempts so far, none finished ok), resolved
+    /// (done by hand, by an operator's `resolve`), or pending.
     pub status: &'static str,
     /// Attempts made.
     pub attempts: u32,
@@ -152,6 +189,14 @@ pub fn timeline(def: &SagaDef, events: &[EventRow], status: &str) -> Vec<Timelin
     let mut entries: Vec<TimelineEntry> = Vec::new();
     let mut first_start: Vec<u64> = Vec::new();
     for e in events {
+        if e.kind == "signal" && e.body["signal"] == "resolve" {
+            // Done by hand: the step (or compensation) it was parked on.
+            let step = e.body["step"].as_str().unwrap_or_default();
+            if let Some(t) = entries.iter_mut().rev().find(|t| t.step == step) {
+                t.status = "resolved";
+            }
+            continue;
+        }
         if e.kind != "activity_completed" && e.kind != "activity_failed" {
             continue;
         }
@@ -309,18 +354,4 @@ pub fn percentile(sorted: &[u64], q: f64) -> u64 {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
-}
-
-/// Queues an operator signal for a saga; the worker delivers it.
-pub fn send_signal(
-    conn: &Connection,
-    saga_id: &str,
-    signal: Signal,
-    at_ms: u64,
-) -> rusqlite::Result<i64> {
-    conn.execute(
-        "INSERT INTO inbox (saga_id, signal, at_ms) VALUES (?1, ?2, ?3)",
-        params![saga_id, signal.name(), at_ms as i64],
-    )?;
-    Ok(conn.last_insert_rowid())
 }

@@ -30,10 +30,16 @@ pub struct Migration {
 }
 
 /// Every step from an empty file to the current version, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    what: "version 1: definitions, sagas, events, inbox",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        what: "version 1: definitions, sagas, events, inbox",
+        sql: V1,
+    },
+    Migration {
+        what: "version 2: operator commands (inbox body and bulk id, audit)",
+        sql: V2,
+    },
+];
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS definitions (
@@ -68,6 +74,33 @@ CREATE TABLE IF NOT EXISTS inbox (
     signal TEXT NOT NULL,
     at_ms INTEGER NOT NULL
 );
+";
+
+/// Operator commands carry arguments and an audit (`inbox.body`), may
+/// belong to a bulk run (at most one inbox row per saga and bulk run), and
+/// every one taken out of the inbox is recorded in `audit`, applied or
+/// refused.
+const V2: &str = "
+ALTER TABLE inbox ADD COLUMN body TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE inbox ADD COLUMN bulk_id TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS inbox_bulk ON inbox (bulk_id, saga_id) WHERE bulk_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    saga_id TEXT NOT NULL,
+    command TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    bulk_id TEXT,
+    outcome TEXT NOT NULL,
+    detail TEXT,
+    body TEXT NOT NULL,
+    inbox_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);
+CREATE INDEX IF NOT EXISTS audit_saga ON audit (saga_id);
+CREATE INDEX IF NOT EXISTS audit_inbox ON audit (inbox_id);
+CREATE INDEX IF NOT EXISTS audit_bulk ON audit (bulk_id, saga_id) WHERE bulk_id IS NOT NULL;
 ";
 
 /// Why a journal could not be brought to the current version.

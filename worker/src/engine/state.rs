@@ -26,6 +26,7 @@
 //! in the engine, a number in the tests): the state only hands it back.
 
 use super::api::{Definition, Ended, StartOutcome};
+use super::command::CommandRequest;
 use super::journal::{AttemptBody, EventKind, Record};
 use sagaflow_workflows::{
     run_saga, ActivityCall, ActivityError, Command, Phase, ReplayContext, Resolution, SagaOutcome,
@@ -61,10 +62,11 @@ pub(crate) enum Input<A> {
         seq: u32,
         at_ms: u64,
     },
-    /// An operator signal from inbox row `inbox_id`.
+    /// An operator command from inbox row `inbox_id` (`Err`: the row
+    /// could not be read, and why).
     Signal {
         saga_id: String,
-        signal: Signal,
+        command: Result<CommandRequest, String>,
         inbox_id: i64,
     },
     /// A saga that had not ended, as the journal holds it.
@@ -164,6 +166,20 @@ impl State {
         self.sagas.len()
     }
 
+    /// Whether `signal` applies to saga `saga_id` as it is in memory now,
+    /// or why not. The engine asks before it delivers a command; the CLI
+    /// asks a state it recovered the one saga into, before it sends one.
+    pub(crate) fn check(&self, saga_id: &str, signal: &Signal) -> Result<(), String> {
+        match self.sagas.get(saga_id) {
+            Some(live) => signal.applies_to(&live.ctx.status(), &live.ctx.stage()),
+            None if self.known.contains(saga_id) => Err(
+                "the saga is not live here: it has ended, or its journal could not be replayed"
+                    .to_owned(),
+            ),
+            None => Err(format!("there is no saga {saga_id}")),
+        }
+    }
+
     /// Applies one message at `now_ms`; what follows goes into `out`.
     pub(crate) fn apply<A>(&mut self, input: Input<A>, now_ms: u64, out: &mut Effects<A>) {
         match input {
@@ -185,9 +201,9 @@ impl State {
             }
             Input::Signal {
                 saga_id,
-                signal,
+                command,
                 inbox_id,
-            } => self.signal(&saga_id, signal, inbox_id, now_ms, out),
+            } => self.signal(saga_id, command, inbox_id, now_ms, out),
             Input::Recover(saga) => self.recover(*saga, now_ms, out),
             Input::CommitFailed { error } => out.actions.push(Action::Stop {
                 why: format!(
@@ -309,6 +325,10 @@ impl State {
         let Some(live) = self.sagas.get_mut(saga_id) else {
             return;
         };
+        // A timer a cancel cut short: nobody waits for it any more.
+        if !live.ctx.awaits(seq) {
+            return;
+        }
         let n = live.next_n;
         live.next_n += 1;
         live.ctx.resolve(seq, Resolution::Timer { at_ms });
@@ -321,38 +341,48 @@ impl State {
         self.advance(saga_id, now, out);
     }
 
+    /// Delivers an operator command, or refuses it with the reason (both
+    /// journaled and audited): it must apply to the saga as it is now, in
+    /// memory, which is where the saga may have moved since the CLI
+    /// checked.
     fn signal<A>(
         &mut self,
-        saga_id: &str,
-        signal: Signal,
+        saga_id: String,
+        command: Result<CommandRequest, String>,
         inbox_id: i64,
         now: u64,
         out: &mut Effects<A>,
     ) {
-        let Some(live) = self.sagas.get_mut(saga_id) else {
-            tracing::warn!(
-                saga_id,
-                signal = signal.name(),
-                "signal for a saga that is not running (unknown or ended); dropped"
-            );
-            out.records.push(Record::DropSignal { inbox_id });
-            return;
+        let verdict = match &command {
+            Err(why) => Err(format!("the inbox row cannot be read: {why}")),
+            Ok(c) => self.check(&saga_id, &c.signal),
         };
-        // The CLI checks too, but the saga may have moved on since.
-        if let Err(reason) = signal.applies_to(&live.ctx.status()) {
-            tracing::warn!(saga_id, signal = signal.name(), %reason, "signal refused; dropped");
-            out.records.push(Record::DropSignal { inbox_id });
-            return;
-        }
+        let command = match (command, verdict) {
+            (Ok(command), Ok(())) => command,
+            (command, Err(why)) => {
+                let name = command.as_ref().map_or("unreadable", |c| c.signal.name());
+                tracing::warn!(saga_id, command = name, %why, "operator command refused");
+                out.records.push(Record::DropSignal {
+                    inbox_id,
+                    saga_id,
+                    command: command.ok(),
+                    why,
+                    at_ms: now,
+                });
+                return;
+            }
+            (Err(_), Ok(())) => unreachable!("an unreadable command never applies"),
+        };
+        let live = self.sagas.get_mut(saga_id.as_str()).expect("checked above");
         let n = live.next_n;
         live.next_n += 1;
-        live.ctx.push_signal(signal, now);
+        live.ctx.push_signal(command.signal.clone(), now);
         out.records.push(Record::Event {
             saga_id: live.id.clone(),
             n,
             at_ms: now,
             kind: EventKind::Signal {
-                signal,
+                command,
                 inbox_id: Some(inbox_id),
             },
         });
@@ -366,13 +396,11 @@ impl State {
         let Some(live) = self.sagas.get_mut(saga_id) else {
             return;
         };
-        let poll = live
-            .fut
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()));
+        let poll = poll_saga(live);
         if let Some(why) = live.ctx.divergence() {
             let live = self.sagas.remove(saga_id).expect("present above");
-            park_diverged(&live.id, live.next_n, None, &why, now, out);
+            let reason = format!("replaying its journal diverged ({why})");
+            park_unrun(&live.id, live.next_n, None, &reason, now, out);
             return;
         }
         if let Some(status) = live.ctx.take_status_change() {
@@ -393,6 +421,11 @@ impl State {
 
     /// Rebuilds a saga from its journal and asks again for its outstanding
     /// operation; parks it when part of its journal cannot be read.
+    ///
+    /// The events are fed back one at a time, polling after each, as they
+    /// were applied live: an operator command is then seen exactly where it
+    /// was delivered (a cancel during a retry timer, say), so the saga
+    /// decides what it decided the first time.
     fn recover<A>(&mut self, saga: Recovered, now: u64, out: &mut Effects<A>) {
         let id: Arc<str> = match self.known.get(saga.id.as_str()) {
             Some(id) => id.clone(),
@@ -418,23 +451,19 @@ impl State {
                 .find_map(|(n, _, e)| e.as_ref().err().map(|why| format!("event {n}: {why}"))),
         };
         if let Some(what) = unreadable {
-            let status = SagaStatus::Parked {
-                reason: format!(
-                    "the journal of this saga cannot be read ({what}); it is not run. Inspect it with `sagaflow history {}`",
-                    saga.id
-                ),
-            };
-            tracing::error!(saga_id = &*id, %what, "unreadable journal record; saga parked");
-            if last_status.as_ref() != Some(&status) {
-                out.records.push(status_event(id, next_n, now, &status));
-            }
+            let reason = format!("the journal of this saga cannot be read ({what})");
+            park_unrun(&id, next_n, last_status.as_ref(), &reason, now, out);
             return;
         }
         let (Ok(def), Ok(input)) = (saga.def, saga.input) else {
             unreachable!("checked above");
         };
         let mut live = new_live(id.clone(), def, input, saga.created_ms, next_n);
+        let mut poll = poll_saga(&mut live);
         for (_, at_ms, event) in saga.events {
+            if poll.is_ready() || live.ctx.divergence().is_some() {
+                break;
+            }
             match event.expect("checked above") {
                 EventKind::Attempt { seq, body } => {
                     let result = match (body.output, body.error) {
@@ -452,17 +481,14 @@ impl State {
                     );
                 }
                 EventKind::TimerFired { seq } => live.ctx.resolve(seq, Resolution::Timer { at_ms }),
-                EventKind::Signal { signal, .. } => live.ctx.push_signal(signal, at_ms),
-                EventKind::Started | EventKind::Status { .. } => {}
+                EventKind::Signal { command, .. } => live.ctx.push_signal(command.signal, at_ms),
+                EventKind::Started | EventKind::Status { .. } => continue,
             }
+            poll = poll_saga(&mut live);
         }
-        // Replay: one poll runs the saga through its recorded history.
-        let poll = live
-            .fut
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()));
         if let Some(why) = live.ctx.divergence() {
-            park_diverged(&id, live.next_n, last_status.as_ref(), &why, now, out);
+            let reason = format!("replaying its journal diverged ({why})");
+            park_unrun(&id, live.next_n, last_status.as_ref(), &reason, now, out);
             return;
         }
         let replayed_status = live.ctx.take_status_change();
@@ -487,29 +513,29 @@ impl State {
     }
 }
 
-/// A saga whose replay no longer matches its journal (the interpreter
-/// asks for something other than what was recorded) cannot go on safely:
-/// it is parked with the divergence as its reason, not run, and kept out of
-/// memory, like a saga whose journal cannot be read. Nothing else is done
-/// for it; the operator reads `sagaflow history`.
-fn park_diverged<A>(
+/// Polls a saga's future once.
+fn poll_saga(live: &mut Live) -> Poll<SagaOutcome> {
+    live.fut
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// A saga that cannot go on safely (its journal cannot be read, or
+/// replaying it no longer matches what was recorded) is parked with `what`
+/// as its reason, not run, and kept out of memory; nothing else is done
+/// for it, and the others recover. The operator reads `sagaflow history`.
+fn park_unrun<A>(
     id: &Arc<str>,
     next_n: u32,
     last_status: Option<&SagaStatus>,
-    why: &str,
+    what: &str,
     now: u64,
     out: &mut Effects<A>,
 ) {
     let status = SagaStatus::Parked {
-        reason: format!(
-            "replaying its journal diverged ({why}); it is not run. Inspect it with `sagaflow history {id}`"
-        ),
+        reason: format!("{what}; it is not run. Inspect it with `sagaflow history {id}`"),
     };
-    tracing::error!(
-        saga_id = &**id,
-        why,
-        "replay diverged from the journal; saga parked"
-    );
+    tracing::error!(saga_id = &**id, what, "saga parked, not run");
     if last_status != Some(&status) {
         out.records
             .push(status_event(id.clone(), next_n, now, &status));

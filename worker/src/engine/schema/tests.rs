@@ -31,8 +31,9 @@ fn tables(conn: &Connection) -> Vec<String> {
         .collect()
 }
 
-/// The shipped steps plus one the test owns: v2 adds a column with a default.
-fn with_v2() -> Vec<Migration> {
+/// The shipped steps plus one the test owns, one version past the current:
+/// it adds a column with a default.
+fn with_next() -> Vec<Migration> {
     let mut steps: Vec<Migration> = MIGRATIONS
         .iter()
         .map(|m| Migration {
@@ -41,7 +42,7 @@ fn with_v2() -> Vec<Migration> {
         })
         .collect();
     steps.push(Migration {
-        what: "test v2: sagas.note",
+        what: "test next: sagas.note",
         sql: "ALTER TABLE sagas ADD COLUMN note TEXT NOT NULL DEFAULT 'v1';",
     });
     steps
@@ -53,7 +54,10 @@ fn a_fresh_file_gets_every_table_and_the_current_version() {
     let mut conn = Connection::open(&path).unwrap();
     assert_eq!(migrate(&mut conn, &path).unwrap(), 0);
     assert_eq!(version(&conn), CURRENT);
-    assert_eq!(tables(&conn), ["definitions", "events", "inbox", "sagas"]);
+    assert_eq!(
+        tables(&conn),
+        ["audit", "definitions", "events", "inbox", "sagas"]
+    );
     // Opening again changes nothing.
     assert_eq!(migrate(&mut conn, &path).unwrap(), CURRENT);
 }
@@ -70,11 +74,25 @@ fn the_v1_fixture_is_upgraded_to_a_later_version_and_keeps_its_sagas() {
     .unwrap();
     let mut conn = Connection::open(&path).unwrap();
     assert_eq!(version(&conn), 1);
-    assert_eq!(migrate(&mut conn, &path).unwrap(), 1, "v1 is current today");
+    // Every shipped step after v1 runs, then the test's own.
+    assert_eq!(migrate(&mut conn, &path).unwrap(), 1);
+    assert_eq!(version(&conn), CURRENT);
+    assert!(tables(&conn).contains(&"audit".to_owned()));
+    let inbox_body: String = conn
+        .query_row(
+            "SELECT dflt_value FROM pragma_table_info('inbox') WHERE name = 'body'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        inbox_body, "'{}'",
+        "rows a v1 CLI queued read as bare signals"
+    );
 
-    let steps = with_v2();
-    assert_eq!(migrate_with(&mut conn, &path, &steps).unwrap(), 1);
-    assert_eq!(version(&conn), 2);
+    let steps = with_next();
+    assert_eq!(migrate_with(&mut conn, &path, &steps).unwrap(), CURRENT);
+    assert_eq!(version(&conn), CURRENT + 1);
     let rows: Vec<(String, String, String)> = conn
         .prepare("SELECT id, status, note FROM sagas ORDER BY id")
         .unwrap()
@@ -89,16 +107,13 @@ fn the_v1_fixture_is_upgraded_to_a_later_version_and_keeps_its_sagas() {
             ("o-park".into(), "parked".into(), "v1".into())
         ]
     );
-    // A build that knows only v1 now refuses the file instead of misreading it.
+    // This build, which knows one version less, now refuses the file
+    // instead of misreading it.
     let err = migrate(&mut conn, &path).unwrap_err();
     assert!(
         matches!(
             err,
-            SchemaError::Newer {
-                found: 2,
-                current: 1,
-                ..
-            }
+            SchemaError::Newer { found, current, .. } if found == CURRENT + 1 && current == CURRENT
         ),
         "{err}"
     );
@@ -110,22 +125,23 @@ fn a_failing_step_leaves_the_file_at_its_old_version() {
     let path = scratch("failing").join("journal.db");
     let mut conn = Connection::open(&path).unwrap();
     migrate(&mut conn, &path).unwrap();
-    let mut steps = with_v2();
-    steps[1].sql = "CREATE TABLE half_done (x INTEGER); ALTER TABLE no_such_table ADD COLUMN y;";
+    let mut steps = with_next();
+    steps.last_mut().unwrap().sql =
+        "CREATE TABLE half_done (x INTEGER); ALTER TABLE no_such_table ADD COLUMN y;";
     let err = migrate_with(&mut conn, &path, &steps).unwrap_err();
     assert!(
         matches!(
             err,
             SchemaError::Step {
-                from: 1,
-                what: "test v2: sagas.note",
+                from,
+                what: "test next: sagas.note",
                 ..
-            }
+            } if from == CURRENT
         ),
         "{err}"
     );
     assert!(err.to_string().contains("the file is unchanged"), "{err}");
-    assert_eq!(version(&conn), 1);
+    assert_eq!(version(&conn), CURRENT);
     assert!(!tables(&conn).contains(&"half_done".to_owned()));
 }
 

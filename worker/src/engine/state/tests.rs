@@ -2,6 +2,7 @@
 //! records and actions out.
 
 use super::*;
+use crate::engine::command::CommandRequest;
 use crate::engine::journal::EventKind;
 use sagaflow_workflows::{RetryPolicy, SagaDef, StepDef};
 use serde_json::json;
@@ -112,6 +113,33 @@ fn actions(out: &Effects<u32>) -> Vec<String> {
             Action::Stop { .. } => "stop".into(),
         })
         .collect()
+}
+
+fn cmd(signal: Signal) -> CommandRequest {
+    CommandRequest {
+        signal,
+        audit: crate::engine::command::Audit {
+            operator: "alice".into(),
+            reason: "test".into(),
+            bulk: None,
+        },
+    }
+}
+
+fn command(id: &str, signal: Signal, inbox_id: i64) -> Input<u32> {
+    Input::Signal {
+        saga_id: id.into(),
+        command: Ok(cmd(signal)),
+        inbox_id,
+    }
+}
+
+/// The reason of the one refusal in `out`.
+fn refusal(out: &Effects<u32>) -> String {
+    match out.records.as_slice() {
+        [Record::DropSignal { why, .. }] => why.clone(),
+        other => panic!("expected one refusal, got {other:?}"),
+    }
 }
 
 fn ev(n: u32, kind: EventKind) -> (u32, u64, Result<EventKind, String>) {
@@ -258,7 +286,7 @@ fn a_parked_saga_goes_on_when_an_operator_signals_retry() {
         &mut state,
         Input::Signal {
             saga_id: "o1".into(),
-            signal: Signal::Retry,
+            command: Ok(cmd(Signal::Retry)),
             inbox_id: 42,
         },
     );
@@ -287,7 +315,7 @@ fn a_signal_for_no_live_saga_drops_its_inbox_row() {
         &mut state,
         Input::Signal {
             saga_id: "nobody".into(),
-            signal: Signal::Retry,
+            command: Ok(cmd(Signal::Retry)),
             inbox_id: 5,
         },
     );
@@ -305,7 +333,7 @@ fn a_retry_for_a_saga_that_is_not_parked_is_refused_not_kept() {
         &mut state,
         Input::Signal {
             saga_id: "o1".into(),
-            signal: Signal::Retry,
+            command: Ok(cmd(Signal::Retry)),
             inbox_id: 7,
         },
     );
@@ -433,7 +461,7 @@ fn recovery_keeps_a_parked_saga_waiting_for_its_signal() {
         &mut state,
         Input::Signal {
             saga_id: "o1".into(),
-            signal: Signal::Retry,
+            command: Ok(cmd(Signal::Retry)),
             inbox_id: 1,
         },
     );
@@ -550,4 +578,109 @@ fn recovery_parks_a_saga_whose_replay_diverges() {
     );
     assert!(out.actions.is_empty(), "{:?}", actions(&out));
     assert_eq!(state.live(), 0, "it is not run");
+}
+
+#[test]
+fn cancel_during_a_retry_timer_compensates_at_once_and_the_late_timer_is_dropped() {
+    let mut state = fresh();
+    start(&mut state, "o1", 1);
+    let failed = apply(
+        &mut state,
+        done("o1", 0, Err(ActivityError::retryable("redis", "down"))),
+    );
+    assert_eq!(actions(&failed), vec!["timer 1"]);
+    let cancel = apply(&mut state, command("o1", Signal::Cancel, 9));
+    assert_eq!(
+        records(&cancel),
+        vec![(Some(2), "signal".into()), (Some(3), "status".into())]
+    );
+    // The reserve failed retryably, so it may have happened: released.
+    assert_eq!(actions(&cancel), vec!["dispatch 2 stock.release#1"]);
+    let late = apply(
+        &mut state,
+        Input::TimerFired {
+            saga_id: Arc::from("o1"),
+            seq: 1,
+            at_ms: NOW + 100,
+        },
+    );
+    assert!(late.records.is_empty() && late.actions.is_empty());
+    let end = apply(&mut state, done("o1", 2, Ok(json!({}))));
+    assert_eq!(actions(&end), vec!["ended compensated"]);
+}
+
+#[test]
+fn a_cancel_recorded_during_a_timer_replays_where_it_was_delivered() {
+    // The journal of the saga above up to the cancel: recovery feeds the
+    // events one at a time, so the cancel reaches the timer, not the failed
+    // attempt before it (which would number the compensation differently).
+    let mut state = fresh();
+    let failed = attempt(
+        0,
+        "reserve",
+        "stock.reserve",
+        Err(ActivityError::retryable("redis", "down")),
+    );
+    let events = vec![
+        ev(0, EventKind::Started),
+        ev(1, failed),
+        ev(
+            2,
+            EventKind::Signal {
+                command: cmd(Signal::Cancel),
+                inbox_id: None,
+            },
+        ),
+        ev(
+            3,
+            EventKind::Status {
+                status: "compensating",
+                reason: None,
+                ended: false,
+            },
+        ),
+    ];
+    let out = apply(&mut state, recovered(events));
+    assert!(out.records.is_empty(), "{:?}", records(&out));
+    assert_eq!(actions(&out), vec!["dispatch 2 stock.release#1"]);
+}
+
+#[test]
+fn commands_that_do_not_apply_are_refused_with_the_reason() {
+    let mut state = fresh();
+    start(&mut state, "o1", 1);
+    let why = refusal(&apply(&mut state, command("o1", Signal::Retry, 1)));
+    assert!(why.contains("retry applies only to a parked saga"), "{why}");
+    apply(&mut state, done("o1", 0, Ok(json!({}))));
+    // The pivot's attempt runs: it may succeed, so no cancel any more.
+    let why = refusal(&apply(&mut state, command("o1", Signal::Cancel, 2)));
+    assert!(why.contains("sagaflow refund"), "{why}");
+    apply(&mut state, done("o1", 1, Ok(json!({}))));
+    apply(
+        &mut state,
+        done("o1", 2, Err(ActivityError::business("gone", "expired"))),
+    );
+    let wrong_step = Signal::Resolve {
+        step: "reserve".into(),
+        output: json!({}),
+    };
+    let why = refusal(&apply(&mut state, command("o1", wrong_step, 3)));
+    assert!(why.contains("pass --step ship"), "{why}");
+    let unreadable = apply(
+        &mut state,
+        Input::Signal {
+            saga_id: "o1".into(),
+            command: Err("an unknown command \"launch\"".into()),
+            inbox_id: 4,
+        },
+    );
+    assert!(refusal(&unreadable).contains("cannot be read"));
+    let resolve = Signal::Resolve {
+        step: "ship".into(),
+        output: json!({"by": "hand"}),
+    };
+    let out = apply(&mut state, command("o1", resolve, 5));
+    assert_eq!(actions(&out), vec!["ended completed"]);
+    let why = refusal(&apply(&mut state, command("o1", Signal::Cancel, 6)));
+    assert!(why.contains("not live here"), "{why}");
 }

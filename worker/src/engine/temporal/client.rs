@@ -1,4 +1,5 @@
-//! Talking to the cluster: start, signal, and the CLI's views.
+//! Talking to the cluster: start, operator commands (Updates), and the
+//! CLI's views.
 //!
 //! The views (list, show, history, stats) produce the same rows as the
 //! embedded engine's [`read`](crate::engine::read) module, so the CLI prints
@@ -10,21 +11,23 @@ use super::workflow::{
     SagaInput, SagaWorkflow, REASON_MEMO, SAGA_NAME, SAGA_STATUS, WORKFLOW_TYPE,
 };
 use crate::config::TemporalSettings;
+use crate::engine::command::CommandRequest;
 use crate::engine::journal::AttemptBody;
+use crate::engine::operator::AuditRow;
 use crate::engine::read::{percentile, EventRow, SagaRow, Stats};
 use crate::engine::StartOutcome;
 use futures::TryStreamExt;
-use sagaflow_workflows::{ActivityCall, ActivityError, SagaDef, SagaOutcome, SagaStatus, Signal};
+use sagaflow_workflows::{ActivityCall, ActivityError, SagaDef, SagaOutcome, SagaStatus, Stage};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
-use temporalio_client::errors::WorkflowStartError;
+use temporalio_client::errors::{WorkflowStartError, WorkflowUpdateError};
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowCountOptions,
-    WorkflowDescribeOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions,
-    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowListOptions, WorkflowQueryOptions,
-    WorkflowSignalOptions, WorkflowStartOptions,
+    WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowFetchHistoryOptions,
+    WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowListOptions,
+    WorkflowQueryOptions, WorkflowStartOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
 use temporalio_common::protos::temporal::api::failure::v1::{failure::FailureInfo, Failure};
@@ -181,20 +184,95 @@ impl TemporalClient {
             .map_err(request)
     }
 
-    /// Sends an operator signal.
-    pub async fn signal(&self, saga_id: &str, signal: Signal) -> Result<(), TemporalError> {
-        self.client
-            .get_workflow_handle::<SagaWorkflow>(saga_id)
-            .signal(
-                SagaWorkflow::operator,
-                signal,
-                WorkflowSignalOptions::default(),
-            )
-            .await
-            .map_err(|e| match e.to_string() {
-                s if s.contains("not found") => TemporalError::NotFound(saga_id.to_owned()),
-                s => TemporalError::Request(s),
-            })
+    /// Sends an operator command as the workflow's `command` Update and
+    /// waits up to `wait` for the worker's answer: `Ok(Ok(()))` once
+    /// applied, `Ok(Err(why))` when the validator refused it (or the saga
+    /// has ended). With a bulk id the Update id is `{bulk}` so that the
+    /// server runs it once per saga however often it is sent.
+    pub async fn command(
+        &self,
+        saga_id: &str,
+        request: &CommandRequest,
+        wait: std::time::Duration,
+    ) -> Result<Result<(), String>, TemporalError> {
+        // An ended saga takes no Update; say why as the embedded engine does.
+        let row = self.saga(saga_id).await?.row;
+        let status = SagaStatus::from_parts(&row.status, row.reason).unwrap_or(SagaStatus::Running);
+        if status.is_terminal() {
+            return Ok(request.signal.applies_to(&status, &Stage::default()));
+        }
+        let options = WorkflowExecuteUpdateOptions::builder()
+            .maybe_update_id(request.audit.bulk.clone())
+            .build();
+        let handle = self.client.get_workflow_handle::<SagaWorkflow>(saga_id);
+        let update = handle.execute_update(SagaWorkflow::command, request.clone(), options);
+        match tokio::time::timeout(wait, update).await {
+            Err(_) => Err(TemporalError::Request(format!(
+                "no worker answered the command within {}s; is a worker running on task queue {}? The command may still be checked and applied when one runs: see `sagaflow audit --saga {saga_id}`",
+                wait.as_secs(),
+                self.settings.task_queue
+            ))),
+            Ok(Ok(_)) => Ok(Ok(())),
+            Ok(Err(WorkflowUpdateError::Failed(failure))) => Ok(Err(failure.message.clone())),
+            Ok(Err(WorkflowUpdateError::NotFound(_))) => {
+                Err(TemporalError::NotFound(saga_id.to_owned()))
+            }
+            Ok(Err(other)) => Err(TemporalError::Request(other.to_string())),
+        }
+    }
+
+    /// Operator commands applied since `since_ms`, oldest first, from the
+    /// Update events in the sagas' histories (a refused command leaves no
+    /// event). Only sagas open at some time since `since_ms` can have one:
+    /// those still running and those closed since.
+    pub async fn audit(
+        &self,
+        since_ms: u64,
+        saga_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRow>, TemporalError> {
+        let ids: Vec<String> = match saga_id {
+            Some(id) => vec![id.to_owned()],
+            None => {
+                let since = chrono::DateTime::from_timestamp_millis(since_ms as i64)
+                    .unwrap_or_default()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let query = format!(
+                    "WorkflowType = '{WORKFLOW_TYPE}' AND (ExecutionStatus = 'Running' OR CloseTime >= '{since}')"
+                );
+                self.client
+                    .list_workflows(query, WorkflowListOptions::default())
+                    .map_err(request)
+                    .map_ok(|wf| wf.id().to_owned())
+                    .try_collect()
+                    .await?
+            }
+        };
+        let mut rows = Vec::new();
+        for id in ids {
+            for e in translate(&self.raw_history(&id).await?).events {
+                if e.kind != "signal" || e.at_ms < since_ms {
+                    continue;
+                }
+                let Ok(command) = CommandRequest::decode(&e.body.to_string()) else {
+                    continue;
+                };
+                rows.push(AuditRow {
+                    at_ms: e.at_ms,
+                    saga_id: id.clone(),
+                    command: command.signal.name().to_owned(),
+                    operator: command.audit.operator,
+                    reason: command.audit.reason,
+                    bulk_id: command.audit.bulk,
+                    outcome: "applied".into(),
+                    detail: None,
+                    body: e.body,
+                });
+            }
+        }
+        rows.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then(a.saga_id.cmp(&b.saga_id)));
+        rows.truncate(limit);
+        Ok(rows)
     }
 
     /// Counts sagas of a status (or all), through visibility.
@@ -524,6 +602,17 @@ fn translate(history: &[HistoryEvent]) -> Translated {
             }
             Some(Attributes::TimerFiredEventAttributes(_)) => {
                 push(&mut out.events, at_ms, "timer_fired", json!({}));
+            }
+            Some(Attributes::WorkflowExecutionUpdateAcceptedEventAttributes(a)) => {
+                let request = a
+                    .accepted_request
+                    .as_ref()
+                    .and_then(|r| r.input.as_ref())
+                    .and_then(|i| decode::<CommandRequest>(i.args.as_ref()));
+                if let Some(request) = request {
+                    let body = serde_json::from_str(&request.encode()).unwrap_or(Value::Null);
+                    push(&mut out.events, at_ms, "signal", body);
+                }
             }
             Some(Attributes::WorkflowExecutionSignaledEventAttributes(a)) => {
                 let signal: Value = decode(a.input.as_ref()).unwrap_or(Value::Null);

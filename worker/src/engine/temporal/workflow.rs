@@ -1,12 +1,16 @@
 //! `SagaWorkflow`: the generic saga interpreter as a Temporal workflow.
 
+use crate::engine::command::CommandRequest;
+use futures::future::Either;
 use sagaflow_workflows::{
     run_saga, ActivityCall, ActivityError, SagaContext, SagaDef, SagaOutcome, SagaStatus, Signal,
+    Stage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::pin;
 use std::time::{Duration, UNIX_EPOCH};
 use temporalio_common::error::IncomingError;
 use temporalio_common::search_attributes::SearchAttributeKey;
@@ -60,6 +64,7 @@ impl ActivityDefinition for NamedActivity {
 pub struct SagaWorkflow {
     inbox: VecDeque<Signal>,
     status: Option<SagaStatus>,
+    stage: Stage,
 }
 
 #[workflow_methods]
@@ -78,11 +83,43 @@ impl SagaWorkflow {
         Ok(run_saga(&saga, &input.def, &input.order).await)
     }
 
-    /// Queues an operator signal.
+    /// Queues an operator signal: the form of `retry` before Updates,
+    /// kept so that histories that recorded it still replay.
     #[allow(missing_docs)]
     #[signal(name = "operator")]
     pub fn operator(&mut self, _ctx: &mut SyncWorkflowContext<Self>, signal: Signal) {
         self.inbox.push_back(signal);
+    }
+
+    /// Refuses a command that does not apply to the saga as it is now, so
+    /// the operator's answer is immediate and a refused command leaves
+    /// nothing in the history (Temporal writes no event for a rejected
+    /// Update).
+    #[allow(missing_docs)]
+    #[update_validator(command)]
+    pub fn validate_command(
+        &self,
+        _ctx: &WorkflowContextView,
+        request: &CommandRequest,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let status = self.status.clone().unwrap_or(SagaStatus::Running);
+        request
+            .signal
+            .applies_to(&status, &self.stage)
+            .map_err(Into::into)
+    }
+
+    /// Takes an operator command (with who sent it and why, which the
+    /// history keeps in the Update's accepted event) into the inbox.
+    #[allow(missing_docs)]
+    #[update(name = "command")]
+    pub fn command(
+        &mut self,
+        _ctx: &mut SyncWorkflowContext<Self>,
+        request: CommandRequest,
+    ) -> bool {
+        self.inbox.push_back(request.signal);
+        true
     }
 
     /// The current status.
@@ -134,20 +171,34 @@ impl SagaContext for TemporalSaga {
         async move { fut.await.map_err(to_saga_error) }
     }
 
-    fn sleep(&self, delay_ms: u64) -> impl Future<Output = ()> {
-        let timer = self.ctx.timer(Duration::from_millis(delay_ms));
-        async move {
-            let _ = timer.await;
+    async fn sleep_or_signal(&self, delay_ms: u64) -> Option<Signal> {
+        if let Some(signal) = self.try_signal() {
+            return Some(signal);
+        }
+        let timer = pin!(self.ctx.timer(Duration::from_millis(delay_ms)));
+        let arrived = pin!(self.ctx.wait_condition(|s| !s.inbox.is_empty()));
+        // Both ready in one activation: the timer wins, on replay too.
+        match futures::future::select(timer, arrived).await {
+            Either::Left(_) => None,
+            Either::Right(_) => self.try_signal(),
         }
     }
 
     async fn wait_signal(&self) -> Signal {
         loop {
             let _ = self.ctx.wait_condition(|s| !s.inbox.is_empty()).await;
-            if let Some(signal) = self.ctx.state_mut(|s| s.inbox.pop_front()) {
+            if let Some(signal) = self.try_signal() {
                 return signal;
             }
         }
+    }
+
+    fn try_signal(&self) -> Option<Signal> {
+        self.ctx.state_mut(|s| s.inbox.pop_front())
+    }
+
+    fn set_stage(&self, stage: Stage) {
+        self.ctx.state_mut(|s| s.stage = stage);
     }
 
     fn set_status(&self, status: SagaStatus) {
