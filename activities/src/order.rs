@@ -30,6 +30,27 @@ pub struct Order {
     /// Payment method token, e.g. "pm_card_visa" (test cards decline as the
     /// provider documents, e.g. "pm_card_chargeDeclined").
     pub payment_method: String,
+    /// Set only on the input of a refund saga (`sagaflow refund`): the sale
+    /// it undoes. An order message carrying it is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund: Option<RefundOf>,
+}
+
+/// The sale a refund saga undoes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundOf {
+    /// The completed checkout saga (its reservation is keyed by this id).
+    pub saga_id: String,
+    /// The captured payment intent, when the checkout's journal has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_intent: Option<String>,
+    /// The operator who asked for the refund.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Lines in one order, at most.
@@ -72,6 +93,12 @@ impl Order {
     /// provider can hold: an order refused here is dead-lettered with the
     /// reason instead of failing (or parking) halfway through its saga.
     pub fn check(&self) -> Result<(), String> {
+        if self.refund.is_some() {
+            return Err(format!(
+                "order {} carries \"refund\", which only `sagaflow refund` sets; send the order without it",
+                self.order_id
+            ));
+        }
         if self.order_id.is_empty() || self.order_id.len() > 128 {
             return Err("order_id must be 1 to 128 characters".into());
         }
@@ -214,6 +241,19 @@ mod tests {
     fn a_valid_order_passes() {
         let order = Order::from_message(OK.as_bytes(), Some("m-1"), 4096).unwrap();
         assert_eq!(order.order_id, "o-1");
+    }
+
+    #[test]
+    fn an_order_message_cannot_pose_as_a_refund() {
+        let body = OK.replace(
+            r#""payment_method":"pm_card_visa""#,
+            r#""payment_method":"pm_card_visa","refund":{"saga_id":"o-0"}"#,
+        );
+        let err = Order::parse(body.as_bytes()).unwrap_err();
+        assert!(err.contains("only `sagaflow refund` sets"), "{err}");
+        // The refund saga's own input reads back with the sale it undoes.
+        let order: Order = serde_json::from_str(&body).unwrap();
+        assert_eq!(order.refund.unwrap().saga_id, "o-0");
     }
 
     #[test]

@@ -242,6 +242,7 @@ mod tests {
             amount: 100,
             currency: "usd".into(),
             payment_method: "pm_card_visa".into(),
+            refund: None,
         }
     }
 

@@ -64,7 +64,7 @@ impl Registry {
 
 /// Every activity name sagaflow ships, for validating `sagas.toml` without
 /// starting adapters (`sagaflow check-config`).
-pub const BUILTIN_ACTIVITIES: [&str; 10] = [
+pub const BUILTIN_ACTIVITIES: [&str; 11] = [
     "noop.ok",
     "orders.cancel",
     "orders.create",
@@ -75,6 +75,7 @@ pub const BUILTIN_ACTIVITIES: [&str; 10] = [
     "stock.commit",
     "stock.release",
     "stock.reserve",
+    "stock.return",
 ];
 
 /// Registers `noop.ok`: returns `{}` at once. The benchmark's

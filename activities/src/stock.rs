@@ -9,8 +9,9 @@
 //!
 //! Invariants (checked by [`StockLedger::snapshot`] and the demo):
 //! - per SKU, `available + reserved + sold = initial`, all three >= 0;
-//! - a reservation moves `reserved -> committed | released | expired` once;
-//!   a repeated call in the same direction is a no-op that succeeds;
+//! - a reservation moves `reserved -> committed | released | expired` once,
+//!   and `committed -> returned` once (a refund); a repeated call in the
+//!   same direction is a no-op that succeeds;
 //! - a reservation carries a deadline; [`StockLedger::reclaim_expired`]
 //!   returns the stock of reservations past it, so stock never leaks when a
 //!   saga dies; a late commit of an expired reservation re-takes the stock
@@ -84,6 +85,31 @@ pub struct StockSnapshot {
     pub committed_reservations: i64,
     /// True when some SKU's counts do not add up or went negative.
     pub inconsistent: bool,
+}
+
+/// The business error of a return for a reservation nobody made.
+pub(crate) fn unknown_to_return(reservation: &str) -> ActivityError {
+    ActivityError::business(
+        "unknown_reservation",
+        format!("no reservation {reservation} to return: nothing was sold under it"),
+    )
+}
+
+/// The business error of a return for a reservation never sold.
+pub(crate) fn not_sold(reservation: &str, state: &str) -> ActivityError {
+    ActivityError::business(
+        "not_sold",
+        format!("reservation {reservation} is {state}, not sold; there is nothing to return"),
+    )
+}
+
+/// The reservation a call acts on: the saga's own, or for a refund saga
+/// the sale it undoes (`order.refund.saga_id`).
+fn reservation_of(call: &ActivityCall, order: &Order) -> Result<String, ActivityError> {
+    match &order.refund {
+        Some(of) => Ok(of.saga_id.clone()),
+        None => saga_id(call),
+    }
 }
 
 fn saga_id(call: &ActivityCall) -> Result<String, ActivityError> {
@@ -182,6 +208,19 @@ impl Stock {
         }
     }
 
+    /// Returns a sold reservation's units to stock once (a refund);
+    /// `not_sold` when it was never sold.
+    pub async fn return_sold(
+        &self,
+        reservation: &str,
+        items: &[OrderLine],
+    ) -> Result<Value, ActivityError> {
+        match self {
+            Stock::Embedded(l) => l.return_sold(reservation),
+            Stock::Redis(r) => r.return_sold(reservation, items).await,
+        }
+    }
+
     /// Returns the stock of reservations past their deadline; how many were
     /// reclaimed (Redis counts reservation lines).
     pub async fn reclaim_expired(&self, now_ms: u64) -> Result<usize, StockError> {
@@ -200,7 +239,8 @@ impl Stock {
     }
 }
 
-/// Registers `stock.reserve`, `stock.release` and `stock.commit` over
+/// Registers `stock.reserve`, `stock.release`, `stock.commit` and
+/// `stock.return` (a refund gives sold units back) over
 /// `stock` (an `Arc<StockLedger>`, an `Arc<RedisStock>` or a [`Stock`]);
 /// reservations hold for `reservation_ttl_ms`.
 pub fn register(registry: &mut Registry, stock: impl Into<Stock>, reservation_ttl_ms: u64) {
@@ -226,11 +266,20 @@ pub fn register(registry: &mut Registry, stock: impl Into<Stock>, reservation_tt
             s.release(&saga_id(&call)?, &order.items).await
         }
     });
+    let s = stock.clone();
     registry.register("stock.commit", move |call| {
-        let s = stock.clone();
+        let s = s.clone();
         async move {
             let order = Order::from_call(&call)?;
             s.commit(&saga_id(&call)?, &order.items).await
+        }
+    });
+    registry.register("stock.return", move |call| {
+        let s = stock.clone();
+        async move {
+            let order = Order::from_call(&call)?;
+            s.return_sold(&reservation_of(&call, &order)?, &order.items)
+                .await
         }
     });
 }

@@ -99,6 +99,7 @@ fn order(id: &str) -> Order {
         amount: 100,
         currency: "usd".into(),
         payment_method: "pm_card_visa".into(),
+        refund: None,
     }
 }
 

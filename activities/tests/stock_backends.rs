@@ -153,6 +153,7 @@ suite!(
     lines_of_the_same_sku_add_up,
     commit_of_an_unknown_reservation_fails,
     concurrent_flash_sale_sells_exactly_the_stock,
+    a_refund_returns_sold_units_once,
 );
 
 async fn reserve_is_idempotent_and_stops_at_zero(s: &Stock) {
@@ -319,6 +320,37 @@ async fn commit_of_an_unknown_reservation_fails(s: &Stock) {
         "unknown_reservation"
     );
     assert_eq!(counts(s).await, (1, 0, 0));
+}
+
+/// A refund gives the units of a sale back once, every line of it; the
+/// reservation then can be neither released, committed nor reserved again,
+/// and a reservation never sold has nothing to return.
+async fn a_refund_returns_sold_units_once(s: &Stock) {
+    s.seed(&[("A".into(), 3), ("B".into(), 3)]).await.unwrap();
+    let order = lines(&[("A", 1), ("B", 2)]);
+    s.reserve("sold", &order, FAR).await.unwrap();
+    s.commit("sold", &order).await.unwrap();
+    s.reserve("held", &one("A"), FAR).await.unwrap();
+    assert_eq!(counts(s).await, (2, 1, 3));
+    assert_eq!(kind(s.return_sold("held", &one("A")).await), "not_sold");
+    assert_eq!(
+        kind(s.return_sold("nobody", &one("A")).await),
+        "unknown_reservation"
+    );
+    assert_eq!(counts(s).await, (2, 1, 3));
+    for _ in 0..2 {
+        let r = s.return_sold("sold", &order).await.unwrap();
+        assert_eq!(r["state"], "returned");
+        assert_eq!(counts(s).await, (5, 1, 0), "returned once");
+    }
+    assert_eq!(s.snapshot().await.unwrap().committed_reservations, 0);
+    assert_eq!(kind(s.release("sold", &order).await), "already_committed");
+    assert_eq!(kind(s.commit("sold", &order).await), "reservation_closed");
+    assert_eq!(
+        kind(s.reserve("sold", &order, FAR).await),
+        "reservation_closed"
+    );
+    assert_eq!(counts(s).await, (5, 1, 0), "nothing moved");
 }
 
 /// Issue 5 acceptance: 5,000 concurrent one-unit reservations for 500 units

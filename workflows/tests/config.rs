@@ -7,7 +7,7 @@
 use sagaflow_workflows::config::parse_sagas;
 use std::path::{Path, PathBuf};
 
-const REGISTERED: [&str; 10] = [
+const REGISTERED: [&str; 11] = [
     "noop.ok",
     "orders.cancel",
     "orders.create",
@@ -18,6 +18,7 @@ const REGISTERED: [&str; 10] = [
     "stock.commit",
     "stock.release",
     "stock.reserve",
+    "stock.return",
 ];
 
 fn broken(name: &str) -> String {
@@ -78,7 +79,7 @@ fn bad_duration() {
 fn unregistered_activity() {
     assert_eq!(
         broken("unregistered_activity.toml"),
-        "tests/broken/unregistered_activity.toml:13: saga checkout, step reserve: action stock.reserv is not a registered activity; did you mean stock.reserve? registered: noop.ok, orders.cancel, orders.create, payment.authorize, payment.capture, payment.refund, payment.void, stock.commit, stock.release, stock.reserve"
+        "tests/broken/unregistered_activity.toml:13: saga checkout, step reserve: action stock.reserv is not a registered activity; did you mean stock.reserve? registered: noop.ok, orders.cancel, orders.create, payment.authorize, payment.capture, payment.refund, payment.void, stock.commit, stock.release, stock.reserve, stock.return"
     );
 }
 

@@ -340,14 +340,21 @@ impl PaymentClient {
     }
 
     /// `payment.refund`: refunds what was captured of the order's intent
-    /// (found in the outputs, a capture first, else by the order id). An
+    /// (found in the outputs, a capture first, else the one a refund saga's
+    /// order names, else by the order id). An
     /// intent never captured, or none at all, is nothing to refund
     /// (success). Output:
     /// `{"kind":"refund","payment_intent":..,"refund":"re_..","amount":N,"status":"refunded"}`.
     pub async fn refund(&self, call: &ActivityCall) -> Result<Value, ActivityError> {
+        // A refund saga names the sale it undoes in its order.
+        let of_refund = order(call)
+            .ok()
+            .and_then(|o| o.refund)
+            .and_then(|r| r.payment_intent);
         let found = find_output(call, "capture", None)
             .or_else(|| find_output(call, "authorization", None))
-            .map(|output| intent_id(output).to_owned());
+            .map(|output| intent_id(output).to_owned())
+            .or(of_refund);
         let pi = match found {
             Some(pi) => pi,
             None => {

@@ -2,7 +2,7 @@
 //! the semantics the module above describes (the Redis adapter keeps the
 //! same books).
 
-use super::{StockError, StockSnapshot};
+use super::{not_sold, unknown_to_return, StockError, StockSnapshot};
 use crate::order::OrderLine;
 use crate::sqlite::{now_ms, open_store};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -153,7 +153,8 @@ impl StockLedger {
                 "nothing_to_release"
             }
             Some((state, _)) if state == "released" || state == "expired" => "released",
-            Some((state, _)) if state == "committed" => {
+            // Sold, or sold and returned by a refund.
+            Some((state, _)) if state == "committed" || state == "returned" => {
                 return Err(ActivityError::business(
                     "already_committed",
                     format!("reservation {reservation} is committed (sold); it cannot be released"),
@@ -223,6 +224,30 @@ impl StockLedger {
         }
         tx.commit().map_err(db_err)?;
         Ok(json!({"kind": "commit", "reservation": reservation, "state": "committed"}))
+    }
+
+    /// Returns a sold reservation's units to stock (a refund): `sold` goes
+    /// down and `available` up by its lines, once; the reservation ends
+    /// `returned`. A repeat succeeds and changes nothing. A reservation that
+    /// was never sold is the business error `not_sold`; an unknown one,
+    /// `unknown_reservation`.
+    pub fn return_sold(&self, reservation: &str) -> Result<Value, ActivityError> {
+        let mut conn = self.conn.lock().expect("stock ledger lock");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        match reservation_row(&tx, reservation)? {
+            None => return Err(unknown_to_return(reservation)),
+            Some((state, _)) if state == "returned" => {}
+            Some((state, items)) if state == "committed" => {
+                move_units(&tx, &items, "sold = sold - ?2, available = available + ?2")
+                    .and_then(|()| set_state(&tx, reservation, "returned"))
+                    .map_err(db_err)?;
+            }
+            Some((state, _)) => return Err(not_sold(reservation, &state)),
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(json!({"kind": "return", "reservation": reservation, "state": "returned"}))
     }
 
     /// Returns the stock of reservations whose deadline is before `now_ms`.

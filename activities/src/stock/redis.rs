@@ -14,7 +14,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{prefix}stock:{SKU}` | hash | `initial`, `available`, `reserved`, `sold`, `committed` (reservations committed whose first line is this SKU) |
-//! | `{prefix}resv:{SKU}` | hash | reservation id -> JSON record of its line for this SKU: state `s` (`R` reserved, `C` committed, `L` released or tombstone, `X` expired), units `q`, `p` on the order's first line (which stands for the reservation in counts), claims (below) |
+//! | `{prefix}resv:{SKU}` | hash | reservation id -> JSON record of its line for this SKU: state `s` (`R` reserved, `C` committed, `L` released or tombstone, `X` expired, `T` returned after a sale), units `q`, `p` on the order's first line (which stands for the reservation in counts), claims (below) |
 //! | `{prefix}deadlines:{SKU}` | sorted set | live (`R`) reservation ids scored by deadline (ms) |
 //! | `{prefix}skus` | set | every seeded SKU |
 //!
@@ -42,7 +42,9 @@
 //!
 //! - per SKU, `available + reserved + sold = initial`, all >= 0, at every
 //!   instant (each script changes them together);
-//! - a line moves `R -> C | L | X` once; a repeat is a no-op that succeeds;
+//! - a line moves `R -> C | L | X` once, and `C -> T` once (a refund
+//!   returns the units: `sold` down, `available` up); a repeat is a no-op
+//!   that succeeds;
 //! - units come back only through a script (release, reclaim, undo), never
 //!   through a key TTL: a TTL would drop the record and lose the units;
 //! - releasing an unknown reservation writes an `L` tombstone on each line,
@@ -87,11 +89,15 @@ const RELEASE: &str = include_str!("redis/release.lua");
 
 /// ARGV: id, claim token ("" for single-line). Returns `committed`,
 /// `retaken` (expired line sold from available), `C` (already),
-/// `sold_out`, `L` or `unknown`.
+/// `sold_out`, `L`, `T` or `unknown`.
 const COMMIT: &str = include_str!("redis/commit.lua");
 
 /// Gives back a line one commit attempt re-took. ARGV: id, token.
 const UNCOMMIT: &str = include_str!("redis/uncommit.lua");
+
+/// Returns a sold line to stock (a refund). ARGV: id. Returns `returned`,
+/// `T` (already), `unknown` or the state of a line never sold.
+const RETURN: &str = include_str!("redis/return.lua");
 
 /// ARGV: now_ms, limit. Expires live lines whose deadline is before now.
 /// Returns {reservations reclaimed (primary lines), ids scanned}.
@@ -130,6 +136,7 @@ struct Scripts {
     release: Script,
     commit: Script,
     uncommit: Script,
+    give_back: Script,
     reclaim: Script,
     seed: Script,
 }
@@ -143,18 +150,20 @@ impl Scripts {
             release: s(RELEASE),
             commit: s(COMMIT),
             uncommit: s(UNCOMMIT),
+            give_back: s(RETURN),
             reclaim: s(RECLAIM),
             seed: s(SEED),
         }
     }
 
-    fn all(&self) -> [&Script; 7] {
+    fn all(&self) -> [&Script; 8] {
         [
             &self.reserve,
             &self.unreserve,
             &self.release,
             &self.commit,
             &self.uncommit,
+            &self.give_back,
             &self.reclaim,
             &self.seed,
         ]
@@ -409,7 +418,10 @@ impl RedisStock {
         // Look first so a release of a (partly) committed reservation
         // changes nothing, as the embedded ledger's one transaction does.
         for (sku, _) in &lines {
-            if self.line_state(reservation, sku).await?.as_deref() == Some("C") {
+            if matches!(
+                self.line_state(reservation, sku).await?.as_deref(),
+                Some("C" | "T")
+            ) {
                 return Err(already_committed(reservation));
             }
         }
@@ -453,7 +465,11 @@ impl RedisStock {
                 format!("no reservation {reservation} to commit"),
             ));
         }
-        if let Some(state) = states.iter().flatten().find(|s| s.as_str() == "L") {
+        if let Some(state) = states
+            .iter()
+            .flatten()
+            .find(|s| s.as_str() == "L" || s.as_str() == "T")
+        {
             return Err(closed(reservation, state, "committed"));
         }
         // Expired lines first: they are the ones that can fail for want of
@@ -503,6 +519,42 @@ impl RedisStock {
             }
         }
         Ok(json!({"kind": "commit", "reservation": reservation, "state": "committed"}))
+    }
+
+    /// Returns a sold reservation's units to stock once (a refund). Every
+    /// line must be sold (or returned already) before any is touched, so a
+    /// return that cannot apply changes nothing; each line's script is
+    /// idempotent, so a return cut short completes when repeated.
+    pub async fn return_sold(
+        &self,
+        reservation: &str,
+        items: &[OrderLine],
+    ) -> Result<Value, ActivityError> {
+        let lines = aggregate_lines(items);
+        let mut states = Vec::with_capacity(lines.len());
+        for (sku, _) in &lines {
+            states.push(self.line_state(reservation, sku).await?);
+        }
+        if states.iter().all(Option::is_none) {
+            return Err(super::unknown_to_return(reservation));
+        }
+        if let Some(state) = states
+            .iter()
+            .map(|s| s.as_deref().unwrap_or("unknown"))
+            .find(|s| *s != "C" && *s != "T")
+        {
+            return Err(super::not_sold(reservation, state_name(state)));
+        }
+        for (sku, _) in &lines {
+            let outcome: String = self
+                .run(&self.scripts.give_back, sku, &[reservation])
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            if outcome != "returned" && outcome != "T" {
+                return Err(super::not_sold(reservation, state_name(&outcome)));
+            }
+        }
+        Ok(json!({"kind": "return", "reservation": reservation, "state": "returned"}))
     }
 
     async fn line_state(
@@ -613,6 +665,7 @@ fn state_name(code: &str) -> &str {
         "C" => "committed",
         "L" => "released",
         "X" => "expired",
+        "T" => "returned",
         other => other,
     }
 }

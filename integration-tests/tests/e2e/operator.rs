@@ -1,7 +1,7 @@
 //! Operator commands end to end on both engines, against a running worker:
 //! `cancel` of a saga waiting to retry a step before the pivot, `resolve`
-//! of a parked compensation, and the audit that records who did what and
-//! why. Outcomes are read from the stores (stock) and the saga's history.
+//! of a parked compensation, `refund` of a completed checkout, and the audit
+//! that records who did what and why. Outcomes are read from the stores (stock) and the saga's history.
 
 use crate::scenarios::{entry, Env};
 use serde_json::Value;
@@ -169,6 +169,108 @@ fn resolve_a_parked_compensation(engine: &str) {
     );
 }
 
+/// One row of a store in the data directory, read with SQLite directly.
+fn store_row<T: rusqlite::types::FromSql>(env: &Env, file: &str, sql: &str, id: &str) -> T {
+    let conn = rusqlite::Connection::open(env.dir.join(file)).unwrap();
+    conn.query_row(sql, [id], |r| r.get(0)).unwrap()
+}
+
+fn refund_of_a_completed_checkout(engine: &str) {
+    let env = Env::new("refund", engine, &[]);
+    env.sagaflow(&["stock", "set", "SKU-1=3"]);
+    let id = env.submit("o1", "pm_card_visa");
+    env.run_until_idle();
+    assert_eq!(env.show(&id)["saga"]["status"], "completed");
+    assert_eq!(
+        (
+            env.stock()["available"].as_i64(),
+            env.stock()["sold"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
+    let worker = env.worker();
+    let started = env.sagaflow(&[
+        "refund",
+        &id,
+        "--reason",
+        "customer returned the goods",
+        "--operator",
+        "carol",
+    ]);
+    let refund = format!("{id}#refund");
+    assert!(
+        started.contains(&format!("started as saga {refund}")),
+        "{started}"
+    );
+    let show = env.wait_status(&refund, "completed");
+    drop(worker);
+    assert_eq!(show["refund_of"]["saga_id"], id.as_str(), "{show}");
+    assert_eq!(show["refund_of"]["operator"], "carol", "{show}");
+    let original = env.show(&id);
+    assert_eq!(original["refunded_by"]["id"], refund.as_str(), "{original}");
+
+    // The provider refunded the captured amount, once.
+    let refunded: i64 = store_row(
+        &env,
+        "payments.db",
+        "SELECT SUM(i.amount_refunded) FROM intents i JOIN intent_metadata m ON m.intent_rowid = i.rowid
+         WHERE m.key = 'order_id' AND m.value = ?1",
+        &id,
+    );
+    assert_eq!(refunded, 1999);
+    let refunds: i64 = store_row(
+        &env,
+        "payments.db",
+        "SELECT COUNT(*) FROM refunds r JOIN intents i ON i.id = r.payment_intent
+         JOIN intent_metadata m ON m.intent_rowid = i.rowid WHERE m.key = 'order_id' AND m.value = ?1",
+        &id,
+    );
+    assert_eq!(refunds, 1);
+    // The unit is back on the shelf, and the order document cancelled.
+    let available: i64 = store_row(
+        &env,
+        "stock.db",
+        "SELECT available FROM stock WHERE sku = ?1",
+        "SKU-1",
+    );
+    let sold: i64 = store_row(
+        &env,
+        "stock.db",
+        "SELECT sold FROM stock WHERE sku = ?1",
+        "SKU-1",
+    );
+    assert_eq!((available, sold), (3, 0));
+    let order: String = store_row(
+        &env,
+        "orders.db",
+        "SELECT status FROM orders WHERE id = ?1",
+        &id,
+    );
+    assert_eq!(order, "cancelled");
+    let audit = audit_rows(&env, &id);
+    assert!(
+        audit.iter().any(|a| a["command"] == "refund"
+            && a["operator"] == "carol"
+            && a["reason"] == "customer returned the goods"),
+        "{audit:?}"
+    );
+
+    // A second refund finds the first and changes nothing.
+    let again = env.sagaflow(&["refund", &id, "--reason", "twice by mistake"]);
+    assert!(again.contains("has a refund already"), "{again}");
+    let refunds_after: i64 = store_row(
+        &env,
+        "payments.db",
+        "SELECT COUNT(*) FROM refunds WHERE ?1 = ?1",
+        "x",
+    );
+    assert_eq!(refunds_after, 1);
+    assert_eq!(env.stock()["available"].as_i64(), Some(3));
+    // A refund is not refunded in turn.
+    let err = env.sagaflow_fails(&["refund", &refund, "--reason", "refund the refund"]);
+    assert!(err.contains("is itself the refund of saga"), "{err}");
+}
+
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
         mod embedded {
@@ -180,4 +282,112 @@ macro_rules! on_both_engines {
     };
 }
 
-on_both_engines!(cancel_on_a_retry_timer, resolve_a_parked_compensation);
+on_both_engines!(
+    cancel_on_a_retry_timer,
+    resolve_a_parked_compensation,
+    refund_of_a_completed_checkout,
+    bulk_retry_with_a_dry_run_and_a_resume,
+);
+
+/// How many commands of bulk run `bulk` saga `id` received, from its
+/// history (the journal's, or the Temporal history translated).
+fn bulk_commands(env: &Env, id: &str, bulk: &str) -> usize {
+    let history: Value = serde_json::from_str(&env.sagaflow(&["history", id, "--json"])).unwrap();
+    history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "signal" && e["body"]["bulk"] == bulk)
+        .count()
+}
+
+fn bulk_retry_with_a_dry_run_and_a_resume(engine: &str) {
+    const ORDERS: usize = 12;
+    let mut tweaks = crate::scenarios::SLOW_PROVIDER.to_vec();
+    tweaks.push((
+        "compensation_retry = { initial_interval = \"100ms\", backoff_coefficient = 2.0, max_interval = \"5s\", max_attempts = 10 }",
+        "compensation_retry = { initial_interval = \"10ms\", max_attempts = 2 }",
+    ));
+    let env = Env::new("bulk", engine, &tweaks);
+    env.sagaflow(&["stock", "set", "SKU-1=100"]);
+    let ids: Vec<String> = (0..ORDERS)
+        .map(|i| env.submit(&format!("o{i}"), "pm_card_visa"))
+        .collect();
+    env.run_until_idle();
+    for id in &ids {
+        assert_eq!(env.show(id)["saga"]["status"], "parked", "{id}");
+    }
+    let terms = "status=parked and step=authorize_payment and error~timeout";
+    let dry = env.sagaflow(&["retry", "--where", terms, "--dry-run", "--json"]);
+    let mut listed: Vec<String> = dry
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .filter(|id| id.starts_with(&ids[0][..ids[0].len() - 2]))
+        .collect();
+    listed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(
+        listed, expected,
+        "the dry run lists exactly the parked sagas"
+    );
+    let none = env.sagaflow(&[
+        "retry",
+        "--where",
+        "status=parked and step=commit_stock",
+        "--dry-run",
+    ]);
+    assert!(none.contains("to 0 saga(s)"), "{none}");
+
+    // The provider is fixed; the bulk retry, at a rate, then a resume.
+    let fixed = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("latency = \"300ms\"", "latency = \"0ms\"");
+    std::fs::write(&env.config, fixed).unwrap();
+    let worker = env.worker();
+    let bulk = format!("b-{engine}-{}", std::process::id());
+    let out = env.sagaflow(&[
+        "retry",
+        "--where",
+        terms,
+        "--reason",
+        "provider fixed",
+        "--operator",
+        "dana",
+        "--rate",
+        "50",
+        "--bulk-id",
+        &bulk,
+        "--json",
+    ]);
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["refused"], 0, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    for id in &ids {
+        env.wait_status(id, "compensated");
+    }
+    let again = env.sagaflow(&["retry", "--resume", &bulk, "--json"]);
+    let again: Value = serde_json::from_str(again.trim()).unwrap();
+    assert_eq!(again["failed"], 0, "{again}");
+    drop(worker);
+    for id in &ids {
+        assert_eq!(
+            bulk_commands(&env, id, &bulk),
+            1,
+            "{id} commanded exactly once"
+        );
+        let show = env.show(id);
+        assert_eq!(show["commands"][0]["operator"], "dana", "{show}");
+    }
+    let stock = env.stock();
+    assert_eq!(
+        (stock["available"].as_i64(), stock["reserved"].as_i64()),
+        (Some(100), Some(0)),
+        "{stock}"
+    );
+}

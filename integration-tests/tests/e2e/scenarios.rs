@@ -118,7 +118,21 @@ impl Env {
             .stderr(file)
             .spawn()
             .unwrap();
-        Worker { child }
+        let worker = Worker { child };
+        // Commands sent before it holds the journal would only be queued.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("worker running")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker did not start within a minute: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        worker
     }
 
     /// Waits (up to a minute) until saga `id` has `status`; returns its

@@ -253,6 +253,7 @@ pub(super) fn order(id: &str) -> serde_json::Value {
         amount: 1999,
         currency: "usd".into(),
         payment_method: "pm_card_visa".into(),
+        refund: None,
     })
     .expect("orders serialize")
 }

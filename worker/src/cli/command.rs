@@ -1,5 +1,5 @@
-//! Operator commands: `retry`, `cancel`, `resolve`, and the `audit` that
-//! records them, on both engines.
+//! Operator commands: `retry`, `cancel`, `resolve`, `refund`, and the
+//! `audit` that records them, on both engines.
 //!
 //! A command is checked before it is sent and refused at once, with the
 //! reason, when it does not apply: on the embedded engine by replaying the
@@ -9,24 +9,30 @@
 
 use super::inspect::{open_journal, Source};
 use crate::app::DataPaths;
-use crate::engine::command::{Audit, CommandRequest};
+use crate::config::Config;
+use crate::engine::command::{refund_id, Audit, CommandRequest, StartRequest};
 use crate::engine::core::now_ms;
 use crate::engine::operator::{self, AuditRow};
+use crate::engine::read::EventRow;
 use crate::engine::temporal::client::TemporalClient;
+use crate::engine::temporal::workflow::SagaInput;
+use crate::engine::Definition;
 use anyhow::{bail, Context, Result};
 use sagaflow_workflows::Signal;
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// What every command takes besides the saga.
 #[derive(Debug, clap::Args)]
 pub struct CommandArgs {
-    /// Saga id (the order id)
-    pub id: String,
+    /// Saga id (the order id); or select many with --where
+    #[arg(required_unless_present_any = ["where_", "resume"])]
+    pub id: Option<String>,
     /// Why: recorded with the command in the saga's history and the audit (required)
-    #[arg(long, short = 'r')]
-    pub reason: String,
+    #[arg(long, short = 'r', required_unless_present_any = ["resume", "dry_run"])]
+    pub reason: Option<String>,
     /// Who sends it [default: $SAGAFLOW_OPERATOR, else the OS user]
     #[arg(long, env = "SAGAFLOW_OPERATOR")]
     pub operator: Option<String>,
@@ -36,6 +42,41 @@ pub struct CommandArgs {
     /// Print the outcome as JSON
     #[arg(long)]
     pub json: bool,
+    /// Bulk: command every saga these terms select, e.g. "status=parked and step=commit_stock and error~timeout" (terms: status=, saga=, step=, error~TEXT, started<RFC3339, started>RFC3339)
+    #[arg(long = "where", value_name = "TERMS", conflicts_with = "id")]
+    pub where_: Option<String>,
+    /// Bulk: list exactly the sagas that would be commanded, and send nothing
+    #[arg(long, requires = "where_")]
+    pub dry_run: bool,
+    /// Bulk: at most N commands per second
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
+    /// Bulk: the run's id [default: generated]; a run never commands a saga twice
+    #[arg(long, value_name = "ID", requires = "where_")]
+    pub bulk_id: Option<String>,
+    /// Bulk: resume the run with this id (after Ctrl-C or a crash): the same sagas and command; the ones it commanded already are skipped
+    #[arg(long, value_name = "ID", conflicts_with_all = ["id", "where_"])]
+    pub resume: Option<String>,
+}
+
+impl CommandArgs {
+    /// The one saga, for the commands that take no filter.
+    fn single_id(&self, command: &str) -> Result<&str> {
+        match (&self.id, &self.where_, &self.resume) {
+            (Some(id), _, _) => Ok(id),
+            _ => bail!("{command} takes one saga id; bulk {command} is not supported yet"),
+        }
+    }
+
+    /// The reason, refused when empty.
+    pub(super) fn reason_text(&self) -> Result<String> {
+        match self.reason.as_deref().map(str::trim) {
+            Some(r) if !r.is_empty() => Ok(r.to_owned()),
+            _ => {
+                bail!("--reason is empty; say why, e.g. --reason \"provider outage INC-1234 over\"")
+            }
+        }
+    }
 }
 
 /// Arguments of `resolve`.
@@ -71,11 +112,16 @@ impl SignalArgs {
     /// As the arguments of `retry`.
     pub fn into_retry(self) -> CommandArgs {
         CommandArgs {
-            id: self.id,
-            reason: self.reason,
+            id: Some(self.id),
+            reason: Some(self.reason),
             operator: self.operator,
             wait: 10,
             json: false,
+            where_: None,
+            dry_run: false,
+            rate: None,
+            bulk_id: None,
+            resume: None,
         }
     }
 }
@@ -98,21 +144,30 @@ pub struct AuditArgs {
 }
 
 /// The operator's name: the flag or variable, else the OS user.
-fn operator_name(given: Option<String>) -> String {
+pub(super) fn operator_name(given: Option<String>) -> String {
     given
         .filter(|s| !s.trim().is_empty())
         .or_else(|| std::env::var("USER").ok())
         .or_else(|| std::env::var("LOGNAME").ok())
+        .or_else(|| {
+            std::process::Command::new("whoami")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
 /// `sagaflow retry|cancel ID`.
-pub fn simple(source: &Source, signal: Signal, args: CommandArgs) -> Result<ExitCode> {
-    send(source, signal, args)
+pub fn simple(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> Result<ExitCode> {
+    send(source, data, signal, args)
 }
 
 /// `sagaflow resolve ID --step STEP [--output JSON]`.
-pub fn resolve(source: &Source, args: ResolveArgs) -> Result<ExitCode> {
+pub fn resolve(source: &Source, data: &Path, args: ResolveArgs) -> Result<ExitCode> {
     let output: serde_json::Value = serde_json::from_str(&args.output).with_context(|| {
         format!(
             "--output {:?} is not JSON; write the step's output, e.g. --output '{{\"committed\": true}}'",
@@ -123,38 +178,24 @@ pub fn resolve(source: &Source, args: ResolveArgs) -> Result<ExitCode> {
         step: args.step,
         output,
     };
-    send(source, signal, args.common)
+    send(source, data, signal, args.common)
 }
 
-fn send(source: &Source, signal: Signal, args: CommandArgs) -> Result<ExitCode> {
-    if args.reason.trim().is_empty() {
-        bail!("--reason is empty; say why, e.g. --reason \"provider outage INC-1234 over\"");
+fn send(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> Result<ExitCode> {
+    if args.where_.is_some() || args.resume.is_some() {
+        return super::bulk::run(source, data, signal, args);
     }
+    let id = args.single_id(signal.name())?.to_owned();
     let request = CommandRequest {
         signal,
         audit: Audit {
-            operator: operator_name(args.operator),
-            reason: args.reason,
+            operator: operator_name(args.operator.clone()),
+            reason: args.reason_text()?,
             bulk: None,
         },
     };
     let name = request.signal.name();
-    let verdict = match source {
-        Source::Journal(data) => embedded(data, &args.id, &request, args.wait)?,
-        Source::Temporal(settings) => {
-            let verdict = super::inspect::block_on(async {
-                TemporalClient::connect(settings)
-                    .await?
-                    .command(&args.id, &request, Duration::from_secs(args.wait.max(1)))
-                    .await
-            })??;
-            match verdict {
-                Ok(()) => Verdict::Applied,
-                // Refused before anything was recorded in the history.
-                Err(why) => Verdict::Refused(format!("{why}; nothing was sent")),
-            }
-        }
-    };
+    let verdict = one(source, &id, &request, args.wait)?;
     let mut out = std::io::stdout().lock();
     let (outcome, detail) = match &verdict {
         Verdict::Applied => ("applied", None),
@@ -163,7 +204,7 @@ fn send(source: &Source, signal: Signal, args: CommandArgs) -> Result<ExitCode> 
     };
     if args.json {
         let v = serde_json::json!({
-            "saga_id": args.id,
+            "saga_id": id,
             "command": name,
             "outcome": outcome,
             "detail": detail,
@@ -175,17 +216,16 @@ fn send(source: &Source, signal: Signal, args: CommandArgs) -> Result<ExitCode> 
         match &verdict {
             Verdict::Applied => writeln!(
                 out,
-                "{name} applied to saga {} (by {}: {})",
-                args.id, request.audit.operator, request.audit.reason
+                "{name} applied to saga {id} (by {}: {})",
+                request.audit.operator, request.audit.reason
             )?,
             Verdict::Queued => writeln!(
                 out,
-                "{name} queued for saga {}: no worker is running on this journal, or it has not answered yet; the worker checks it again and applies or refuses it (see `sagaflow audit --saga {}`)",
-                args.id, args.id
+                "{name} queued for saga {id}: no worker is running on this journal, or it has not answered yet; the worker checks it again and applies or refuses it (see `sagaflow audit --saga {id}`)",
             )?,
             Verdict::Refused(why) => {
                 drop(out);
-                eprintln!("sagaflow: {name} refused for saga {}: {why}", args.id);
+                eprintln!("sagaflow: {name} refused for saga {id}: {why}");
             }
         }
     }
@@ -195,36 +235,108 @@ fn send(source: &Source, signal: Signal, args: CommandArgs) -> Result<ExitCode> 
     })
 }
 
-enum Verdict {
+/// What became of one command.
+pub(super) enum Verdict {
+    /// The worker applied it.
     Applied,
+    /// Queued for a worker that has not answered (embedded engine).
     Queued,
+    /// Refused, with the reason.
     Refused(String),
+}
+
+/// Sends one command to one saga on either engine and returns its verdict.
+pub(super) fn one(
+    source: &Source,
+    id: &str,
+    request: &CommandRequest,
+    wait_secs: u64,
+) -> Result<Verdict> {
+    Ok(match source {
+        Source::Journal(data) => embedded(data, id, request, wait_secs)?,
+        Source::Temporal(settings) => {
+            let verdict = super::inspect::block_on(async {
+                TemporalClient::connect(settings)
+                    .await?
+                    .command(id, request, Duration::from_secs(wait_secs.max(1)))
+                    .await
+            })??;
+            match verdict {
+                Ok(()) => Verdict::Applied,
+                // Refused before anything was recorded in the history.
+                Err(why) => Verdict::Refused(format!("{why}; nothing was sent")),
+            }
+        }
+    })
 }
 
 /// Checks against the replayed saga, queues, and waits up to `wait_secs`
 /// for the running worker's verdict.
-fn embedded(
+pub(super) fn embedded(
     data: &std::path::Path,
     id: &str,
     request: &CommandRequest,
     wait_secs: u64,
 ) -> Result<Verdict> {
-    let mut conn = open_journal(data)?;
-    if let Err(why) = operator::check(&conn, id, &request.signal)? {
-        return Ok(Verdict::Refused(format!("{why}; nothing was sent")));
-    }
-    let inbox_id = operator::queue(&mut conn, id, request, now_ms())?
-        .expect("a command outside a bulk run is always queued");
+    let inbox_id = match check_and_queue(data, id, request)? {
+        Ok(inbox_id) => inbox_id.expect("a command outside a bulk run is always queued"),
+        Err(refused) => return Ok(refused),
+    };
+    let conn = open_journal(data)?;
     let journal = DataPaths {
         dir: data.to_owned(),
     }
     .journal();
-    if wait_secs == 0 || !operator::worker_running(&journal) {
+    wait_for_verdict(&conn, &journal, inbox_id, wait_secs)
+}
+
+/// Checks against the replayed saga and queues: the inbox id, `None` when
+/// the command's bulk run commanded this saga already, or the refusal.
+fn check_and_queue(
+    data: &std::path::Path,
+    id: &str,
+    request: &CommandRequest,
+) -> Result<Result<Option<i64>, Verdict>> {
+    let mut conn = open_journal(data)?;
+    if let Some(bulk) = &request.audit.bulk {
+        if operator::commanded(&conn, bulk, id)? {
+            return Ok(Ok(None));
+        }
+    }
+    if let Err(why) = operator::check(&conn, id, &request.signal)? {
+        return Ok(Err(Verdict::Refused(format!("{why}; nothing was sent"))));
+    }
+    Ok(Ok(operator::queue(&mut conn, id, request, now_ms())?))
+}
+
+/// A bulk run's step on the embedded engine: check and queue without
+/// waiting; `None` when the run commanded this saga already.
+pub(super) fn embedded_check_and_queue(
+    data: &std::path::Path,
+    id: &str,
+    request: &CommandRequest,
+) -> Result<Option<Verdict>> {
+    Ok(match check_and_queue(data, id, request)? {
+        Ok(Some(_)) => Some(Verdict::Queued),
+        Ok(None) => None,
+        Err(refused) => Some(refused),
+    })
+}
+
+/// Waits up to `wait_secs` for the running worker's verdict on inbox row
+/// `inbox_id`; `Queued` when no worker runs or none answered in time.
+fn wait_for_verdict(
+    conn: &rusqlite::Connection,
+    journal: &std::path::Path,
+    inbox_id: i64,
+    wait_secs: u64,
+) -> Result<Verdict> {
+    if wait_secs == 0 || !operator::worker_running(journal) {
         return Ok(Verdict::Queued);
     }
     let deadline = Instant::now() + Duration::from_secs(wait_secs);
     while Instant::now() < deadline {
-        if let Some(row) = operator::outcome(&conn, inbox_id)? {
+        if let Some(row) = operator::outcome(conn, inbox_id)? {
             return Ok(match row.outcome.as_str() {
                 "applied" => Verdict::Applied,
                 _ => Verdict::Refused(row.detail.unwrap_or_default()),
@@ -233,6 +345,148 @@ fn embedded(
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(Verdict::Queued)
+}
+
+/// The saga name `sagaflow refund` starts.
+pub const REFUND_SAGA: &str = "refund";
+
+/// `sagaflow refund ID`: starts the refund saga of a completed checkout.
+pub fn refund(source: &Source, config: &Config, args: CommandArgs) -> Result<ExitCode> {
+    let reason = args.reason_text()?;
+    let id = &args.single_id("refund")?.to_owned();
+    let def = config.sagas.get(REFUND_SAGA).cloned().with_context(|| {
+        format!(
+            "{} defines no [sagas.{REFUND_SAGA}]; add it (the shipped sagas.toml has one: refund the payment, return the stock, cancel the order)",
+            config.file.display()
+        )
+    })?;
+    let saga = source.saga(id)?;
+    let refund = refund_id(id);
+    let mut out = std::io::stdout().lock();
+    let report = |out: &mut std::io::StdoutLock, outcome: &str, detail: String| -> Result<()> {
+        if args.json {
+            let v = serde_json::json!({"saga_id": id, "command": "refund", "outcome": outcome,
+                "refund_saga": refund, "detail": detail});
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(out, "{detail}")?;
+        }
+        Ok(())
+    };
+    let refunds = saga
+        .input
+        .as_ref()
+        .and_then(|i| i["refund"]["saga_id"].as_str());
+    if let Some(of) = refunds {
+        eprintln!(
+            "sagaflow: refund refused for saga {id}: it is itself the refund of saga {of}; nothing was sent"
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if saga.row.status != "completed" {
+        let why = format!(
+            "refund applies only to a completed saga, and this one is {}; {}; nothing was sent",
+            saga.row.status,
+            match saga.row.status.as_str() {
+                "running" => "before its pivot `sagaflow cancel` stops it",
+                "parked" => "finish it first (`sagaflow retry` or `resolve`)",
+                _ => "nothing was sold",
+            }
+        );
+        if args.json {
+            report(&mut out, "refused", why)?;
+        } else {
+            eprintln!("sagaflow: refund refused for saga {id}: {why}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    if let Ok(existing) = source.saga(&refund) {
+        report(
+            &mut out,
+            "exists",
+            format!(
+                "saga {id} has a refund already: {refund} ({}); nothing was started",
+                existing.row.status
+            ),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let audit = Audit {
+        operator: operator_name(args.operator.clone()),
+        reason,
+        bulk: None,
+    };
+    let mut input = saga
+        .input
+        .clone()
+        .with_context(|| format!("the journal of saga {id} holds no readable order"))?;
+    input["refund"] = serde_json::json!({
+        "saga_id": id,
+        "payment_intent": captured_intent(&saga.events),
+        "operator": audit.operator,
+        "reason": audit.reason,
+    });
+    let request = StartRequest {
+        saga_id: refund.clone(),
+        def,
+        input,
+        audit,
+    };
+    let applied = match source {
+        Source::Journal(data) => {
+            let mut conn = open_journal(data)?;
+            let inbox_id = operator::queue_start(&mut conn, id, "refund", &request, now_ms())?;
+            let journal = DataPaths {
+                dir: data.to_owned(),
+            }
+            .journal();
+            wait_for_verdict(&conn, &journal, inbox_id, args.wait)?
+        }
+        Source::Temporal(settings) => {
+            super::inspect::block_on(async {
+                let client = TemporalClient::connect(settings).await?;
+                let def = Definition::new(request.def);
+                client
+                    .start(SagaInput {
+                        saga_id: request.saga_id,
+                        def_hash: def.hash.clone(),
+                        def: def.def.clone(),
+                        order: request.input,
+                    })
+                    .await
+            })??;
+            Verdict::Applied
+        }
+    };
+    match applied {
+        Verdict::Applied => report(
+            &mut out,
+            "applied",
+            format!("refund of saga {id} started as saga {refund}; `sagaflow show {refund}` follows it"),
+        )?,
+        Verdict::Queued => report(
+            &mut out,
+            "queued",
+            format!("refund of saga {id} queued as saga {refund}: no worker is running on this journal, or it has not answered yet; it starts when one runs"),
+        )?,
+        Verdict::Refused(why) => {
+            drop(out);
+            eprintln!("sagaflow: refund refused for saga {id}: {why}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The payment intent a checkout captured, from its journal.
+fn captured_intent(events: &[EventRow]) -> Option<String> {
+    events
+        .iter()
+        .filter(|e| e.kind == "activity_completed")
+        .filter_map(|e| e.body.get("output"))
+        .find(|o| o["kind"] == "capture")
+        .and_then(|o| o["payment_intent"].as_str())
+        .map(str::to_owned)
 }
 
 /// `sagaflow audit`: every operator command, oldest first.
@@ -277,10 +531,11 @@ pub fn audit(source: &Source, args: AuditArgs) -> Result<ExitCode> {
             r.outcome,
             r.operator,
             r.reason,
-            r.detail
-                .as_deref()
-                .map(|d| format!(" (refused: {d})"))
-                .unwrap_or_default()
+            match (r.outcome.as_str(), r.detail.as_deref()) {
+                ("refused", Some(d)) => format!(" (refused: {d})"),
+                (_, Some(d)) => format!(" ({d})"),
+                _ => String::new(),
+            }
         )?;
     }
     if rows.is_empty() {

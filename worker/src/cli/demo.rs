@@ -142,6 +142,7 @@ fn generate_orders(prefix: &str, n: usize, skus: usize, decline_rate: f64) -> Ve
                 } else {
                     "pm_card_visa".into()
                 },
+                refund: None,
             }
         })
         .collect()

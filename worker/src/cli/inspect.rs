@@ -94,11 +94,11 @@ pub enum Source {
 }
 
 /// One saga with everything `show` and `history` print.
-struct SagaView {
-    row: read::SagaRow,
-    def: SagaDef,
-    input: Option<Value>,
-    events: Vec<read::EventRow>,
+pub(super) struct SagaView {
+    pub(super) row: read::SagaRow,
+    pub(super) def: SagaDef,
+    pub(super) input: Option<Value>,
+    pub(super) events: Vec<read::EventRow>,
 }
 
 pub(super) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
@@ -109,7 +109,8 @@ pub(super) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
 }
 
 impl Source {
-    fn list(&self, status: Option<&str>, limit: usize) -> Result<Vec<read::SagaRow>> {
+    /// Sagas, newest first, optionally of one status.
+    pub(super) fn list(&self, status: Option<&str>, limit: usize) -> Result<Vec<read::SagaRow>> {
         match self {
             Source::Journal(data) => Ok(read::list(&open_journal(data)?, status, limit)?),
             Source::Temporal(settings) => block_on(async {
@@ -122,7 +123,8 @@ impl Source {
         }
     }
 
-    fn saga(&self, id: &str) -> Result<SagaView> {
+    /// One saga with its definition, input and journal.
+    pub(super) fn saga(&self, id: &str) -> Result<SagaView> {
         match self {
             Source::Journal(data) => {
                 let conn = open_journal(data)?;
@@ -222,6 +224,16 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
     } = source.saga(&args.id)?;
     let timeline = read::timeline(&def, &events, &saga.status);
     let commands = read::commands(&events);
+    // The refund link, both ways: a refund saga names the sale it undoes
+    // in its input; a refunded sale has a saga at its refund id.
+    let refund_of = input.as_ref().and_then(|i| i.get("refund")).cloned();
+    let refunded_by = match &refund_of {
+        Some(_) => None,
+        None => source
+            .saga(&crate::engine::command::refund_id(&saga.id))
+            .ok()
+            .map(|r| serde_json::json!({"id": r.row.id, "status": r.row.status})),
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({
@@ -229,6 +241,8 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
             "input": input,
             "timeline": timeline,
             "commands": commands,
+            "refund_of": refund_of,
+            "refunded_by": refunded_by,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -240,6 +254,24 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
     )?;
     if let Some(r) = &saga.reason {
         writeln!(out, "  reason: {r}")?;
+    }
+    if let Some(of) = &refund_of {
+        let text = |k: &str| of[k].as_str().unwrap_or("?").to_owned();
+        writeln!(
+            out,
+            "  refund of: saga {} (asked by {}: {})",
+            text("saga_id"),
+            text("operator"),
+            text("reason")
+        )?;
+    }
+    if let Some(by) = &refunded_by {
+        writeln!(
+            out,
+            "  refunded by: saga {} ({})",
+            by["id"].as_str().unwrap_or("?"),
+            by["status"].as_str().unwrap_or("?")
+        )?;
     }
     let total = saga
         .ended_ms

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_queue;
 mod bench_stock;
+mod bulk;
 mod command;
 mod demo;
 mod dlq;
@@ -71,6 +72,10 @@ enum Command {
     ///
     /// Example: sagaflow resolve o-1042 --step commit_stock --output '{}' --reason "committed in the WMS by hand"
     Resolve(command::ResolveArgs),
+    /// Undo a completed checkout with its refund saga ([sagas.refund]): refund the payment, return the units, cancel the order
+    ///
+    /// Example: sagaflow refund o-1042 --reason "customer returned the goods"
+    Refund(command::CommandArgs),
     /// List operator commands (who, when, why, applied or refused), oldest first
     ///
     /// Example: sagaflow audit --since 2h --json
@@ -154,15 +159,46 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Show(s) => inspect::show(&source(&load(None)?, args.data), s),
         Command::History(s) => inspect::history(&source(&load(None)?, args.data), s),
         Command::Stats(s) => inspect::stats(&source(&load(None)?, args.data), s),
-        Command::Retry(c) => command::simple(&source(&load(None)?, args.data), Signal::Retry, c),
-        Command::Cancel(c) => command::simple(&source(&load(None)?, args.data), Signal::Cancel, c),
-        Command::Resolve(c) => command::resolve(&source(&load(None)?, args.data), c),
+        Command::Retry(c) => {
+            let config = load(None)?;
+            let data = data_dir(&config, args.data);
+            command::simple(
+                &source(&config, Some(data.clone())),
+                &data,
+                Signal::Retry,
+                c,
+            )
+        }
+        Command::Cancel(c) => {
+            let config = load(None)?;
+            let data = data_dir(&config, args.data);
+            command::simple(
+                &source(&config, Some(data.clone())),
+                &data,
+                Signal::Cancel,
+                c,
+            )
+        }
+        Command::Resolve(c) => {
+            let config = load(None)?;
+            let data = data_dir(&config, args.data);
+            command::resolve(&source(&config, Some(data.clone())), &data, c)
+        }
+        Command::Refund(c) => {
+            let config = load(None)?;
+            command::refund(&source(&config, args.data), &config, c)
+        }
         Command::Audit(a) => command::audit(&source(&load(None)?, args.data), a),
-        Command::Signal(s) => command::simple(
-            &source(&load(None)?, args.data),
-            Signal::Retry,
-            s.into_retry(),
-        ),
+        Command::Signal(s) => {
+            let config = load(None)?;
+            let data = data_dir(&config, args.data);
+            command::simple(
+                &source(&config, Some(data.clone())),
+                &data,
+                Signal::Retry,
+                s.into_retry(),
+            )
+        }
         Command::Stock(c) => {
             let config = load(None)?;
             let data = data_dir(&config, args.data);

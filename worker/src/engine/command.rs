@@ -33,6 +33,31 @@ pub struct CommandRequest {
     pub audit: Audit,
 }
 
+/// A saga an operator command starts (a refund saga), as the inbox carries
+/// it to the worker: the definition and input travel with it, so the worker
+/// starts exactly what the CLI checked. Stored as `{"signal": "refund",
+/// ...}` in the inbox row of the saga it undoes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartRequest {
+    /// The new saga's id (derived from the original's, so a second request
+    /// is a duplicate start that changes nothing).
+    pub saga_id: String,
+    /// Its definition.
+    pub def: sagaflow_workflows::SagaDef,
+    /// Its input.
+    pub input: serde_json::Value,
+    /// Who and why.
+    #[serde(flatten)]
+    pub audit: Audit,
+}
+
+/// The id of the refund saga of checkout `id`: `#` never appears in an
+/// order id (orders are refused at the door with it), so this id cannot
+/// collide with an order's, and a second refund finds the first.
+pub fn refund_id(id: &str) -> String {
+    format!("{id}#refund")
+}
+
 /// The stored form of a command: `signal` is its name; a resolve's step
 /// and output sit beside it, so that the journal's rows stay flat and a
 /// v1 body (`{"signal":"retry"}`) still reads.

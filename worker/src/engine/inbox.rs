@@ -4,7 +4,7 @@
 //! read is logged and tried again at the next poll.
 
 use super::api::Msg;
-use super::command::CommandRequest;
+use super::command::{CommandRequest, StartRequest};
 use super::journal;
 use super::state::Input;
 use sagaflow_workflows::Signal;
@@ -38,6 +38,19 @@ pub(crate) fn poll(path: PathBuf, tx: Sender<Msg>, stop: Arc<AtomicBool>, every:
             Ok(rows) => {
                 for (id, saga_id, name, body) in rows {
                     last = id;
+                    if name == "refund" {
+                        let start = serde_json::from_str::<StartRequest>(&body)
+                            .map(|request| Box::new((request, body)))
+                            .map_err(|e| {
+                                format!("a refund body that is not a start request ({e})")
+                            });
+                        let _ = tx.send(Msg::Apply(Input::StartFromInbox {
+                            of: saga_id,
+                            start,
+                            inbox_id: id,
+                        }));
+                        continue;
+                    }
                     let command = read_command(&name, &body);
                     if let Err(why) = &command {
                         tracing::warn!(saga_id, inbox_id = id, %why, "unreadable command in the inbox; refused");

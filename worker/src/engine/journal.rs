@@ -248,6 +248,29 @@ pub enum Record {
         /// When it was refused.
         at_ms: u64,
     },
+    /// An inbox command applied without an event (see [`Applied`]).
+    Applied(Box<Applied>),
+}
+
+/// An inbox command that was applied without an event of a live saga (a
+/// refund, which starts a saga of its own): its inbox row is removed and
+/// audited as applied, with what it did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Inbox row id.
+    pub inbox_id: i64,
+    /// The saga the command named.
+    pub saga_id: String,
+    /// The command's name.
+    pub command: &'static str,
+    /// Who and why.
+    pub audit: super::command::Audit,
+    /// What it did, e.g. "started o-1#refund".
+    pub detail: String,
+    /// The stored command.
+    pub body: String,
+    /// When.
+    pub at_ms: u64,
 }
 
 /// A group of records from one core round.
@@ -343,6 +366,25 @@ fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
                 command.as_ref(),
                 Some(why),
             )?;
+        }
+        Record::Applied(a) => {
+            conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
+                .execute([a.inbox_id])?;
+            conn.prepare_cached(
+                "INSERT INTO audit (at_ms, saga_id, command, operator, reason, bulk_id, outcome, detail, body, inbox_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'applied', ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                a.at_ms as i64,
+                a.saga_id,
+                a.command,
+                a.audit.operator,
+                a.audit.reason,
+                a.audit.bulk,
+                a.detail,
+                a.body,
+                a.inbox_id
+            ])?;
         }
     }
     Ok(())

@@ -25,6 +25,7 @@ mod api;
 pub mod command;
 pub mod core;
 mod dispatch;
+pub mod filter;
 mod inbox;
 pub mod journal;
 mod lifecycle;

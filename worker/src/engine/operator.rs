@@ -10,7 +10,8 @@
 //! the audit row of the inbox row, written in the transaction that takes
 //! the row out of the inbox.
 
-use super::command::CommandRequest;
+use super::command::{CommandRequest, StartRequest};
+use super::filter::{last_attempt, Filter, Target};
 use super::recovery;
 use super::state::{Effects, Input, State};
 use super::EngineError;
@@ -88,6 +89,24 @@ pub fn queue(
     Ok(Some(id))
 }
 
+/// Queues a start the worker carries out for command `name` on saga `of`
+/// (a refund: `start` is the refund saga); returns its inbox id.
+pub fn queue_start(
+    conn: &mut Connection,
+    of: &str,
+    name: &str,
+    start: &StartRequest,
+    at_ms: u64,
+) -> rusqlite::Result<i64> {
+    let mut body = serde_json::to_value(start).expect("start requests serialize");
+    body["signal"] = name.into();
+    conn.execute(
+        "INSERT INTO inbox (saga_id, signal, at_ms, body, bulk_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![of, name, at_ms as i64, body.to_string(), start.audit.bulk],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
 /// One operator command as the audit holds it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRow {
@@ -154,6 +173,76 @@ pub fn audit(
     ))?
     .query_map(params![since_ms as i64, saga_id, limit as i64], audit_row)?
     .collect()
+}
+
+/// The sagas `filter` selects, oldest first.
+pub fn targets(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<Target>> {
+    let rows: Vec<(String, String, String, u64)> = conn
+        .prepare(
+            "SELECT id, saga, status, created_ms FROM sagas
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR saga = ?2)
+               AND (?3 IS NULL OR created_ms > ?3) AND (?4 IS NULL OR created_ms < ?4)
+             ORDER BY created_ms, id",
+        )?
+        .query_map(
+            params![
+                filter.status,
+                filter.saga,
+                filter.started_after.map(|t| t as i64),
+                filter.started_before.map(|t| t as i64)
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    let mut last = conn.prepare(
+        "SELECT kind, body FROM events WHERE saga_id = ?1 AND kind IN ('activity_completed', 'activity_failed')
+         ORDER BY n DESC LIMIT 1",
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, saga, status, created_ms) in rows {
+        let event: Option<(String, String)> = last
+            .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let (step, error) = match event {
+            Some((kind, body)) => {
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                last_attempt(std::iter::once((kind.as_str(), &body)))
+            }
+            None => (None, None),
+        };
+        if filter.matches_attempt(step.as_deref(), error.as_deref()) {
+            out.push(Target {
+                id,
+                saga,
+                status,
+                step,
+                error,
+                created_ms,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// True when bulk run `bulk` commanded saga `saga_id` already (queued,
+/// applied or refused by the worker): a resumed run skips it.
+pub fn commanded(conn: &Connection, bulk: &str, saga_id: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM inbox WHERE bulk_id = ?1 AND saga_id = ?2)
+             OR EXISTS (SELECT 1 FROM audit WHERE bulk_id = ?1 AND saga_id = ?2)",
+        params![bulk, saga_id],
+        |r| r.get(0),
+    )
+}
+
+/// Audit outcomes of bulk run `bulk`: (applied, refused).
+pub fn bulk_outcomes(conn: &Connection, bulk: &str) -> rusqlite::Result<(u64, u64)> {
+    conn.query_row(
+        "SELECT COALESCE(SUM(outcome = 'applied'), 0), COALESCE(SUM(outcome = 'refused'), 0)
+         FROM audit WHERE bulk_id = ?1",
+        [bulk],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 /// True when a worker holds the journal at `journal` (its lock file is

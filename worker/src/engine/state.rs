@@ -26,8 +26,8 @@
 //! in the engine, a number in the tests): the state only hands it back.
 
 use super::api::{Definition, Ended, StartOutcome};
-use super::command::CommandRequest;
-use super::journal::{AttemptBody, EventKind, Record};
+use super::command::{CommandRequest, StartRequest};
+use super::journal::{Applied, AttemptBody, EventKind, Record};
 use sagaflow_workflows::{
     run_saga, ActivityCall, ActivityError, Command, Phase, ReplayContext, Resolution, SagaOutcome,
     SagaStatus, Signal,
@@ -67,6 +67,13 @@ pub(crate) enum Input<A> {
     Signal {
         saga_id: String,
         command: Result<CommandRequest, String>,
+        inbox_id: i64,
+    },
+    /// A saga an operator command starts (a refund), from inbox row
+    /// `inbox_id` of saga `of` (`Err`: the row could not be read).
+    StartFromInbox {
+        of: String,
+        start: Result<Box<(StartRequest, String)>, String>,
         inbox_id: i64,
     },
     /// A saga that had not ended, as the journal holds it.
@@ -204,6 +211,11 @@ impl State {
                 command,
                 inbox_id,
             } => self.signal(saga_id, command, inbox_id, now_ms, out),
+            Input::StartFromInbox {
+                of,
+                start,
+                inbox_id,
+            } => self.start_from_inbox(of, start, inbox_id, now_ms, out),
             Input::Recover(saga) => self.recover(*saga, now_ms, out),
             Input::CommitFailed { error } => out.actions.push(Action::Stop {
                 why: format!(
@@ -257,6 +269,48 @@ impl State {
         self.known.insert(id.clone());
         self.sagas.insert(id.clone(), live);
         self.advance(&id, now, out);
+    }
+
+    /// Starts the saga an operator command asked for (idempotent, like any
+    /// start) and audits the command in the same commit.
+    fn start_from_inbox<A>(
+        &mut self,
+        of: String,
+        start: Result<Box<(StartRequest, String)>, String>,
+        inbox_id: i64,
+        now: u64,
+        out: &mut Effects<A>,
+    ) {
+        let (request, body) = match start {
+            Ok(boxed) => *boxed,
+            Err(why) => {
+                tracing::warn!(saga_id = of, %why, "unreadable start command in the inbox; refused");
+                out.records.push(Record::DropSignal {
+                    inbox_id,
+                    saga_id: of,
+                    command: None,
+                    why: format!("the inbox row cannot be read: {why}"),
+                    at_ms: now,
+                });
+                return;
+            }
+        };
+        let detail = if self.known.contains(request.saga_id.as_str()) {
+            format!("{} exists already; nothing was started", request.saga_id)
+        } else {
+            format!("started {}", request.saga_id)
+        };
+        out.records.push(Record::Applied(Box::new(Applied {
+            inbox_id,
+            saga_id: of,
+            command: "refund",
+            audit: request.audit,
+            detail,
+            body,
+            at_ms: now,
+        })));
+        let def = Definition::new(request.def);
+        self.start(request.saga_id, def, request.input, None, now, out);
     }
 
     #[allow(clippy::too_many_arguments)] // the fields of Input::ActivityDone

@@ -1,6 +1,6 @@
 -- ARGV: id, claim token ("" for single-line). Returns `committed`,
 -- `retaken` (expired line sold from available), `C` (already),
--- `sold_out`, `L` or `unknown`.
+-- `sold_out`, `L`, `T` (returned by a refund) or `unknown`.
 local id, token = ARGV[1], ARGV[2]
 local r = get(id)
 if not r then return 'unknown' end
@@ -12,7 +12,7 @@ if r.s == 'C' then
   end
   return 'C'
 end
-if r.s == 'L' then return 'L' end
+if r.s == 'L' or r.s == 'T' then return r.s end
 if r.s == 'R' then
   move('reserved', 'sold', r.q)
   redis.call('ZREM', KEYS[3], id)

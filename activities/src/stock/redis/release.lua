@@ -6,7 +6,8 @@ if not r then
   put(id, {s = 'L', q = 0})
   return 'nothing'
 end
-if r.s == 'C' then return 'committed' end
+-- Sold, or sold and returned by a refund: nothing to release.
+if r.s == 'C' or r.s == 'T' then return 'committed' end
 if r.s == 'R' then
   move('reserved', 'available', r.q)
   r.s = 'L'

@@ -2,7 +2,7 @@
 //! records and actions out.
 
 use super::*;
-use crate::engine::command::CommandRequest;
+use crate::engine::command::{CommandRequest, StartRequest};
 use crate::engine::journal::EventKind;
 use sagaflow_workflows::{RetryPolicy, SagaDef, StepDef};
 use serde_json::json;
@@ -93,6 +93,7 @@ fn records(out: &Effects<u32>) -> Vec<(Option<u32>, String)> {
             Record::NewSaga { .. } => (None, "saga".into()),
             Record::Definition { .. } => (None, "definition".into()),
             Record::DropSignal { .. } => (None, "drop".into()),
+            Record::Applied(_) => (None, "applied".into()),
         })
         .collect()
 }
@@ -683,4 +684,65 @@ fn commands_that_do_not_apply_are_refused_with_the_reason() {
     assert_eq!(actions(&out), vec!["ended completed"]);
     let why = refusal(&apply(&mut state, command("o1", Signal::Cancel, 6)));
     assert!(why.contains("not live here"), "{why}");
+}
+
+#[test]
+fn a_refund_from_the_inbox_starts_its_saga_once_and_audits_it() {
+    let mut state = fresh();
+    let request = |reason: &str| {
+        let request = StartRequest {
+            saga_id: "o1#refund".into(),
+            def: def().def.clone(),
+            input: json!({"order_id": "o1"}),
+            audit: crate::engine::command::Audit {
+                operator: "carol".into(),
+                reason: reason.into(),
+                bulk: None,
+            },
+        };
+        Ok(Box::new((request, "{}".to_owned())))
+    };
+    let first = apply(
+        &mut state,
+        Input::StartFromInbox {
+            of: "o1".into(),
+            start: request("returned"),
+            inbox_id: 1,
+        },
+    );
+    assert_eq!(
+        records(&first)[..4],
+        [
+            (None, "applied".into()),
+            (None, "definition".into()),
+            (None, "saga".into()),
+            (Some(0), "started".into())
+        ]
+    );
+    let Record::Applied(applied) = &first.records[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        (applied.saga_id.as_str(), applied.detail.as_str()),
+        ("o1", "started o1#refund")
+    );
+    assert!(actions(&first).contains(&"dispatch 0 stock.reserve#1".to_owned()));
+    let again = apply(
+        &mut state,
+        Input::StartFromInbox {
+            of: "o1".into(),
+            start: request("twice"),
+            inbox_id: 2,
+        },
+    );
+    assert_eq!(records(&again), vec![(None, "applied".into())]);
+    let Record::Applied(applied) = &again.records[0] else {
+        unreachable!()
+    };
+    assert!(
+        applied.detail.contains("exists already"),
+        "{}",
+        applied.detail
+    );
+    assert!(again.actions.is_empty());
 }

@@ -79,7 +79,7 @@ impl<const N: usize> ExecutableActivity for Slot<N> {
 impl ActivityImplementer for TemporalActivities {
     fn register_all(self: Arc<Self>, defs: &mut ActivityDefinitions) {
         const _: () = assert!(
-            BUILTIN_ACTIVITIES.len() == 10,
+            BUILTIN_ACTIVITIES.len() == 11,
             "add a slot per built-in name"
         );
         defs.register_activity::<Slot<0>>(self.clone())
@@ -91,6 +91,7 @@ impl ActivityImplementer for TemporalActivities {
             .register_activity::<Slot<6>>(self.clone())
             .register_activity::<Slot<7>>(self.clone())
             .register_activity::<Slot<8>>(self.clone())
-            .register_activity::<Slot<9>>(self);
+            .register_activity::<Slot<9>>(self.clone())
+            .register_activity::<Slot<10>>(self);
     }
 }

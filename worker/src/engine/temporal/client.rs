@@ -12,6 +12,7 @@ use super::workflow::{
 };
 use crate::config::TemporalSettings;
 use crate::engine::command::CommandRequest;
+use crate::engine::filter::{last_attempt, Filter, Target};
 use crate::engine::journal::AttemptBody;
 use crate::engine::operator::AuditRow;
 use crate::engine::read::{percentile, EventRow, SagaRow, Stats};
@@ -35,6 +36,10 @@ use temporalio_common::protos::temporal::api::history::v1::{
     history_event::Attributes, HistoryEvent,
 };
 use temporalio_common::search_attributes::SearchAttributes;
+
+/// How long `show` and `history` wait for a worker to answer the status
+/// query before they read the status from the history instead.
+const STATUS_QUERY_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// Errors talking to the Temporal cluster.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +226,73 @@ impl TemporalClient {
         }
     }
 
+    /// The sagas `filter` selects among this deployment's (its task
+    /// queue), oldest first: status, saga and start time through visibility, step and last error from each history
+    /// (only when the filter asks for them).
+    pub async fn targets(&self, filter: &Filter) -> Result<Vec<Target>, TemporalError> {
+        let time = |ms: u64| {
+            chrono::DateTime::from_timestamp_millis(ms as i64)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        // This deployment's sagas: the ones on its task queue.
+        let mut terms = vec![format!("TaskQueue = '{}'", self.settings.task_queue)];
+        if let Some(s) = &filter.status {
+            terms.push(format!("SagaStatus = '{s}'"));
+        }
+        if let Some(s) = &filter.saga {
+            terms.push(format!("SagaName = '{s}'"));
+        }
+        if let Some(t) = filter.started_after {
+            terms.push(format!("StartTime > '{}'", time(t)));
+        }
+        if let Some(t) = filter.started_before {
+            terms.push(format!("StartTime < '{}'", time(t)));
+        }
+        let query = self.query(Some(terms.join(" AND ")));
+        let mut rows: Vec<Target> = self
+            .client
+            .list_workflows(query, WorkflowListOptions::default())
+            .map_err(request)
+            .map_ok(|wf| {
+                let sa = wf.search_attributes();
+                Target {
+                    id: wf.id().to_owned(),
+                    saga: sa.get(&SAGA_NAME).unwrap_or_default(),
+                    status: sa.get(&SAGA_STATUS).unwrap_or_else(|| "running".into()),
+                    step: None,
+                    error: None,
+                    created_ms: ms(wf.start_time()),
+                }
+            })
+            .try_collect()
+            .await?;
+        if filter.needs_last_attempt() {
+            let mut kept = Vec::with_capacity(rows.len());
+            for mut t in rows {
+                let events = translate(&self.raw_history(&t.id).await?).events;
+                let (step, error) = last_attempt(events.iter().map(|e| (e.kind.as_str(), &e.body)));
+                if filter.matches_attempt(step.as_deref(), error.as_deref()) {
+                    t.step = step;
+                    t.error = error;
+                    kept.push(t);
+                }
+            }
+            rows = kept;
+        }
+        rows.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.id.cmp(&b.id)));
+        Ok(rows)
+    }
+
+    /// True when saga `saga_id` accepted a command of bulk run `bulk`
+    /// already (its history has the Update): a resumed run skips it.
+    pub async fn commanded(&self, saga_id: &str, bulk: &str) -> Result<bool, TemporalError> {
+        Ok(translate(&self.raw_history(saga_id).await?)
+            .events
+            .iter()
+            .any(|e| e.kind == "signal" && e.body["bulk"] == bulk))
+    }
+
     /// Operator commands applied since `since_ms`, oldest first, from the
     /// Update events in the sagas' histories (a refused command leaves no
     /// event). Only sagas open at some time since `since_ms` can have one:
@@ -232,7 +304,15 @@ impl TemporalClient {
         limit: usize,
     ) -> Result<Vec<AuditRow>, TemporalError> {
         let ids: Vec<String> = match saga_id {
-            Some(id) => vec![id.to_owned()],
+            // The saga's own history, and its refund saga's if it has one.
+            Some(id) => {
+                let refund = crate::engine::command::refund_id(id);
+                let mut ids = vec![id.to_owned()];
+                if self.raw_history(&refund).await.is_ok() {
+                    ids.push(refund);
+                }
+                ids
+            }
             None => {
                 let since = chrono::DateTime::from_timestamp_millis(since_ms as i64)
                     .unwrap_or_default()
@@ -250,7 +330,29 @@ impl TemporalClient {
         };
         let mut rows = Vec::new();
         for id in ids {
-            for e in translate(&self.raw_history(&id).await?).events {
+            let translated = translate(&self.raw_history(&id).await?);
+            // A refund saga records the refund command in its start input.
+            let refund = translated
+                .input
+                .as_ref()
+                .and_then(|i| i.order.get("refund"));
+            if let (Some(of), Some(started)) = (refund, translated.events.first()) {
+                let text = |k: &str| of[k].as_str().unwrap_or_default().to_owned();
+                if started.at_ms >= since_ms && saga_id.is_none_or(|s| s == text("saga_id")) {
+                    rows.push(AuditRow {
+                        at_ms: started.at_ms,
+                        saga_id: text("saga_id"),
+                        command: "refund".into(),
+                        operator: text("operator"),
+                        reason: text("reason"),
+                        bulk_id: None,
+                        outcome: "applied".into(),
+                        detail: Some(format!("started {id}")),
+                        body: of.clone(),
+                    });
+                }
+            }
+            for e in translated.events {
                 if e.kind != "signal" || e.at_ms < since_ms {
                     continue;
                 }
@@ -390,10 +492,13 @@ impl TemporalClient {
         let input = translated
             .input
             .ok_or_else(|| TemporalError::NotFound(saga_id.to_owned()))?;
-        let status = self
-            .status(saga_id)
-            .await
+        // The query is answered only by a running worker; without one the
+        // server holds it until its own timeout, so the history (which has
+        // every status the workflow recorded) answers after a short wait.
+        let queried = tokio::time::timeout(STATUS_QUERY_WAIT, self.status(saga_id)).await;
+        let status = queried
             .ok()
+            .and_then(Result::ok)
             .flatten()
             .unwrap_or_else(|| {
                 SagaStatus::from_parts(&translated.last_status, translated.last_reason.clone())
