@@ -254,8 +254,9 @@ pub trait SagaContext {
     /// Publishes the saga's status (journal row, Temporal search attribute).
     fn set_status(&self, status: SagaStatus);
 
-    /// Publishes where the saga stands, for checking operator commands.
-    fn set_stage(&self, stage: Stage);
+    /// Publishes where the saga stands, for checking operator commands
+    /// (by reference: the context copies it only when it changed).
+    fn set_stage(&self, stage: &Stage);
 }
 
 use crate::status::SagaStatus;

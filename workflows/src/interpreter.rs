@@ -102,7 +102,7 @@ pub async fn run_saga<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> 
             }
         }
     }
-    ctx.set_stage(Stage::default());
+    ctx.set_stage(&Stage::default());
     ctx.set_status(SagaStatus::Completed);
     SagaOutcome {
         status: SagaStatus::Completed,
@@ -127,7 +127,7 @@ async fn compensate_and_end<C: SagaContext>(
     if let Some(last) = last {
         compensate(ctx, def, last, order, outputs).await;
     }
-    ctx.set_stage(Stage::default());
+    ctx.set_stage(&Stage::default());
     ctx.set_status(SagaStatus::Compensated);
     SagaOutcome {
         status: SagaStatus::Compensated,
@@ -194,7 +194,7 @@ enum Unparked {
 /// Parks the saga on `step`'s action or compensation until an operator
 /// retries or resolves it; other commands do not apply here.
 async fn park<C: SagaContext>(ctx: &C, step: &StepDef, phase: Phase, reason: String) -> Unparked {
-    ctx.set_stage(Stage {
+    ctx.set_stage(&Stage {
         step: Some(step.name.clone()),
         phase: Some(phase),
         cancellable: false,
@@ -250,16 +250,22 @@ async fn attempt_until_done<C: SagaContext>(
         phase == Phase::Action && last_cancellable(def).is_some_and(|last| index <= last);
     let cancellable_while_running =
         phase == Phase::Action && last_cancellable(def).is_some_and(|last| index < last);
-    let stage = |cancellable| Stage {
+    // Built once per step and phase, not per attempt; the waiting one
+    // only when an attempt fails.
+    let running = Stage {
         step: Some(step.name.clone()),
         phase: Some(phase),
-        cancellable,
+        cancellable: cancellable_while_running,
+    };
+    let waiting = || Stage {
+        cancellable: up_to_pivot,
+        ..running.clone()
     };
     let idempotency_key = format!("{}/{}{}", ctx.saga_id(), step.name, key_suffix);
     let jitter_key = format!("{}{}", step.name, key_suffix);
     let mut attempt = first_attempt;
     loop {
-        ctx.set_stage(stage(cancellable_while_running));
+        ctx.set_stage(&running);
         let call = ActivityCall {
             step: step.name.clone(),
             activity: activity.clone(),
@@ -277,7 +283,7 @@ async fn attempt_until_done<C: SagaContext>(
                     return Err(Failure::Gave(error, attempt));
                 }
                 let delay = policy.delay_ms(attempt, ctx.saga_id(), &jitter_key);
-                ctx.set_stage(stage(up_to_pivot));
+                ctx.set_stage(&waiting());
                 // Only a cancel up to the pivot can reach a saga that is not
                 // parked (the rest are refused); anything else is ignored
                 // and the wait starts again.

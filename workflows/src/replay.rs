@@ -331,8 +331,11 @@ impl SagaContext for ReplayContext {
         self.state.borrow_mut().take_signal()
     }
 
-    fn set_stage(&self, stage: Stage) {
-        self.state.borrow_mut().stage = stage;
+    fn set_stage(&self, stage: &Stage) {
+        let mut st = self.state.borrow_mut();
+        if st.stage != *stage {
+            st.stage = stage.clone();
+        }
     }
 
     fn set_status(&self, status: SagaStatus) {

@@ -3,7 +3,7 @@
 //! of a parked compensation, `refund` of a completed checkout, and the audit
 //! that records who did what and why. Outcomes are read from the stores (stock) and the saga's history.
 
-use crate::scenarios::{entry, Env};
+use crate::scenarios::{entry, on_both_engines, Env};
 use serde_json::Value;
 
 /// The provider answers after 300ms; an authorize attempt gives up after
@@ -269,17 +269,6 @@ fn refund_of_a_completed_checkout(engine: &str) {
     // A refund is not refunded in turn.
     let err = env.sagaflow_fails(&["refund", &refund, "--reason", "refund the refund"]);
     assert!(err.contains("is itself the refund of saga"), "{err}");
-}
-
-macro_rules! on_both_engines {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            $( #[test] fn $scenario() { super::$scenario("embedded") } )*
-        }
-        mod temporal {
-            $( #[test] fn $scenario() { super::$scenario("temporal") } )*
-        }
-    };
 }
 
 on_both_engines!(

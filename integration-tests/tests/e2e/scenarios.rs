@@ -446,6 +446,7 @@ fn pivot_failure(engine: &str) {
     );
 }
 
+/// One test per engine for each scenario function `fn(engine: &str)`.
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
         mod embedded {
@@ -456,6 +457,7 @@ macro_rules! on_both_engines {
         }
     };
 }
+pub(crate) use on_both_engines;
 
 on_both_engines!(
     happy_path,

@@ -144,6 +144,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         EngineKind::Embedded => inspect::Source::Journal(data_dir(config, data)),
         EngineKind::Temporal => inspect::Source::Temporal(config.temporal.clone()),
     };
+    // The operator commands read the engine and keep bulk plans in the
+    // data directory.
+    type WithData<'a> = Box<dyn FnOnce(&inspect::Source, &Path) -> Result<ExitCode> + 'a>;
+    let data_flag = args.data.clone();
+    let with_data = |f: WithData<'_>| {
+        let config = load(None)?;
+        let data = data_dir(&config, data_flag);
+        f(&source(&config, Some(data.clone())), &data)
+    };
     match args.command {
         Command::CheckConfig(c) => check_config(c.file.as_deref().or(config_path.as_deref())),
         Command::Run(r) => {
@@ -159,46 +168,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Show(s) => inspect::show(&source(&load(None)?, args.data), s),
         Command::History(s) => inspect::history(&source(&load(None)?, args.data), s),
         Command::Stats(s) => inspect::stats(&source(&load(None)?, args.data), s),
-        Command::Retry(c) => {
-            let config = load(None)?;
-            let data = data_dir(&config, args.data);
-            command::simple(
-                &source(&config, Some(data.clone())),
-                &data,
-                Signal::Retry,
-                c,
-            )
-        }
-        Command::Cancel(c) => {
-            let config = load(None)?;
-            let data = data_dir(&config, args.data);
-            command::simple(
-                &source(&config, Some(data.clone())),
-                &data,
-                Signal::Cancel,
-                c,
-            )
-        }
+        Command::Retry(c) => with_data(Box::new(|source, data| {
+            command::simple(source, data, Signal::Retry, c)
+        })),
+        Command::Cancel(c) => with_data(Box::new(|source, data| {
+            command::simple(source, data, Signal::Cancel, c)
+        })),
         Command::Resolve(c) => {
-            let config = load(None)?;
-            let data = data_dir(&config, args.data);
-            command::resolve(&source(&config, Some(data.clone())), &data, c)
+            with_data(Box::new(|source, data| command::resolve(source, data, c)))
         }
         Command::Refund(c) => {
             let config = load(None)?;
             command::refund(&source(&config, args.data), &config, c)
         }
         Command::Audit(a) => command::audit(&source(&load(None)?, args.data), a),
-        Command::Signal(s) => {
-            let config = load(None)?;
-            let data = data_dir(&config, args.data);
-            command::simple(
-                &source(&config, Some(data.clone())),
-                &data,
-                Signal::Retry,
-                s.into_retry(),
-            )
-        }
+        Command::Signal(s) => with_data(Box::new(|source, data| {
+            command::simple(source, data, Signal::Retry, s.into_retry())
+        })),
         Command::Stock(c) => {
             let config = load(None)?;
             let data = data_dir(&config, args.data);

@@ -40,7 +40,7 @@
 //!   stops the process: memory may be ahead of disk, and recovery from the
 //!   journal is the only safe way on.
 
-use super::command::CommandRequest;
+use super::command::{Audit, CommandRequest};
 use super::schema::{self, SchemaError};
 use rusqlite::{params, Connection};
 use sagaflow_workflows::{ActivityError, Phase, SagaStatus};
@@ -264,7 +264,7 @@ pub struct Applied {
     /// The command's name.
     pub command: &'static str,
     /// Who and why.
-    pub audit: super::command::Audit,
+    pub audit: Audit,
     /// What it did, e.g. "started o-1#refund".
     pub detail: String,
     /// The stored command.
@@ -320,9 +320,19 @@ fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
                     command,
                     inbox_id: Some(id),
                 } => {
-                    conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
-                        .execute([id])?;
-                    audit(conn, *id, saga_id, *at_ms, Some(command), None)?;
+                    take_from_inbox(
+                        conn,
+                        TakenFromInbox {
+                            inbox_id: *id,
+                            saga_id,
+                            at_ms: *at_ms,
+                            command: command.signal.name(),
+                            who: &command.audit,
+                            body: &command.encode(),
+                            outcome: "applied",
+                            detail: None,
+                        },
+                    )?;
                 }
                 EventKind::Status {
                     status,
@@ -356,70 +366,75 @@ fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
             why,
             at_ms,
         } => {
-            conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
-                .execute([inbox_id])?;
-            audit(
+            let unreadable = Audit::default();
+            let (name, who, body) = match command {
+                Some(c) => (c.signal.name(), &c.audit, c.encode()),
+                None => ("unreadable", &unreadable, "{}".to_owned()),
+            };
+            take_from_inbox(
                 conn,
-                *inbox_id,
-                saga_id,
-                *at_ms,
-                command.as_ref(),
-                Some(why),
+                TakenFromInbox {
+                    inbox_id: *inbox_id,
+                    saga_id,
+                    at_ms: *at_ms,
+                    command: name,
+                    who,
+                    body: &body,
+                    outcome: "refused",
+                    detail: Some(why),
+                },
             )?;
         }
-        Record::Applied(a) => {
-            conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
-                .execute([a.inbox_id])?;
-            conn.prepare_cached(
-                "INSERT INTO audit (at_ms, saga_id, command, operator, reason, bulk_id, outcome, detail, body, inbox_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'applied', ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                a.at_ms as i64,
-                a.saga_id,
-                a.command,
-                a.audit.operator,
-                a.audit.reason,
-                a.audit.bulk,
-                a.detail,
-                a.body,
-                a.inbox_id
-            ])?;
-        }
+        Record::Applied(a) => take_from_inbox(
+            conn,
+            TakenFromInbox {
+                inbox_id: a.inbox_id,
+                saga_id: &a.saga_id,
+                at_ms: a.at_ms,
+                command: a.command,
+                who: &a.audit,
+                body: &a.body,
+                outcome: "applied",
+                detail: Some(&a.detail),
+            },
+        )?,
     }
     Ok(())
 }
 
-/// The operator audit row of an inbox command: applied, or refused with
-/// `refused`'s reason.
-fn audit(
-    conn: &Connection,
+/// An inbox command leaving the inbox: its row is deleted and its audit
+/// row written, in the transaction of whatever it caused.
+struct TakenFromInbox<'a> {
     inbox_id: i64,
-    saga_id: &str,
+    saga_id: &'a str,
     at_ms: u64,
-    command: Option<&CommandRequest>,
-    refused: Option<&str>,
-) -> rusqlite::Result<()> {
-    let unreadable = super::command::Audit::default();
-    let (name, who, body) = match command {
-        Some(c) => (c.signal.name(), &c.audit, c.encode()),
-        None => ("unreadable", &unreadable, "{}".to_owned()),
-    };
+    command: &'a str,
+    who: &'a Audit,
+    body: &'a str,
+    /// `applied` or `refused`.
+    outcome: &'static str,
+    /// Why it was refused, or what it did.
+    detail: Option<&'a str>,
+}
+
+fn take_from_inbox(conn: &Connection, t: TakenFromInbox<'_>) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
+        .execute([t.inbox_id])?;
     conn.prepare_cached(
         "INSERT INTO audit (at_ms, saga_id, command, operator, reason, bulk_id, outcome, detail, body, inbox_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
-        at_ms as i64,
-        saga_id,
-        name,
-        who.operator,
-        who.reason,
-        who.bulk,
-        if refused.is_some() { "refused" } else { "applied" },
-        refused,
-        body,
-        inbox_id
+        t.at_ms as i64,
+        t.saga_id,
+        t.command,
+        t.who.operator,
+        t.who.reason,
+        t.who.bulk,
+        t.outcome,
+        t.detail,
+        t.body,
+        t.inbox_id
     ])?;
     Ok(())
 }

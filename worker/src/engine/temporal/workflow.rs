@@ -197,8 +197,10 @@ impl SagaContext for TemporalSaga {
         self.ctx.state_mut(|s| s.inbox.pop_front())
     }
 
-    fn set_stage(&self, stage: Stage) {
-        self.ctx.state_mut(|s| s.stage = stage);
+    fn set_stage(&self, stage: &Stage) {
+        if self.ctx.state(|s| s.stage != *stage) {
+            self.ctx.state_mut(|s| s.stage = stage.clone());
+        }
     }
 
     fn set_status(&self, status: SagaStatus) {
