@@ -115,12 +115,7 @@ fn cancel_on_a_retry_timer(engine: &str) {
 }
 
 fn resolve_a_parked_compensation(engine: &str) {
-    let mut tweaks = crate::scenarios::SLOW_PROVIDER.to_vec();
-    tweaks.push((
-        "compensation_retry = { initial_interval = \"100ms\", backoff_coefficient = 2.0, max_interval = \"5s\", max_attempts = 10 }",
-        "compensation_retry = { initial_interval = \"10ms\", max_attempts = 2 }",
-    ));
-    let env = Env::new("resolve", engine, &tweaks);
+    let env = Env::new("resolve", engine, &crate::scenarios::VOID_PARKS);
     env.sagaflow(&["stock", "set", "SKU-1=3"]);
     let id = env.submit("o1", "pm_card_visa");
     let worker = env.worker();
@@ -292,12 +287,7 @@ fn bulk_commands(env: &Env, id: &str, bulk: &str) -> usize {
 
 fn bulk_retry_with_a_dry_run_and_a_resume(engine: &str) {
     const ORDERS: usize = 12;
-    let mut tweaks = crate::scenarios::SLOW_PROVIDER.to_vec();
-    tweaks.push((
-        "compensation_retry = { initial_interval = \"100ms\", backoff_coefficient = 2.0, max_interval = \"5s\", max_attempts = 10 }",
-        "compensation_retry = { initial_interval = \"10ms\", max_attempts = 2 }",
-    ));
-    let env = Env::new("bulk", engine, &tweaks);
+    let env = Env::new("bulk", engine, &crate::scenarios::VOID_PARKS);
     env.sagaflow(&["stock", "set", "SKU-1=100"]);
     let ids: Vec<String> = (0..ORDERS)
         .map(|i| env.submit(&format!("o{i}"), "pm_card_visa"))

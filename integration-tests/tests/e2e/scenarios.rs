@@ -233,6 +233,17 @@ pub(crate) const SLOW_PROVIDER: [(&str, &str); 2] = [
     ),
 ];
 
+/// [`SLOW_PROVIDER`], and the void gives up after two attempts too: the
+/// saga parks on the compensation of authorize_payment.
+pub(crate) const VOID_PARKS: [(&str, &str); 3] = [
+    SLOW_PROVIDER[0],
+    SLOW_PROVIDER[1],
+    (
+        "compensation_retry = { initial_interval = \"100ms\", backoff_coefficient = 2.0, max_interval = \"5s\", max_attempts = 10 }",
+        "compensation_retry = { initial_interval = \"10ms\", max_attempts = 2 }",
+    ),
+];
+
 fn happy_path(engine: &str) {
     let env = Env::new("happy", engine, &[]);
     env.sagaflow(&["stock", "set", "SKU-1=2"]);
@@ -344,12 +355,7 @@ fn retry_exhaustion(engine: &str) {
 }
 
 fn compensation_failure_parks(engine: &str) {
-    let mut tweaks = SLOW_PROVIDER.to_vec();
-    tweaks.push((
-        "compensation_retry = { initial_interval = \"100ms\", backoff_coefficient = 2.0, max_interval = \"5s\", max_attempts = 10 }",
-        "compensation_retry = { initial_interval = \"10ms\", max_attempts = 2 }",
-    ));
-    let env = Env::new("park", engine, &tweaks);
+    let env = Env::new("park", engine, &VOID_PARKS);
     env.sagaflow(&["stock", "set", "SKU-1=3"]);
     let id = env.submit("o1", "pm_card_visa");
     env.run_until_idle();
