@@ -116,10 +116,16 @@ fn empty_object() -> Value {
 /// Where a saga stands, as far as operator commands care. The interpreter
 /// keeps it current ([`SagaContext::set_stage`]); [`Signal::applies_to`]
 /// reads it with the status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It names the step by its index in the definition, not by name: the
+/// interpreter sets it at every step, and a `Copy` stage costs no
+/// allocation there; [`Stage::step_name`] names it when a command is
+/// checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stage {
-    /// The step in progress, parked on, or being compensated.
-    pub step: Option<String>,
+    /// The index in the definition's steps of the step in progress,
+    /// parked on, or being compensated.
+    pub step: Option<usize>,
     /// Whether `step`'s action or its compensation is meant.
     pub phase: Option<Phase>,
     /// True while a cancel can still be honoured: the saga runs a step
@@ -127,6 +133,15 @@ pub struct Stage {
     /// while the pivot's own attempt runs (it may succeed: past the point
     /// of no return) and from then on.
     pub cancellable: bool,
+}
+
+impl Stage {
+    /// The name of the stage's step among `steps` (the saga's definition).
+    pub fn step_name<'a>(&self, steps: &'a [StepDef]) -> Option<&'a str> {
+        self.step
+            .and_then(|i| steps.get(i))
+            .map(|s| s.name.as_str())
+    }
 }
 
 impl Signal {
@@ -154,8 +169,14 @@ impl Signal {
     /// Whether the command applies to a saga in `status` at `stage`, or
     /// why not. A command that does not apply is refused, never kept: a
     /// retry kept for a running saga would be spent, unasked, at its next
-    /// park.
-    pub fn applies_to(&self, status: &SagaStatus, stage: &Stage) -> Result<(), String> {
+    /// park. `steps` are the saga's definition's, to name the stage's
+    /// step (an ended saga has none: pass `&[]`).
+    pub fn applies_to(
+        &self,
+        status: &SagaStatus,
+        stage: &Stage,
+        steps: &[StepDef],
+    ) -> Result<(), String> {
         let ended = |what: &str| {
             format!(
                 "{what} applies only to a {}, and this one is {}; it has ended, nothing is left to {what}",
@@ -176,7 +197,7 @@ impl Signal {
                 other.name()
             )),
             (Signal::Resolve { step, .. }, SagaStatus::Parked { .. }) => {
-                match stage.step.as_deref() {
+                match stage.step_name(steps) {
                     Some(parked) if parked == step => Ok(()),
                     Some(parked) => Err(format!(
                         "resolve names step {step}, but this saga is parked on {} of step {parked}: pass --step {parked}",
@@ -208,7 +229,7 @@ impl Signal {
             (Signal::Cancel, _) => Err(format!(
                 "cancel applies only before the pivot, and this saga is {} at step {}, {}; once it completes, `sagaflow refund ID` undoes it",
                 status.name(),
-                stage.step.as_deref().unwrap_or("?"),
+                stage.step_name(steps).unwrap_or("?"),
                 if status.reason().is_some() {
                     "past its pivot"
                 } else {
@@ -259,4 +280,5 @@ pub trait SagaContext {
     fn set_stage(&self, stage: &Stage);
 }
 
+use crate::model::StepDef;
 use crate::status::SagaStatus;

@@ -22,7 +22,7 @@
 //! Deterministic: the function only reacts to what the context returns.
 
 use crate::context::{ActivityCall, ActivityError, Phase, SagaContext, Signal, Stage};
-use crate::model::{SagaDef, StepDef};
+use crate::model::SagaDef;
 use crate::status::SagaStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -77,7 +77,7 @@ pub async fn run_saga<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> 
                      fix the cause, then `sagaflow retry`, or do the step by hand and `sagaflow resolve --step {}`",
                     step.name, step.action, last_attempt, error, step.name
                 );
-                match park(ctx, step, Phase::Action, reason).await {
+                match park(ctx, index, &step.name, Phase::Action, reason).await {
                     Unparked::Retry => first_attempt = last_attempt + 1,
                     Unparked::Resolved(output) => {
                         outputs[index] = Some(output);
@@ -171,7 +171,7 @@ async fn compensate<C: SagaContext>(
                          fix the cause, then `sagaflow retry`, or undo the step by hand and `sagaflow resolve --step {}`",
                         step.name, activity, last_attempt, error, step.name
                     );
-                    let unparked = park(ctx, step, Phase::Compensation, reason).await;
+                    let unparked = park(ctx, index, &step.name, Phase::Compensation, reason).await;
                     ctx.set_status(SagaStatus::Compensating);
                     match unparked {
                         Unparked::Retry => first_attempt = last_attempt + 1,
@@ -191,11 +191,18 @@ enum Unparked {
     Resolved(Value),
 }
 
-/// Parks the saga on `step`'s action or compensation until an operator
-/// retries or resolves it; other commands do not apply here.
-async fn park<C: SagaContext>(ctx: &C, step: &StepDef, phase: Phase, reason: String) -> Unparked {
+/// Parks the saga on step `index`'s (named `name`) action or compensation
+/// until an operator retries or resolves it; other commands do not apply
+/// here.
+async fn park<C: SagaContext>(
+    ctx: &C,
+    index: usize,
+    name: &str,
+    phase: Phase,
+    reason: String,
+) -> Unparked {
     ctx.set_stage(&Stage {
-        step: Some(step.name.clone()),
+        step: Some(index),
         phase: Some(phase),
         cancellable: false,
     });
@@ -206,7 +213,7 @@ async fn park<C: SagaContext>(ctx: &C, step: &StepDef, phase: Phase, reason: Str
             Signal::Resolve {
                 step: named,
                 output,
-            } if named == step.name => return Unparked::Resolved(output),
+            } if named == name => return Unparked::Resolved(output),
             Signal::Resolve { .. } | Signal::Cancel => {}
         }
     }
@@ -250,16 +257,14 @@ async fn attempt_until_done<C: SagaContext>(
         phase == Phase::Action && last_cancellable(def).is_some_and(|last| index <= last);
     let cancellable_while_running =
         phase == Phase::Action && last_cancellable(def).is_some_and(|last| index < last);
-    // Built once per step and phase, not per attempt; the waiting one
-    // only when an attempt fails.
     let running = Stage {
-        step: Some(step.name.clone()),
+        step: Some(index),
         phase: Some(phase),
         cancellable: cancellable_while_running,
     };
-    let waiting = || Stage {
+    let waiting = Stage {
         cancellable: up_to_pivot,
-        ..running.clone()
+        ..running
     };
     let idempotency_key = format!("{}/{}{}", ctx.saga_id(), step.name, key_suffix);
     let jitter_key = format!("{}{}", step.name, key_suffix);
@@ -283,7 +288,7 @@ async fn attempt_until_done<C: SagaContext>(
                     return Err(Failure::Gave(error, attempt));
                 }
                 let delay = policy.delay_ms(attempt, ctx.saga_id(), &jitter_key);
-                ctx.set_stage(&waiting());
+                ctx.set_stage(&waiting);
                 // Only a cancel up to the pivot can reach a saga that is not
                 // parked (the rest are refused); anything else is ignored
                 // and the wait starts again.

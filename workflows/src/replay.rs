@@ -117,12 +117,31 @@ impl ReplayContext {
     /// polled. A command for `seq` not yet taken is withdrawn: replaying a
     /// history one event at a time leaves only the operations still
     /// outstanding at its end.
+    ///
+    /// A recorded result of another activity than the withdrawn command
+    /// asked for is a divergence, and the operation stays pending. (A result
+    /// recorded before the saga asked is checked when it asks; a result of
+    /// a command already taken is the engine's answer to that very command.)
     pub fn resolve(&self, seq: u32, resolution: Resolution) {
         let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        let mut diverged = None;
         st.commands.retain(|c| match c {
+            Command::Activity { seq: s, call } if *s == seq => {
+                if let Resolution::Activity { activity, .. } = &resolution {
+                    if *activity != call.activity {
+                        diverged = Some(divergence(seq, activity, &call.activity));
+                    }
+                }
+                false
+            }
             Command::Activity { seq: s, .. } | Command::Timer { seq: s, .. } => *s != seq,
             Command::WaitSignal => true,
         });
+        if diverged.is_some() {
+            st.divergence = diverged;
+            return;
+        }
         let i = seq as usize;
         if st.slots.len() <= i {
             st.slots.resize(i + 1, None);
@@ -172,7 +191,7 @@ impl ReplayContext {
 
     /// Where the saga stands, for checking operator commands.
     pub fn stage(&self) -> Stage {
-        self.state.borrow().stage.clone()
+        self.state.borrow().stage
     }
 
     /// Why replay diverged from the recorded history, if it did.
@@ -234,8 +253,6 @@ impl SagaContext for ReplayContext {
         call: ActivityCall,
     ) -> impl Future<Output = Result<Value, ActivityError>> {
         let mut seq = None;
-        // Kept past the emit, to check the recorded result against it.
-        let wanted = call.activity.clone();
         let mut call = Some(call);
         poll_fn(move |_| {
             let mut st = self.state.borrow_mut();
@@ -254,11 +271,13 @@ impl SagaContext for ReplayContext {
                     result,
                     at_ms,
                 }) => {
-                    if wanted != activity {
-                        st.divergence = Some(format!(
-                            "operation {s}: the history has a result of {activity} but the saga asks for {wanted}"
-                        ));
-                        return Poll::Pending;
+                    // Only when the result was recorded before the saga
+                    // asked: `resolve` checked the ones that came after.
+                    if let Some(wanted) = call.as_ref().map(|c| &c.activity) {
+                        if *wanted != activity {
+                            st.divergence = Some(divergence(s, &activity, wanted));
+                            return Poll::Pending;
+                        }
                     }
                     st.now_ms = st.now_ms.max(at_ms);
                     st.settle(s);
@@ -332,10 +351,7 @@ impl SagaContext for ReplayContext {
     }
 
     fn set_stage(&self, stage: &Stage) {
-        let mut st = self.state.borrow_mut();
-        if st.stage != *stage {
-            st.stage = stage.clone();
-        }
+        self.state.borrow_mut().stage = *stage;
     }
 
     fn set_status(&self, status: SagaStatus) {
@@ -345,4 +361,11 @@ impl SagaContext for ReplayContext {
             st.status_changed = true;
         }
     }
+}
+
+/// Why a recorded result does not fit the saga: it is of another activity.
+fn divergence(seq: u32, recorded: &str, wanted: &str) -> String {
+    format!(
+        "operation {seq}: the history has a result of {recorded} but the saga asks for {wanted}"
+    )
 }

@@ -560,22 +560,58 @@ fn a_history_from_another_definition_is_reported_not_followed() {
     assert!(why.contains("payment.authorize_v2"), "{why}");
 }
 
+/// Replayed one event at a time (as recovery does), the result arrives
+/// after the saga asked: `resolve` checks it against the command it
+/// withdraws.
+#[test]
+fn a_history_from_another_definition_is_reported_event_by_event() {
+    let run = drive(&checkout(), ok, &[]);
+    let mut other = checkout();
+    other.steps[1].action = "payment.authorize_v2".into();
+    let ctx = ReplayContext::new("saga-1", 1_000);
+    let order = json!({});
+    let mut fut = pin!(run_saga(&ctx, &other, &order));
+    let mut poll = || {
+        fut.as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+    };
+    assert!(poll());
+    for event in &run.history {
+        if let Event::Resolved(seq, r) = event {
+            ctx.resolve(*seq, r.clone());
+        }
+        assert!(poll(), "a diverged saga never ends");
+        if ctx.divergence().is_some() {
+            break;
+        }
+    }
+    let why = ctx.divergence().expect("divergence reported");
+    assert!(
+        why.contains("payment.authorize but the saga asks for payment.authorize_v2"),
+        "{why}"
+    );
+}
+
 #[test]
 fn retry_applies_only_to_a_parked_saga() {
     let parked = SagaStatus::Parked {
         reason: "compensation failed".into(),
     };
     let stage = Stage::default();
-    assert_eq!(Signal::Retry.applies_to(&parked, &stage), Ok(()));
+    assert_eq!(
+        Signal::Retry.applies_to(&parked, &stage, &checkout().steps),
+        Ok(())
+    );
     let running = Signal::Retry
-        .applies_to(&SagaStatus::Running, &stage)
+        .applies_to(&SagaStatus::Running, &stage, &checkout().steps)
         .unwrap_err();
     assert!(
         running.starts_with("retry applies only to a parked saga, and this one is running; it is still trying on its own"),
         "{running}"
     );
     let ended = Signal::Retry
-        .applies_to(&SagaStatus::Completed, &stage)
+        .applies_to(&SagaStatus::Completed, &stage, &checkout().steps)
         .unwrap_err();
     assert!(
         ended.contains("it has ended, nothing is left to retry"),
@@ -595,7 +631,7 @@ fn cancel_when(
         }
         sent = true;
         assert_eq!(
-            Signal::Cancel.applies_to(&SagaStatus::Running, stage),
+            Signal::Cancel.applies_to(&SagaStatus::Running, stage, &checkout().steps),
             Ok(()),
             "cancel applies at {c:?} ({stage:?})"
         );
@@ -675,10 +711,12 @@ fn cancel_applies_up_to_the_pivot_and_names_refund_after_it() {
     };
     let mut seen = Vec::new();
     let run = drive_with(&checkout(), answer, &[], |c, stage| {
-        let verdict = Signal::Cancel.applies_to(&SagaStatus::Running, stage);
+        let verdict = Signal::Cancel.applies_to(&SagaStatus::Running, stage, &checkout().steps);
         let what = match c {
             Command::Activity { call, .. } => call.activity.clone(),
-            Command::Timer { .. } => format!("timer in {}", stage.step.clone().unwrap()),
+            Command::Timer { .. } => {
+                format!("timer in {}", stage.step_name(&checkout().steps).unwrap())
+            }
             Command::WaitSignal => unreachable!(),
         };
         seen.push((what, verdict.is_ok()));
@@ -705,11 +743,13 @@ fn cancel_applies_up_to_the_pivot_and_names_refund_after_it() {
         reason: "commit failed".into(),
     };
     let stage = Stage {
-        step: Some("commit_stock".into()),
+        step: Some(4),
         phase: Some(Phase::Action),
         cancellable: false,
     };
-    let why = Signal::Cancel.applies_to(&parked, &stage).unwrap_err();
+    let why = Signal::Cancel
+        .applies_to(&parked, &stage, &checkout().steps)
+        .unwrap_err();
     assert!(
         why.contains("past its pivot") && why.contains("sagaflow refund"),
         "{why}"
@@ -740,18 +780,21 @@ fn resolve_records_a_parked_step_as_done_with_the_operator_output() {
     );
     every_prefix_replays(&checkout(), &run);
     let stage = Stage {
-        step: Some("commit_stock".into()),
+        step: Some(4),
         phase: Some(Phase::Action),
         cancellable: false,
     };
     let status = parked.end.clone().unwrap();
-    assert_eq!(resolve("commit_stock").applies_to(&status, &stage), Ok(()));
+    assert_eq!(
+        resolve("commit_stock").applies_to(&status, &stage, &checkout().steps),
+        Ok(())
+    );
     let why = resolve("capture_payment")
-        .applies_to(&status, &stage)
+        .applies_to(&status, &stage, &checkout().steps)
         .unwrap_err();
     assert!(why.contains("pass --step commit_stock"), "{why}");
     let why = resolve("commit_stock")
-        .applies_to(&SagaStatus::Running, &stage)
+        .applies_to(&SagaStatus::Running, &stage, &checkout().steps)
         .unwrap_err();
     assert!(why.contains("only to a parked saga"), "{why}");
 }
@@ -776,12 +819,12 @@ fn resolve_of_a_parked_compensation_goes_on_compensating() {
     assert_eq!(voids, 4, "the policy's attempts, none after the resolve");
     assert_eq!(names(&run).last().unwrap(), "undo:stock.release");
     let compensating = Stage {
-        step: Some("authorize_payment".into()),
+        step: Some(1),
         phase: Some(Phase::Compensation),
         cancellable: false,
     };
     let why = Signal::Cancel
-        .applies_to(&SagaStatus::Compensating, &compensating)
+        .applies_to(&SagaStatus::Compensating, &compensating, &checkout().steps)
         .unwrap_err();
     assert!(why.contains("already compensating"), "{why}");
 }

@@ -38,7 +38,7 @@ pub fn check(
             .optional()?;
         return Ok(
             match status.and_then(|(s, r)| SagaStatus::from_parts(&s, r)) {
-                Some(status) => signal.applies_to(&status, &Stage::default()),
+                Some(status) => signal.applies_to(&status, &Stage::default(), &[]),
                 None => Err(format!("there is no saga {id}")),
             },
         );

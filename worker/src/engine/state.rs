@@ -136,6 +136,8 @@ type SagaFuture = Pin<Box<dyn Future<Output = SagaOutcome>>>;
 
 struct Live {
     id: Arc<str>,
+    /// Its definition, to name the step a command is checked against.
+    def: Arc<Definition>,
     ctx: ReplayContext,
     fut: SagaFuture,
     next_n: u32,
@@ -178,7 +180,9 @@ impl State {
     /// asks a state it recovered the one saga into, before it sends one.
     pub(crate) fn check(&self, saga_id: &str, signal: &Signal) -> Result<(), String> {
         match self.sagas.get(saga_id) {
-            Some(live) => signal.applies_to(&live.ctx.status(), &live.ctx.stage()),
+            Some(live) => {
+                signal.applies_to(&live.ctx.status(), &live.ctx.stage(), &live.def.def.steps)
+            }
             None if self.known.contains(saga_id) => Err(
                 "the saga is not live here: it has ended, or its journal could not be replayed"
                     .to_owned(),
@@ -618,9 +622,11 @@ fn new_live(
 ) -> Live {
     let ctx = ReplayContext::new(&id, started_ms);
     let saga_ctx = ctx.clone();
-    let fut: SagaFuture = Box::pin(async move { run_saga(&saga_ctx, &def.def, &input).await });
+    let saga_def = def.clone();
+    let fut: SagaFuture = Box::pin(async move { run_saga(&saga_ctx, &saga_def.def, &input).await });
     Live {
         id,
+        def,
         ctx,
         fut,
         next_n,

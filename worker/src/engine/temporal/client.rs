@@ -204,7 +204,7 @@ impl TemporalClient {
         let row = self.saga(saga_id).await?.row;
         let status = SagaStatus::from_parts(&row.status, row.reason).unwrap_or(SagaStatus::Running);
         if status.is_terminal() {
-            return Ok(request.signal.applies_to(&status, &Stage::default()));
+            return Ok(request.signal.applies_to(&status, &Stage::default(), &[]));
         }
         let options = WorkflowExecuteUpdateOptions::builder()
             .maybe_update_id(request.audit.bulk.clone())

@@ -4,7 +4,7 @@ use crate::engine::command::CommandRequest;
 use futures::future::Either;
 use sagaflow_workflows::{
     run_saga, ActivityCall, ActivityError, SagaContext, SagaDef, SagaOutcome, SagaStatus, Signal,
-    Stage,
+    Stage, StepDef,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -65,6 +65,9 @@ pub struct SagaWorkflow {
     inbox: VecDeque<Signal>,
     status: Option<SagaStatus>,
     stage: Stage,
+    /// The definition's steps, to name the stage's step when a command is
+    /// checked.
+    steps: Vec<StepDef>,
 }
 
 #[workflow_methods]
@@ -80,6 +83,7 @@ impl SagaWorkflow {
             ctx: ctx.clone(),
             saga_id: input.saga_id.clone(),
         };
+        ctx.state_mut(|s| s.steps = input.def.steps.clone());
         Ok(run_saga(&saga, &input.def, &input.order).await)
     }
 
@@ -105,7 +109,7 @@ impl SagaWorkflow {
         let status = self.status.clone().unwrap_or(SagaStatus::Running);
         request
             .signal
-            .applies_to(&status, &self.stage)
+            .applies_to(&status, &self.stage, &self.steps)
             .map_err(Into::into)
     }
 
@@ -199,7 +203,7 @@ impl SagaContext for TemporalSaga {
 
     fn set_stage(&self, stage: &Stage) {
         if self.ctx.state(|s| s.stage != *stage) {
-            self.ctx.state_mut(|s| s.stage = stage.clone());
+            self.ctx.state_mut(|s| s.stage = *stage);
         }
     }
 
