@@ -3,7 +3,7 @@
 //!
 //! The file holds the deployment profile (`[profile]`, `[embedded]`,
 //! `[temporal]`, `[servicebus]`, `[redis]`, `[cosmos]`, `[payment]`,
-//! `[stock]`, `[sandbox]`) and the saga definitions (`[sagas.NAME]` with
+//! `[stock]`, `[sandbox]`, `[admin]`) and the saga definitions (`[sagas.NAME]` with
 //! `[[sagas.NAME.steps]]`). Every key is documented in the shipped
 //! `sagas.toml`.
 //!
@@ -26,9 +26,9 @@ mod tests;
 
 pub use sagaflow_workflows::config::{ConfigError, ConfigErrors};
 pub use settings::{
-    CosmosSettings, EmbeddedSettings, EngineKind, OrdersKind, PaymentKind, PaymentSettings,
-    Profile, RedisSettings, SandboxSettings, ServiceBusSettings, StockKind, StockSettings,
-    TemporalSettings, TriggerKind,
+    AdminSettings, CosmosSettings, EmbeddedSettings, EngineKind, OrdersKind, PaymentKind,
+    PaymentSettings, Profile, RedisSettings, SandboxSettings, ServiceBusSettings, StockKind,
+    StockSettings, TemporalSettings, TriggerKind,
 };
 
 use sagaflow_workflows::config::{parse_toml, Diagnostics};
@@ -59,6 +59,8 @@ pub struct Config {
     pub stock: StockSettings,
     /// Payment sandbox knobs.
     pub sandbox: SandboxSettings,
+    /// The worker's admin HTTP API.
+    pub admin: AdminSettings,
     /// Saga definitions by name.
     pub sagas: BTreeMap<String, SagaDef>,
 }

@@ -10,6 +10,11 @@ mod broker;
 #[path = "../shared/common.rs"]
 mod common;
 
+/// The worker's admin API: token rules, reads, commands, `--admin URL`.
+mod admin;
+/// Bulk retry at scale: hundreds parked by a stock fault, and a run
+/// killed half way and resumed.
+mod bulk_scale;
 /// A journal written by an earlier format still opens and recovers.
 mod compat;
 /// `check-config` exit codes and messages through the CLI.

@@ -107,28 +107,37 @@ impl Env {
     }
 
     /// A worker (`sagaflow run`) in the background until dropped; its log
-    /// goes to `worker-N.log` in the data directory.
+    /// goes to `worker-N.log` in the data directory. Its admin API listens
+    /// on a free loopback port.
     pub(crate) fn worker(&self) -> Worker {
+        self.worker_with(&[], &[])
+    }
+
+    /// A worker with more `run` flags and environment variables.
+    pub(crate) fn worker_with(&self, flags: &[&str], vars: &[(&str, &str)]) -> Worker {
         let n = std::fs::read_dir(&self.dir).map_or(0, |d| d.count());
         let log = self.dir.join(format!("worker-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
+        let mut args = vec!["run"];
+        if !flags.contains(&"--admin-bind") {
+            args.extend(["--admin-bind", "127.0.0.1:0"]);
+        }
+        args.extend(flags);
         let child = std::process::Command::new(bin())
-            .args(self.with_env(&["run"]))
+            .args(self.with_env(&args))
+            .envs(vars.iter().copied())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
             .unwrap();
-        let worker = Worker { child };
+        let worker = Worker { child, log };
         // Commands sent before it holds the journal would only be queued.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("worker running")
-        {
+        while !worker.log().contains("worker running") {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the worker did not start within a minute: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                worker.log()
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
@@ -199,10 +208,42 @@ impl Env {
 /// dropped.
 pub(crate) struct Worker {
     child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    /// What it has logged so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its admin API's base URL, as it logged it.
+    pub(crate) fn admin_url(&self) -> String {
+        let log = self.log();
+        let at = log
+            .find("admin API listening on ")
+            .unwrap_or_else(|| panic!("the worker logged no admin address: {log}"));
+        log[at + "admin API listening on ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Worker {
+    /// SIGKILLs it, as a crash would.
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = std::process::Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();

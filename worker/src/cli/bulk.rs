@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 /// A planned bulk run, as `DATA/bulk/ID.json` keeps it.
 #[derive(Debug, Serialize, Deserialize)]
-struct Plan {
+pub struct Plan {
     bulk_id: String,
     /// The command, as the journal stores it (name, a resolve's step and
     /// output, operator, reason, bulk id).
@@ -49,11 +49,12 @@ fn plan_path(data: &Path, bulk_id: &str) -> PathBuf {
 fn plans_dir(source: &Source, data: &Path) -> PathBuf {
     match source {
         Source::Journal(dir) => dir.clone(),
-        Source::Temporal(_) => data.to_owned(),
+        Source::Temporal(_) | Source::Admin(_) => data.to_owned(),
     }
 }
 
-fn targets(source: &Source, filter: &Filter) -> Result<Vec<Target>> {
+/// The sagas `filter` selects, oldest first, on either engine.
+pub(super) fn targets(source: &Source, filter: &Filter) -> Result<Vec<Target>> {
     Ok(match source {
         Source::Journal(data) => operator::targets(&open_journal(data)?, filter)?,
         Source::Temporal(settings) => super::inspect::block_on(async {
@@ -62,13 +63,99 @@ fn targets(source: &Source, filter: &Filter) -> Result<Vec<Target>> {
                 .targets(filter)
                 .await
         })??,
+        Source::Admin(client) => client.targets(filter)?,
     })
 }
 
-/// Runs (or dry-runs, or resumes) a bulk command.
-pub fn run(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> Result<ExitCode> {
+/// What a bulk request asks, from the CLI's flags or the admin API's body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BulkSpec {
+    /// `--where`: the terms selecting the sagas (a new run).
+    #[serde(rename = "where", default)]
+    pub where_: Option<String>,
+    /// `--resume`: the run to go on with.
+    #[serde(default)]
+    pub resume: Option<String>,
+    /// List the sagas, send nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// At most this many commands per second.
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// The new run's id [default: generated].
+    #[serde(default)]
+    pub bulk_id: Option<String>,
+    /// Who.
+    #[serde(default)]
+    pub operator: String,
+    /// Why (required for a new run).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Seconds to wait for the worker's verdicts at the end.
+    #[serde(default)]
+    pub wait: u64,
+}
+
+/// A bulk request, planned: the sagas a dry run lists, or a run to execute.
+pub enum Planned {
+    /// What a dry run found; nothing was sent.
+    Dry(Vec<Target>),
+    /// A run, written down before its first command.
+    Run(Plan),
+}
+
+/// What a run did, as the CLI prints and the admin API answers it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Summary {
+    /// The run.
+    pub bulk_id: String,
+    /// The command.
+    pub command: String,
+    /// Sagas in the plan.
+    pub planned: usize,
+    /// Commands sent now (queued or applied).
+    pub sent: usize,
+    /// Refused, with the reasons in `refusals`.
+    pub refused: usize,
+    /// Commanded by this run before (a resume): skipped.
+    pub already: usize,
+    /// Failed to send (the reasons in `failures`); resuming tries them again.
+    pub failed: usize,
+    /// Each refusal: saga id and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<(String, String)>,
+    /// Each failure: saga id and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<(String, String)>,
+    /// On the embedded engine, the worker's verdicts on this run's
+    /// commands when the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerVerdicts>,
+}
+
+/// The embedded worker's verdicts on a run's commands.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct WorkerVerdicts {
+    /// Applied.
+    pub applied: u64,
+    /// Refused when delivered.
+    pub refused: u64,
+    /// Still in the inbox (no worker, or not yet).
+    pub waiting: u64,
+}
+
+/// Plans a bulk request: a dry run's list, a new run written to
+/// `DATA/bulk/ID.json`, or the run `resume` names. `note` gets the lines
+/// an operator should see as it goes.
+pub fn plan(
+    source: &Source,
+    data: &Path,
+    signal: Signal,
+    spec: &BulkSpec,
+    note: &mut dyn FnMut(String),
+) -> Result<Planned> {
     let dir = plans_dir(source, data);
-    let plan = match (&args.resume, &args.where_) {
+    Ok(match (&spec.resume, &spec.where_) {
         (Some(bulk_id), _) => {
             let path = plan_path(&dir, bulk_id);
             let text = std::fs::read_to_string(&path).with_context(|| {
@@ -88,24 +175,35 @@ pub fn run(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> R
                     plan.command.signal.name()
                 );
             }
-            eprintln!(
+            note(format!(
                 "resuming bulk run {bulk_id}: {} of {} saga(s) selected by {:?}",
                 plan.command.signal.name(),
                 plan.targets.len(),
                 plan.filter
-            );
-            plan
+            ));
+            Planned::Run(plan)
         }
         (None, Some(terms)) => {
             let filter = Filter::parse(terms).map_err(anyhow::Error::msg)?;
             let found = targets(source, &filter)?;
-            if args.dry_run {
-                return dry_run(&found, signal.name(), args.json);
+            if spec.dry_run {
+                return Ok(Planned::Dry(found));
             }
-            let bulk_id = args
+            let reason = match spec.reason.as_deref().map(str::trim) {
+                Some(r) if !r.is_empty() => r.to_owned(),
+                _ => bail!("a bulk run needs a reason; say why, e.g. --reason \"provider outage INC-1234 over\""),
+            };
+            let bulk_id = spec
                 .bulk_id
                 .clone()
                 .unwrap_or_else(|| format!("b{}", now_ms()));
+            if bulk_id.is_empty()
+                || !bulk_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bail!("bulk id {bulk_id:?}: use letters, digits, - and _ only (it names a file)");
+            }
             let path = plan_path(&dir, &bulk_id);
             if path.exists() {
                 bail!(
@@ -117,8 +215,8 @@ pub fn run(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> R
                 command: CommandRequest {
                     signal,
                     audit: Audit {
-                        operator: operator_name(args.operator.clone()),
-                        reason: args.reason_text()?,
+                        operator: spec.operator.clone(),
+                        reason,
                         bulk: Some(bulk_id.clone()),
                     },
                 },
@@ -130,28 +228,128 @@ pub fn run(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> R
             std::fs::create_dir_all(path.parent().expect("a plan has a directory"))?;
             std::fs::write(&path, serde_json::to_vec_pretty(&plan)?)
                 .with_context(|| format!("cannot write the bulk plan {}", path.display()))?;
-            eprintln!(
+            note(format!(
                 "bulk run {}: {} to {} saga(s); if interrupted, resume with `sagaflow {} --resume {}`",
                 plan.bulk_id,
                 plan.command.signal.name(),
                 plan.targets.len(),
                 plan.command.signal.name(),
                 plan.bulk_id
-            );
-            plan
+            ));
+            Planned::Run(plan)
         }
-        (None, None) => unreachable!("clap requires an id, --where or --resume"),
-    };
-    execute(source, &plan, &args)
+        (None, None) => {
+            bail!("a bulk command needs `where` (the sagas to select) or `resume` (a run's id)")
+        }
+    })
 }
 
-fn dry_run(found: &[Target], command: &str, json: bool) -> Result<ExitCode> {
+/// Runs (or dry-runs, or resumes) a bulk command from the CLI.
+pub fn run(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> Result<ExitCode> {
+    let spec = BulkSpec {
+        where_: args.where_.clone(),
+        resume: args.resume.clone(),
+        dry_run: args.dry_run,
+        rate: args.rate,
+        bulk_id: args.bulk_id.clone(),
+        operator: operator_name(args.operator.clone()),
+        reason: args.reason.clone(),
+        wait: args.wait,
+    };
+    let name = signal.name();
+    let answer = match source {
+        Source::Admin(client) => client.bulk(&signal, &spec)?,
+        _ => match plan(source, data, signal, &spec, &mut |line| eprintln!("{line}"))? {
+            Planned::Dry(found) => BulkAnswer::DryRun {
+                command: name.to_owned(),
+                targets: found,
+            },
+            Planned::Run(plan) => {
+                BulkAnswer::Done(execute(source, &plan, spec.rate, spec.wait, &mut |line| {
+                    eprintln!("{line}")
+                })?)
+            }
+        },
+    };
+    print(&answer, args.json)
+}
+
+/// A bulk request's answer: the dry run's list, or the run's summary.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BulkAnswer {
+    /// Nothing was sent; these would be.
+    DryRun {
+        /// The command.
+        command: String,
+        /// The sagas.
+        targets: Vec<Target>,
+    },
+    /// The run ended.
+    Done(Summary),
+}
+
+fn print(answer: &BulkAnswer, json: bool) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
+    match answer {
+        BulkAnswer::DryRun { command, targets } => {
+            dry_run(&mut out, targets, command, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        BulkAnswer::Done(summary) => {
+            if json {
+                writeln!(out, "{}", serde_json::to_string(summary)?)?;
+            } else {
+                for (id, why) in &summary.refusals {
+                    writeln!(out, "{} refused for saga {id}: {why}", summary.command)?;
+                }
+                for (id, why) in &summary.failures {
+                    writeln!(
+                        out,
+                        "{} for saga {id} failed: {why}; `--resume {}` tries it again",
+                        summary.command, summary.bulk_id
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "bulk {} {}: {} saga(s): sent {}, refused {}, already commanded {}, failed {}",
+                    summary.bulk_id,
+                    summary.command,
+                    summary.planned,
+                    summary.sent,
+                    summary.refused,
+                    summary.already,
+                    summary.failed
+                )?;
+                if let Some(w) = &summary.worker {
+                    writeln!(
+                        out,
+                        "  the worker applied {} and refused {} of this run's commands so far{}",
+                        w.applied,
+                        w.refused,
+                        if w.waiting > 0 {
+                            format!("; {} wait in the inbox for a worker", w.waiting)
+                        } else {
+                            String::new()
+                        }
+                    )?;
+                }
+            }
+            Ok(if summary.failed > 0 || summary.refused > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+fn dry_run(out: &mut impl Write, found: &[Target], command: &str, json: bool) -> Result<()> {
     if json {
         for t in found {
             writeln!(out, "{}", serde_json::to_string(t)?)?;
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
     writeln!(
         out,
@@ -174,7 +372,7 @@ fn dry_run(found: &[Target], command: &str, json: bool) -> Result<ExitCode> {
             t.error.as_deref().unwrap_or("")
         )?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// One command of a run on Temporal, unless the saga's history shows the
@@ -199,31 +397,26 @@ fn temporal_once(
     one(source, id, &plan.command, wait).map(Some)
 }
 
-/// What a run did, for the progress line and the summary.
-#[derive(Debug, Default, Serialize)]
-struct Tally {
-    /// Sagas in the plan.
-    planned: usize,
-    /// Commands sent now (queued or applied).
-    sent: usize,
-    /// Refused (with the reasons printed as they come).
-    refused: usize,
-    /// Commanded by this run before (a resume): skipped.
-    already: usize,
-    /// Failed to send (the reason printed); resuming tries them again.
-    failed: usize,
-}
-
-fn execute(source: &Source, plan: &Plan, args: &CommandArgs) -> Result<ExitCode> {
+/// Sends a planned run's commands, at most `rate` per second, skipping the
+/// sagas it commanded before; `note` gets a progress line each second.
+pub fn execute(
+    source: &Source,
+    plan: &Plan,
+    rate: Option<f64>,
+    wait: u64,
+    note: &mut dyn FnMut(String),
+) -> Result<Summary> {
     let started = Instant::now();
     let mut last_report = Instant::now();
-    let mut tally = Tally {
-        planned: plan.targets.len(),
-        ..Tally::default()
-    };
     let name = plan.command.signal.name();
+    let mut tally = Summary {
+        bulk_id: plan.bulk_id.clone(),
+        command: name.to_owned(),
+        planned: plan.targets.len(),
+        ..Summary::default()
+    };
     for (i, id) in plan.targets.iter().enumerate() {
-        if let Some(rate) = args.rate.filter(|r| *r > 0.0) {
+        if let Some(rate) = rate.filter(|r| *r > 0.0) {
             let due = started + Duration::from_secs_f64(i as f64 / rate);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
@@ -231,26 +424,24 @@ fn execute(source: &Source, plan: &Plan, args: &CommandArgs) -> Result<ExitCode>
         }
         let verdict = match source {
             Source::Journal(data) => embedded_check_and_queue(data, id, &plan.command),
-            Source::Temporal(settings) => temporal_once(source, settings, id, plan, args.wait),
+            Source::Temporal(settings) => temporal_once(source, settings, id, plan, wait),
+            Source::Admin(_) => bail!("a bulk run through the admin API runs in the worker"),
         };
         match verdict {
             Ok(None) => tally.already += 1,
             Ok(Some(Verdict::Applied | Verdict::Queued)) => tally.sent += 1,
             Ok(Some(Verdict::Refused(why))) => {
                 tally.refused += 1;
-                eprintln!("{name} refused for saga {id}: {why}");
+                tally.refusals.push((id.clone(), why));
             }
             Err(e) => {
                 tally.failed += 1;
-                eprintln!(
-                    "{name} for saga {id} failed: {e:#}; `--resume {}` tries it again",
-                    plan.bulk_id
-                );
+                tally.failures.push((id.clone(), format!("{e:#}")));
             }
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
-            eprintln!(
+            note(format!(
                 "bulk {}: {}/{} done (sent {}, refused {}, already {}, failed {})",
                 plan.bulk_id,
                 i + 1,
@@ -259,15 +450,14 @@ fn execute(source: &Source, plan: &Plan, args: &CommandArgs) -> Result<ExitCode>
                 tally.refused,
                 tally.already,
                 tally.failed
-            );
+            ));
         }
     }
     // The embedded worker applies queued commands asynchronously: wait for
     // its verdicts (the audit) before summing up.
-    let mut applied = None;
     if let Source::Journal(data) = source {
         let conn = open_journal(data)?;
-        let deadline = Instant::now() + Duration::from_secs(args.wait);
+        let deadline = Instant::now() + Duration::from_secs(wait);
         loop {
             let waiting: u64 = conn.query_row(
                 "SELECT COUNT(*) FROM inbox WHERE bulk_id = ?1",
@@ -275,44 +465,16 @@ fn execute(source: &Source, plan: &Plan, args: &CommandArgs) -> Result<ExitCode>
                 |r| r.get(0),
             )?;
             if waiting == 0 || Instant::now() >= deadline {
-                let (ok, refused) = operator::bulk_outcomes(&conn, &plan.bulk_id)?;
-                applied = Some((ok, refused, waiting));
+                let (applied, refused) = operator::bulk_outcomes(&conn, &plan.bulk_id)?;
+                tally.worker = Some(WorkerVerdicts {
+                    applied,
+                    refused,
+                    waiting,
+                });
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        let mut v = serde_json::to_value(&tally)?;
-        v["bulk_id"] = plan.bulk_id.clone().into();
-        v["command"] = name.into();
-        if let Some((ok, refused, waiting)) = applied {
-            v["worker"] =
-                serde_json::json!({"applied": ok, "refused": refused, "waiting": waiting});
-        }
-        writeln!(out, "{v}")?;
-    } else {
-        writeln!(
-            out,
-            "bulk {} {name}: {} saga(s): sent {}, refused {}, already commanded {}, failed {}",
-            plan.bulk_id, tally.planned, tally.sent, tally.refused, tally.already, tally.failed
-        )?;
-        if let Some((ok, refused, waiting)) = applied {
-            writeln!(
-                out,
-                "  the worker applied {ok} and refused {refused} of this run's commands so far{}",
-                if waiting > 0 {
-                    format!("; {waiting} wait in the inbox for a worker")
-                } else {
-                    String::new()
-                }
-            )?;
-        }
-    }
-    Ok(if tally.failed > 0 || tally.refused > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(tally)
 }

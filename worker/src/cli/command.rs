@@ -19,6 +19,7 @@ use crate::engine::temporal::workflow::SagaInput;
 use crate::engine::Definition;
 use anyhow::{bail, Context, Result};
 use sagaflow_workflows::Signal;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -197,21 +198,8 @@ fn send(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> Resu
     let name = request.signal.name();
     let verdict = one(source, &id, &request, args.wait)?;
     let mut out = std::io::stdout().lock();
-    let (outcome, detail) = match &verdict {
-        Verdict::Applied => ("applied", None),
-        Verdict::Queued => ("queued", None),
-        Verdict::Refused(why) => ("refused", Some(why.as_str())),
-    };
     if args.json {
-        let v = serde_json::json!({
-            "saga_id": id,
-            "command": name,
-            "outcome": outcome,
-            "detail": detail,
-            "operator": request.audit.operator,
-            "reason": request.audit.reason,
-        });
-        writeln!(out, "{v}")?;
+        writeln!(out, "{}", report(&id, &request, &verdict))?;
     } else {
         match &verdict {
             Verdict::Applied => writeln!(
@@ -236,13 +224,52 @@ fn send(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> Resu
 }
 
 /// What became of one command.
-pub(super) enum Verdict {
+#[derive(Debug, Clone)]
+pub enum Verdict {
     /// The worker applied it.
     Applied,
     /// Queued for a worker that has not answered (embedded engine).
     Queued,
     /// Refused, with the reason.
     Refused(String),
+}
+
+impl Verdict {
+    /// The outcome's name: applied, queued or refused.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Applied => "applied",
+            Verdict::Queued => "queued",
+            Verdict::Refused(_) => "refused",
+        }
+    }
+
+    /// Reads the verdict back from a [`report`].
+    pub fn from_report(v: &serde_json::Value) -> Option<Verdict> {
+        match v["outcome"].as_str()? {
+            "applied" => Some(Verdict::Applied),
+            "queued" => Some(Verdict::Queued),
+            "refused" => Some(Verdict::Refused(
+                v["detail"].as_str().unwrap_or_default().to_owned(),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// One command's outcome as `--json` prints it and the admin API answers.
+pub(super) fn report(id: &str, request: &CommandRequest, verdict: &Verdict) -> serde_json::Value {
+    serde_json::json!({
+        "saga_id": id,
+        "command": request.signal.name(),
+        "outcome": verdict.name(),
+        "detail": match verdict {
+            Verdict::Refused(why) => Some(why.as_str()),
+            _ => None,
+        },
+        "operator": request.audit.operator,
+        "reason": request.audit.reason,
+    })
 }
 
 /// Sends one command to one saga on either engine and returns its verdict.
@@ -267,6 +294,7 @@ pub(super) fn one(
                 Err(why) => Verdict::Refused(format!("{why}; nothing was sent")),
             }
         }
+        Source::Admin(client) => client.command(id, request, wait_secs)?,
     })
 }
 
@@ -350,10 +378,36 @@ fn wait_for_verdict(
 /// The saga name `sagaflow refund` starts.
 pub const REFUND_SAGA: &str = "refund";
 
-/// `sagaflow refund ID`: starts the refund saga of a completed checkout.
-pub fn refund(source: &Source, config: &Config, args: CommandArgs) -> Result<ExitCode> {
-    let reason = args.reason_text()?;
-    let id = &args.single_id("refund")?.to_owned();
+/// What became of a refund request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundOutcome {
+    /// The saga refunded.
+    pub saga_id: String,
+    /// applied (started), queued (for a worker), exists (started before:
+    /// nothing done), or refused.
+    pub outcome: String,
+    /// The refund saga's id.
+    pub refund_saga: String,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+/// Starts the refund saga of completed saga `id` on either engine, or
+/// says why not. A second request finds the first refund and does nothing.
+pub(super) fn start_refund(
+    source: &Source,
+    config: &Config,
+    id: &str,
+    audit: Audit,
+    wait: u64,
+) -> Result<RefundOutcome> {
+    let refund = refund_id(id);
+    let outcome = |outcome: &str, detail: String| RefundOutcome {
+        saga_id: id.to_owned(),
+        outcome: outcome.to_owned(),
+        refund_saga: refund.clone(),
+        detail,
+    };
     let def = config.sagas.get(REFUND_SAGA).cloned().with_context(|| {
         format!(
             "{} defines no [sagas.{REFUND_SAGA}]; add it (the shipped sagas.toml has one: refund the payment, return the stock, cancel the order)",
@@ -361,61 +415,39 @@ pub fn refund(source: &Source, config: &Config, args: CommandArgs) -> Result<Exi
         )
     })?;
     let saga = source.saga(id)?;
-    let refund = refund_id(id);
-    let mut out = std::io::stdout().lock();
-    let report = |out: &mut std::io::StdoutLock, outcome: &str, detail: String| -> Result<()> {
-        if args.json {
-            let v = serde_json::json!({"saga_id": id, "command": "refund", "outcome": outcome,
-                "refund_saga": refund, "detail": detail});
-            writeln!(out, "{v}")?;
-        } else {
-            writeln!(out, "{detail}")?;
-        }
-        Ok(())
-    };
     let refunds = saga
         .input
         .as_ref()
         .and_then(|i| i["refund"]["saga_id"].as_str());
     if let Some(of) = refunds {
-        eprintln!(
-            "sagaflow: refund refused for saga {id}: it is itself the refund of saga {of}; nothing was sent"
-        );
-        return Ok(ExitCode::from(1));
+        return Ok(outcome(
+            "refused",
+            format!("it is itself the refund of saga {of}; nothing was sent"),
+        ));
     }
     if saga.row.status != "completed" {
-        let why = format!(
-            "refund applies only to a completed saga, and this one is {}; {}; nothing was sent",
-            saga.row.status,
-            match saga.row.status.as_str() {
-                "running" => "before its pivot `sagaflow cancel` stops it",
-                "parked" => "finish it first (`sagaflow retry` or `resolve`)",
-                _ => "nothing was sold",
-            }
-        );
-        if args.json {
-            report(&mut out, "refused", why)?;
-        } else {
-            eprintln!("sagaflow: refund refused for saga {id}: {why}");
-        }
-        return Ok(ExitCode::from(1));
+        return Ok(outcome(
+            "refused",
+            format!(
+                "refund applies only to a completed saga, and this one is {}; {}; nothing was sent",
+                saga.row.status,
+                match saga.row.status.as_str() {
+                    "running" => "before its pivot `sagaflow cancel` stops it",
+                    "parked" => "finish it first (`sagaflow retry` or `resolve`)",
+                    _ => "nothing was sold",
+                }
+            ),
+        ));
     }
     if let Ok(existing) = source.saga(&refund) {
-        report(
-            &mut out,
+        return Ok(outcome(
             "exists",
             format!(
                 "saga {id} has a refund already: {refund} ({}); nothing was started",
                 existing.row.status
             ),
-        )?;
-        return Ok(ExitCode::SUCCESS);
+        ));
     }
-    let audit = Audit {
-        operator: operator_name(args.operator.clone()),
-        reason,
-        bulk: None,
-    };
     let mut input = saga
         .input
         .clone()
@@ -440,7 +472,7 @@ pub fn refund(source: &Source, config: &Config, args: CommandArgs) -> Result<Exi
                 dir: data.to_owned(),
             }
             .journal();
-            wait_for_verdict(&conn, &journal, inbox_id, args.wait)?
+            wait_for_verdict(&conn, &journal, inbox_id, wait)?
         }
         Source::Temporal(settings) => {
             super::inspect::block_on(async {
@@ -457,25 +489,45 @@ pub fn refund(source: &Source, config: &Config, args: CommandArgs) -> Result<Exi
             })??;
             Verdict::Applied
         }
+        Source::Admin(client) => return client.refund(id, &request.audit, wait),
     };
-    match applied {
-        Verdict::Applied => report(
-            &mut out,
+    Ok(match applied {
+        Verdict::Applied => outcome(
             "applied",
             format!("refund of saga {id} started as saga {refund}; `sagaflow show {refund}` follows it"),
-        )?,
-        Verdict::Queued => report(
-            &mut out,
+        ),
+        Verdict::Queued => outcome(
             "queued",
             format!("refund of saga {id} queued as saga {refund}: no worker is running on this journal, or it has not answered yet; it starts when one runs"),
-        )?,
-        Verdict::Refused(why) => {
-            drop(out);
-            eprintln!("sagaflow: refund refused for saga {id}: {why}");
-            return Ok(ExitCode::from(1));
-        }
+        ),
+        Verdict::Refused(why) => outcome("refused", why),
+    })
+}
+
+/// `sagaflow refund ID`: starts the refund saga of a completed checkout.
+pub fn refund(source: &Source, config: &Config, args: CommandArgs) -> Result<ExitCode> {
+    let audit = Audit {
+        operator: operator_name(args.operator.clone()),
+        reason: args.reason_text()?,
+        bulk: None,
+    };
+    let id = args.single_id("refund")?.to_owned();
+    let done = match source {
+        Source::Admin(client) => client.refund(&id, &audit, args.wait)?,
+        _ => start_refund(source, config, &id, audit, args.wait)?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&done)?);
+    } else if done.outcome == "refused" {
+        eprintln!("sagaflow: refund refused for saga {id}: {}", done.detail);
+    } else {
+        println!("{}", done.detail);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if done.outcome == "refused" {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The payment intent a checkout captured, from its journal.
@@ -495,20 +547,7 @@ pub fn audit(source: &Source, args: AuditArgs) -> Result<ExitCode> {
         None => 0,
         Some(s) => parse_since(s, now_ms())?,
     };
-    let rows: Vec<AuditRow> = match source {
-        Source::Journal(data) => operator::audit(
-            &open_journal(data)?,
-            since_ms,
-            args.saga.as_deref(),
-            args.limit,
-        )?,
-        Source::Temporal(settings) => super::inspect::block_on(async {
-            TemporalClient::connect(settings)
-                .await?
-                .audit(since_ms, args.saga.as_deref(), args.limit)
-                .await
-        })??,
-    };
+    let rows = audit_rows(source, since_ms, args.saga.as_deref(), args.limit)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for r in &rows {
@@ -542,6 +581,25 @@ pub fn audit(source: &Source, args: AuditArgs) -> Result<ExitCode> {
         writeln!(out, "(no operator commands)")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Operator commands since `since_ms`, oldest first, on either engine.
+pub(super) fn audit_rows(
+    source: &Source,
+    since_ms: u64,
+    saga: Option<&str>,
+    limit: usize,
+) -> Result<Vec<AuditRow>> {
+    Ok(match source {
+        Source::Journal(data) => operator::audit(&open_journal(data)?, since_ms, saga, limit)?,
+        Source::Temporal(settings) => super::inspect::block_on(async {
+            TemporalClient::connect(settings)
+                .await?
+                .audit(since_ms, saga, limit)
+                .await
+        })??,
+        Source::Admin(client) => client.audit(since_ms, saga, limit)?,
+    })
 }
 
 /// A time as RFC 3339 UTC with milliseconds.

@@ -91,6 +91,9 @@ pub enum Source {
     Journal(PathBuf),
     /// A Temporal cluster.
     Temporal(TemporalSettings),
+    /// A running worker's admin API (`--admin URL`), which answers from
+    /// one of the two above.
+    Admin(super::admin::client::AdminClient),
 }
 
 /// One saga with everything `show` and `history` print.
@@ -120,6 +123,7 @@ impl Source {
                     .await
             })?
             .map_err(Into::into),
+            Source::Admin(client) => client.list(status, limit),
         }
     }
 
@@ -152,17 +156,53 @@ impl Source {
                     events: saga.events,
                 })
             }
+            Source::Admin(client) => client.saga(id),
         }
     }
 
-    fn stats(&self) -> Result<read::Stats> {
+    /// Counts by status and latency percentiles.
+    pub(super) fn stats(&self) -> Result<read::Stats> {
         match self {
             Source::Journal(data) => Ok(read::stats(&open_journal(data)?)?),
             Source::Temporal(settings) => Ok(block_on(async {
                 TemporalClient::connect(settings).await?.stats().await
             })??),
+            Source::Admin(client) => client.stats(),
         }
     }
+}
+
+/// The refund link, both ways: a refund saga names the sale it undoes in
+/// its input; a refunded sale has a saga at its refund id.
+pub(super) fn refund_links(
+    source: &Source,
+    id: &str,
+    input: Option<&Value>,
+) -> (Option<Value>, Option<Value>) {
+    let refund_of = input.and_then(|i| i.get("refund")).cloned();
+    let refunded_by = match &refund_of {
+        Some(_) => None,
+        None => source
+            .saga(&crate::engine::command::refund_id(id))
+            .ok()
+            .map(|r| serde_json::json!({"id": r.row.id, "status": r.row.status})),
+    };
+    (refund_of, refunded_by)
+}
+
+/// `show --json`'s document, with the definition, as the admin API's
+/// `GET /api/sagas/{id}` answers.
+pub(super) fn saga_document(source: &Source, view: &SagaView) -> Value {
+    let (refund_of, refunded_by) = refund_links(source, &view.row.id, view.input.as_ref());
+    serde_json::json!({
+        "saga": view.row,
+        "input": view.input,
+        "timeline": read::timeline(&view.def, &view.events, &view.row.status),
+        "commands": read::commands(&view.events),
+        "refund_of": refund_of,
+        "refunded_by": refunded_by,
+        "definition": view.def,
+    })
 }
 
 fn ms_to_utc(ms: u64) -> String {
@@ -224,16 +264,7 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
     } = source.saga(&args.id)?;
     let timeline = read::timeline(&def, &events, &saga.status);
     let commands = read::commands(&events);
-    // The refund link, both ways: a refund saga names the sale it undoes
-    // in its input; a refunded sale has a saga at its refund id.
-    let refund_of = input.as_ref().and_then(|i| i.get("refund")).cloned();
-    let refunded_by = match &refund_of {
-        Some(_) => None,
-        None => source
-            .saga(&crate::engine::command::refund_id(&saga.id))
-            .ok()
-            .map(|r| serde_json::json!({"id": r.row.id, "status": r.row.status})),
-    };
+    let (refund_of, refunded_by) = refund_links(source, &saga.id, input.as_ref());
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = serde_json::json!({

@@ -1,5 +1,6 @@
 //! Command-line interface: one documented function per subcommand.
 
+mod admin;
 mod bench;
 mod bench_queue;
 mod bench_stock;
@@ -12,7 +13,7 @@ mod run;
 mod sandbox;
 
 use crate::config::{Config, EngineKind};
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Parser, Subcommand};
 use sagaflow_activities::registry::BUILTIN_ACTIVITIES;
 use sagaflow_workflows::Signal;
@@ -37,6 +38,9 @@ pub struct Args {
     /// Engine (overrides profile.engine): embedded, or temporal ([temporal] in sagas.toml)
     #[arg(long, global = true, value_enum, env = "SAGAFLOW_ENGINE")]
     engine: Option<EngineArg>,
+    /// Send list, show, history, stats, audit and the operator commands to a running worker's admin API at URL (token from [admin] token_env)
+    #[arg(long, global = true, value_name = "URL", env = "SAGAFLOW_ADMIN_URL")]
+    admin: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -106,6 +110,25 @@ enum Command {
     BenchStock(bench_stock::BenchStockArgs),
 }
 
+impl Command {
+    /// Whether `--admin URL` can carry it.
+    fn speaks_admin(&self) -> bool {
+        matches!(
+            self,
+            Command::List(_)
+                | Command::Show(_)
+                | Command::History(_)
+                | Command::Stats(_)
+                | Command::Audit(_)
+                | Command::Retry(_)
+                | Command::Cancel(_)
+                | Command::Resolve(_)
+                | Command::Refund(_)
+                | Command::Signal(_)
+        )
+    }
+}
+
 /// `--engine`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum EngineArg {
@@ -140,9 +163,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Ok(config)
     };
-    let source = |config: &Config, data: Option<PathBuf>| match config.profile.engine {
-        EngineKind::Embedded => inspect::Source::Journal(data_dir(config, data)),
-        EngineKind::Temporal => inspect::Source::Temporal(config.temporal.clone()),
+    let remote = args.admin.clone();
+    if remote.is_some() && !args.command.speaks_admin() {
+        bail!("--admin applies to list, show, history, stats, audit, retry, cancel, resolve and refund; run this command on the worker's machine without --admin");
+    }
+    let source = |config: &Config, data: Option<PathBuf>| -> Result<inspect::Source> {
+        Ok(match (&remote, config.profile.engine) {
+            (Some(url), _) => inspect::Source::Admin(admin::client::AdminClient::new(
+                url,
+                admin::auth::client_token(&config.admin),
+            )?),
+            (None, EngineKind::Embedded) => inspect::Source::Journal(data_dir(config, data)),
+            (None, EngineKind::Temporal) => inspect::Source::Temporal(config.temporal.clone()),
+        })
     };
     // The operator commands read the engine and keep bulk plans in the
     // data directory.
@@ -151,7 +184,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let with_data = |f: WithData<'_>| {
         let config = load(None)?;
         let data = data_dir(&config, data_flag);
-        f(&source(&config, Some(data.clone())), &data)
+        f(&source(&config, Some(data.clone()))?, &data)
     };
     match args.command {
         Command::CheckConfig(c) => check_config(c.file.as_deref().or(config_path.as_deref())),
@@ -164,10 +197,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let config = load(None)?;
             run::submit(&data_dir(&config, args.data), s)
         }
-        Command::List(l) => inspect::list(&source(&load(None)?, args.data), l),
-        Command::Show(s) => inspect::show(&source(&load(None)?, args.data), s),
-        Command::History(s) => inspect::history(&source(&load(None)?, args.data), s),
-        Command::Stats(s) => inspect::stats(&source(&load(None)?, args.data), s),
+        Command::List(l) => inspect::list(&source(&load(None)?, args.data)?, l),
+        Command::Show(s) => inspect::show(&source(&load(None)?, args.data)?, s),
+        Command::History(s) => inspect::history(&source(&load(None)?, args.data)?, s),
+        Command::Stats(s) => inspect::stats(&source(&load(None)?, args.data)?, s),
         Command::Retry(c) => with_data(Box::new(|source, data| {
             command::simple(source, data, Signal::Retry, c)
         })),
@@ -179,9 +212,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Refund(c) => {
             let config = load(None)?;
-            command::refund(&source(&config, args.data), &config, c)
+            command::refund(&source(&config, args.data)?, &config, c)
         }
-        Command::Audit(a) => command::audit(&source(&load(None)?, args.data), a),
+        Command::Audit(a) => command::audit(&source(&load(None)?, args.data)?, a),
         Command::Signal(s) => with_data(Box::new(|source, data| {
             command::simple(source, data, Signal::Retry, s.into_retry())
         })),

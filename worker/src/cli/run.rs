@@ -29,6 +29,9 @@ pub struct RunArgs {
     /// Sagas in memory at most; the trigger takes no more messages above it
     #[arg(long, default_value_t = 1000)]
     pub max_live: usize,
+    /// Serve the admin API on this IP:PORT instead of [admin] bind (port 0 picks a free one; the log says which)
+    #[arg(long, value_name = "ADDR", env = "SAGAFLOW_ADMIN_BIND")]
+    pub admin_bind: Option<std::net::SocketAddr>,
 }
 
 /// Arguments of `submit`.
@@ -280,6 +283,8 @@ pub fn run(config: Config, data: &Path, args: RunArgs) -> Result<ExitCode> {
     let paths = DataPaths::new(data)?;
     let rt = runtime()?;
     rt.block_on(async {
+        // First: a bind without its token refuses before anything starts.
+        let _admin = super::admin::start(&config, data, args.admin_bind).await?;
         let mut worker = Worker::start(&config, &paths, &args.saga, args.max_live, None).await?;
         tracing::info!(data = %data.display(), saga = args.saga, engine = ?config.profile.engine, "worker running; Ctrl-C stops it");
         loop {

@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) sandbox: RawSandbox,
     #[serde(default)]
+    pub(super) admin: RawAdmin,
+    #[serde(default)]
     pub sagas: SagaTables,
 }
 
@@ -258,4 +260,25 @@ pub(super) struct RawSandbox {
     pub(super) port: u16,
     pub(super) error_rate: Option<Spanned<f64>>,
     pub(super) latency: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) bind: Option<Spanned<String>>,
+    #[serde(default = "default_admin_token_env")]
+    pub(super) token_env: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            bind: None,
+            token_env: default_admin_token_env(),
+        }
+    }
+}
+
+fn default_admin_token_env() -> String {
+    "SAGAFLOW_ADMIN_TOKEN".into()
 }

@@ -165,3 +165,21 @@ pub struct SandboxSettings {
     /// Added latency per request, in ms.
     pub latency_ms: u64,
 }
+
+/// The worker's admin HTTP API (`[admin]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    /// `host:port` to listen on (port 0 picks a free one), or `None` when
+    /// `bind = "off"`.
+    pub bind: Option<std::net::SocketAddr>,
+    /// False when `bind` is the default: then a port in use (another
+    /// worker on this machine) is a warning, not a reason to stop.
+    pub bind_explicit: bool,
+    /// The environment variable holding the bearer token. Required (set
+    /// and non-empty) for any bind but loopback; when set, enforced on
+    /// loopback too.
+    pub token_env: String,
+}
+
+/// Where the admin API listens unless `[admin] bind` says otherwise.
+pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:7070";

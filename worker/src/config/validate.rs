@@ -4,8 +4,8 @@
 
 use super::raw::{RawConfig, RawServiceBus};
 use super::settings::{
-    CosmosSettings, EmbeddedSettings, OrdersKind, PaymentKind, PaymentSettings, Profile,
-    RedisSettings, SandboxSettings, ServiceBusSettings, StockSettings, TemporalSettings,
+    AdminSettings, CosmosSettings, EmbeddedSettings, OrdersKind, PaymentKind, PaymentSettings,
+    Profile, RedisSettings, SandboxSettings, ServiceBusSettings, StockSettings, TemporalSettings,
 };
 use super::Config;
 use sagaflow_workflows::config::Diagnostics;
@@ -92,6 +92,7 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
         );
     }
     let servicebus = servicebus(d, raw.servicebus);
+    let admin = admin(d, raw.admin);
     let sagas = raw.sagas.validate(d, registered);
     Config {
         file: d.file().to_owned(),
@@ -137,6 +138,7 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
             error_rate,
             latency_ms,
         },
+        admin,
         sagas,
     }
 }
@@ -187,6 +189,45 @@ const MAX_CONCURRENCY: i64 = 100_000;
 
 /// Records a duration key that was written, reads well, and is shorter
 /// than `min_ms`.
+/// `[admin]`: `bind` is `host:port` (an IP address, so that what is
+/// loopback is never a question of name resolution) or "off".
+fn admin(d: &mut Diagnostics<'_>, raw: super::raw::RawAdmin) -> AdminSettings {
+    let span = raw.bind.as_ref().map_or(0..0, |b| b.span());
+    let text = raw
+        .bind
+        .as_ref()
+        .map_or(super::settings::DEFAULT_ADMIN_BIND, |b| b.get_ref().trim());
+    let bind = if text == "off" {
+        None
+    } else {
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                d.error(
+                    span,
+                    Some("[admin]".into()),
+                    format!(
+                        "bind \"{text}\" is not an IP address and port; write e.g. \"127.0.0.1:7070\" (loopback), \"0.0.0.0:7070\" (every interface, needs the token), or \"off\""
+                    ),
+                );
+                None
+            }
+        }
+    };
+    if raw.token_env.trim().is_empty() {
+        d.error(
+            0..0,
+            Some("[admin]".into()),
+            "token_env is empty; name the environment variable that holds the admin token, e.g. token_env = \"SAGAFLOW_ADMIN_TOKEN\"".into(),
+        );
+    }
+    AdminSettings {
+        bind,
+        bind_explicit: raw.bind.is_some(),
+        token_env: raw.token_env,
+    }
+}
+
 fn at_least(
     d: &mut Diagnostics<'_>,
     value: Option<&Spanned<String>>,

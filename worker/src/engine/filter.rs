@@ -6,7 +6,7 @@
 //! substring of its last error) or `started<T` / `started>T` (RFC 3339);
 //! terms are joined with `and`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A parsed `--where`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -26,7 +26,7 @@ pub struct Filter {
 }
 
 /// One saga a bulk command would touch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     /// Saga id.
     pub id: String,
@@ -45,6 +45,24 @@ pub struct Target {
 }
 
 impl Filter {
+    /// The terms again, as [`Filter::parse`] reads them (the admin client
+    /// sends them on).
+    pub fn to_terms(&self) -> String {
+        let time = |ms: u64| {
+            chrono::DateTime::from_timestamp_millis(ms as i64)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default()
+        };
+        let mut terms = Vec::new();
+        terms.extend(self.status.as_ref().map(|v| format!("status={v}")));
+        terms.extend(self.saga.as_ref().map(|v| format!("saga={v}")));
+        terms.extend(self.step.as_ref().map(|v| format!("step={v}")));
+        terms.extend(self.error.as_ref().map(|v| format!("error~{v}")));
+        terms.extend(self.started_after.map(|v| format!("started>{}", time(v))));
+        terms.extend(self.started_before.map(|v| format!("started<{}", time(v))));
+        terms.join(" and ")
+    }
+
     /// Parses `status=parked and step=commit_stock and error~timeout`.
     pub fn parse(text: &str) -> Result<Filter, String> {
         let mut f = Filter::default();

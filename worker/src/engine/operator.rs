@@ -108,7 +108,7 @@ pub fn queue_start(
 }
 
 /// One operator command as the audit holds it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AuditRow {
     /// When the worker applied or refused it (ms since the epoch).
     pub at_ms: u64,

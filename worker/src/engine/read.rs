@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// One saga row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SagaRow {
     /// Saga id (= order id).
     pub id: String,
@@ -129,7 +129,7 @@ pub fn commands(events: &[EventRow]) -> Vec<CommandEntry> {
 }
 
 /// One raw journal event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct EventRow {
     /// Event number within the saga.
     pub n: u32,
@@ -271,7 +271,7 @@ pub fn timeline(def: &SagaDef, events: &[EventRow], status: &str) -> Vec<Timelin
 }
 
 /// Counts and latencies over the whole journal.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Sagas in all.
     pub total: u64,

@@ -1,0 +1,163 @@
+//! `sagaflow --admin URL ...`: the CLI's reads and commands sent to a
+//! running worker's admin API instead of the journal or the cluster, so an
+//! operator needs no access to either, only the URL (and the token).
+
+use super::auth::Token;
+use crate::cli::bulk::{BulkAnswer, BulkSpec};
+use crate::cli::command::{RefundOutcome, Verdict};
+use crate::cli::inspect::{block_on, SagaView};
+use crate::engine::command::{Audit, CommandRequest};
+use crate::engine::filter::{Filter, Target};
+use crate::engine::operator::AuditRow;
+use crate::engine::read::{EventRow, SagaRow, Stats};
+use anyhow::{bail, Context, Result};
+use sagaflow_workflows::{SagaDef, Signal};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+/// A client of one worker's admin API.
+pub struct AdminClient {
+    base: url::Url,
+    token: Option<Token>,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    /// A client of the API at `base` (e.g. `http://10.0.0.7:7070`),
+    /// sending `token` when there is one.
+    pub fn new(base: &str, token: Option<Token>) -> Result<AdminClient> {
+        let base = url::Url::parse(base).with_context(|| {
+            format!("--admin {base:?} is not a URL; write e.g. --admin http://127.0.0.1:7070")
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            bail!("--admin {base}: use an http:// or https:// URL");
+        }
+        Ok(AdminClient {
+            base,
+            token,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(600))
+                .build()?,
+        })
+    }
+
+    fn url(&self, path: &str) -> Result<url::Url> {
+        Ok(self.base.join(path)?)
+    }
+
+    /// One request; the API's own error message when it answers with one.
+    fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<(u16, T)> {
+        let req = match &self.token {
+            Some(t) => req.header(reqwest::header::AUTHORIZATION, t.header()),
+            None => req,
+        };
+        let base = self.base.clone();
+        block_on(async move {
+            let res = req.send().await.with_context(|| {
+                format!("cannot reach the admin API at {base}: is `sagaflow run` running there, with [admin] bind on that address?")
+            })?;
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.with_context(|| {
+                format!("the admin API at {base} answered {status} with no JSON")
+            })?;
+            if status == 401 {
+                bail!(
+                    "the admin API at {base} refused the request (401): {}",
+                    body["error"].as_str().unwrap_or("missing or wrong token")
+                );
+            }
+            if status >= 400 && status != 409 {
+                bail!(
+                    "the admin API at {base}: {}",
+                    body["error"].as_str().unwrap_or("error")
+                );
+            }
+            Ok((status, serde_json::from_value(body)?))
+        })?
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+        Ok(self.call(self.http.get(self.url(path)?).query(query))?.1)
+    }
+
+    fn segment(id: &str) -> String {
+        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
+    }
+
+    /// `GET /api/sagas`.
+    pub fn list(&self, status: Option<&str>, limit: usize) -> Result<Vec<SagaRow>> {
+        let mut q = vec![("limit", limit.to_string())];
+        q.extend(status.map(|s| ("status", s.to_owned())));
+        self.get("/api/sagas", &q)
+    }
+
+    /// `GET /api/sagas?where=...`.
+    pub fn targets(&self, filter: &Filter) -> Result<Vec<Target>> {
+        self.get("/api/sagas", &[("where", filter.to_terms())])
+    }
+
+    /// `GET /api/sagas/{id}` and its history.
+    pub fn saga(&self, id: &str) -> Result<SagaView> {
+        let doc: Value = self.get(&format!("/api/sagas/{}", Self::segment(id)), &[])?;
+        let events: Vec<EventRow> =
+            self.get(&format!("/api/sagas/{}/history", Self::segment(id)), &[])?;
+        let row: SagaRow = serde_json::from_value(doc["saga"].clone())?;
+        let def: SagaDef = serde_json::from_value(doc["definition"].clone())?;
+        Ok(SagaView {
+            row,
+            def,
+            input: Some(doc["input"].clone()).filter(|v| !v.is_null()),
+            events,
+        })
+    }
+
+    /// `GET /api/stats`.
+    pub fn stats(&self) -> Result<Stats> {
+        self.get("/api/stats", &[])
+    }
+
+    /// `GET /api/audit`.
+    pub fn audit(&self, since_ms: u64, saga: Option<&str>, limit: usize) -> Result<Vec<AuditRow>> {
+        let mut q = vec![
+            ("since_ms", since_ms.to_string()),
+            ("limit", limit.to_string()),
+        ];
+        q.extend(saga.map(|s| ("saga", s.to_owned())));
+        self.get("/api/audit", &q)
+    }
+
+    /// `POST /api/sagas/{id}/{retry|cancel|resolve}`.
+    pub fn command(&self, id: &str, request: &CommandRequest, wait: u64) -> Result<Verdict> {
+        let mut body = json!({
+            "operator": request.audit.operator,
+            "reason": request.audit.reason,
+            "wait": wait,
+        });
+        if let Signal::Resolve { step, output } = &request.signal {
+            body["step"] = step.clone().into();
+            body["output"] = output.clone();
+        }
+        let path = format!("/api/sagas/{}/{}", Self::segment(id), request.signal.name());
+        let (_, answer): (u16, Value) = self.call(self.http.post(self.url(&path)?).json(&body))?;
+        Verdict::from_report(&answer)
+            .with_context(|| format!("the admin API answered {answer} to {path}"))
+    }
+
+    /// `POST /api/sagas/{id}/refund`.
+    pub fn refund(&self, id: &str, audit: &Audit, wait: u64) -> Result<RefundOutcome> {
+        let body = json!({"operator": audit.operator, "reason": audit.reason, "wait": wait});
+        let path = format!("/api/sagas/{}/refund", Self::segment(id));
+        Ok(self.call(self.http.post(self.url(&path)?).json(&body))?.1)
+    }
+
+    /// `POST /api/bulk/{command}`.
+    pub fn bulk(&self, signal: &Signal, spec: &BulkSpec) -> Result<BulkAnswer> {
+        let mut body = serde_json::to_value(spec)?;
+        if let Signal::Resolve { step, output } = signal {
+            body["step"] = step.clone().into();
+            body["output"] = output.clone();
+        }
+        let path = format!("/api/bulk/{}", signal.name());
+        Ok(self.call(self.http.post(self.url(&path)?).json(&body))?.1)
+    }
+}

@@ -1,0 +1,315 @@
+//! The admin API's routes: each parses its request, runs the CLI's own
+//! operation on the blocking pool, and answers JSON (errors as
+//! `{"error": "..."}` with a status that says whose fault it was).
+
+use super::AdminState;
+use crate::cli::bulk::{self, BulkAnswer, BulkSpec, Planned};
+use crate::cli::command::{self, parse_since, Verdict};
+use crate::cli::inspect::saga_document;
+use crate::engine::command::{Audit, CommandRequest};
+use crate::engine::core::now_ms;
+use crate::engine::filter::Filter;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sagaflow_workflows::{SagaStatus, Signal};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+type Shared = Arc<AdminState>;
+
+/// Every route, behind the token check.
+pub(super) fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/api/sagas", get(list))
+        .route("/api/sagas/:id", get(saga))
+        .route("/api/sagas/:id/history", get(history))
+        .route("/api/sagas/:id/:command", post(command))
+        .route("/api/stats", get(stats))
+        .route("/api/audit", get(audit))
+        .route("/api/bulk/:command", post(bulk_command))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// An answer that is not a success.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.0, Json(json!({"error": self.1}))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        }
+        res
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+/// An operation's failure: "no saga" is the caller's 404; the rest is ours.
+fn failed(e: anyhow::Error) -> ApiError {
+    let text = format!("{e:#}");
+    if text.starts_with("no saga") || text.contains("there is no saga") {
+        ApiError(StatusCode::NOT_FOUND, text)
+    } else {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, text)
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+/// Runs a blocking operation on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    state: &Shared,
+    f: impl FnOnce(&AdminState) -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(failed)
+}
+
+async fn require_token(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if !token.admits(given) {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "missing or wrong bearer token: send \"Authorization: Bearer TOKEN\" with the token in ${}",
+                    state.config.admin.token_env
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "no such route; see docs/admin-api.md (GET /api/sagas, /api/sagas/{id}, /api/sagas/{id}/history, /api/stats, /api/audit; POST /api/sagas/{id}/{retry|cancel|resolve|refund}, /api/bulk/{command})".into(),
+    )
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    #[serde(rename = "where")]
+    where_: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/sagas[?status=S][&limit=N]`: saga rows, newest first;
+/// `?where=TERMS`: the sagas a bulk command with those terms would touch.
+async fn list(State(state): State<Shared>, Query(q): Query<ListQuery>) -> Answer {
+    if let Some(s) = &q.status {
+        if !SagaStatus::NAMES.contains(&s.as_str()) {
+            return Err(bad(format!(
+                "status {s:?} is not one of {}",
+                SagaStatus::NAMES.join(", ")
+            )));
+        }
+    }
+    if let Some(terms) = q.where_ {
+        let filter = Filter::parse(&terms).map_err(bad)?;
+        let found = blocking(&state, move |s| bulk::targets(&s.source, &filter)).await?;
+        return Ok(Json(found).into_response());
+    }
+    let limit = q.limit.unwrap_or(50);
+    let rows = blocking(&state, move |s| s.source.list(q.status.as_deref(), limit)).await?;
+    Ok(Json(rows).into_response())
+}
+
+/// `GET /api/sagas/{id}`: what `show --json` prints, with the definition.
+async fn saga(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
+    let doc = blocking(&state, move |s| {
+        let view = s.source.saga(&id)?;
+        Ok(saga_document(&s.source, &view))
+    })
+    .await?;
+    Ok(Json(doc).into_response())
+}
+
+/// `GET /api/sagas/{id}/history`: the raw journal (or history) events.
+async fn history(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
+    let events = blocking(&state, move |s| Ok(s.source.saga(&id)?.events)).await?;
+    Ok(Json(events).into_response())
+}
+
+/// `GET /api/stats`.
+async fn stats(State(state): State<Shared>) -> Answer {
+    let stats = blocking(&state, |s| s.source.stats()).await?;
+    Ok(Json(stats).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    since: Option<String>,
+    since_ms: Option<u64>,
+    saga: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/audit[?since=T|since_ms=MS][&saga=ID][&limit=N]`.
+async fn audit(State(state): State<Shared>, Query(q): Query<AuditQuery>) -> Answer {
+    let since_ms = match (&q.since, q.since_ms) {
+        (Some(t), _) => parse_since(t, now_ms()).map_err(|e| bad(format!("{e:#}")))?,
+        (None, ms) => ms.unwrap_or(0),
+    };
+    let limit = q.limit.unwrap_or(1000);
+    let rows = blocking(&state, move |s| {
+        command::audit_rows(&s.source, since_ms, q.saga.as_deref(), limit)
+    })
+    .await?;
+    Ok(Json(rows).into_response())
+}
+
+/// The body of a command: who, why, and a resolve's step and output.
+#[derive(Deserialize)]
+struct CommandBody {
+    operator: Option<String>,
+    reason: Option<String>,
+    step: Option<String>,
+    output: Option<Value>,
+    /// Seconds to wait for the worker's verdict.
+    wait: Option<u64>,
+}
+
+fn required(what: &str, value: Option<&str>) -> Result<String, ApiError> {
+    match value.map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v.to_owned()),
+        _ => Err(bad(format!(
+            "\"{what}\" is required: {}",
+            if what == "reason" {
+                "say why, e.g. \"provider outage INC-1234 over\""
+            } else {
+                "say who sends it, e.g. \"alice\""
+            }
+        ))),
+    }
+}
+
+/// The command a route names; a resolve needs its step.
+fn signal(name: &str, step: Option<String>, output: Option<Value>) -> Result<Signal, ApiError> {
+    match name {
+        "retry" => Ok(Signal::Retry),
+        "cancel" => Ok(Signal::Cancel),
+        "resolve" => Ok(Signal::Resolve {
+            step: step
+                .ok_or_else(|| bad("resolve needs \"step\": the step the saga is parked on"))?,
+            output: output.unwrap_or_else(|| json!({})),
+        }),
+        other => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no command {other:?}; the commands are retry, cancel, resolve and refund"),
+        )),
+    }
+}
+
+/// `POST /api/sagas/{id}/{retry|cancel|resolve|refund}`: 200 when applied
+/// or queued, 409 when refused (with why), as the CLI's `--json` says it.
+async fn command(
+    State(state): State<Shared>,
+    Path((id, name)): Path<(String, String)>,
+    Json(body): Json<CommandBody>,
+) -> Answer {
+    let audit = Audit {
+        operator: required("operator", body.operator.as_deref())?,
+        reason: required("reason", body.reason.as_deref())?,
+        bulk: None,
+    };
+    let wait = body.wait.unwrap_or(10).min(60);
+    if name == "refund" {
+        let done = blocking(&state, move |s| {
+            command::start_refund(&s.source, &s.config, &id, audit, wait)
+        })
+        .await?;
+        let status = if done.outcome == "refused" {
+            StatusCode::CONFLICT
+        } else {
+            StatusCode::OK
+        };
+        return Ok((status, Json(done)).into_response());
+    }
+    let request = CommandRequest {
+        signal: signal(&name, body.step, body.output)?,
+        audit,
+    };
+    let (report, refused) = blocking(&state, move |s| {
+        let verdict = command::one(&s.source, &id, &request, wait)?;
+        Ok((
+            command::report(&id, &request, &verdict),
+            matches!(verdict, Verdict::Refused(_)),
+        ))
+    })
+    .await?;
+    let status = if refused {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(report)).into_response())
+}
+
+/// The body of a bulk command: the CLI's flags, and a resolve's step and
+/// output.
+#[derive(Deserialize)]
+struct BulkBody {
+    #[serde(flatten)]
+    spec: BulkSpec,
+    step: Option<String>,
+    output: Option<Value>,
+}
+
+/// `POST /api/bulk/{retry|cancel|resolve}`: a dry run's list, or the run's
+/// summary once it has sent every command (resumable by its `bulk_id`).
+async fn bulk_command(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    Json(body): Json<BulkBody>,
+) -> Answer {
+    let signal = signal(&name, body.step, body.output)?;
+    let mut spec = body.spec;
+    if !spec.dry_run {
+        spec.operator = required("operator", Some(&spec.operator))?;
+        if spec.resume.is_none() {
+            spec.reason = Some(required("reason", spec.reason.as_deref())?);
+        }
+    }
+    spec.wait = spec.wait.min(60);
+    let answer = blocking(&state, move |s| {
+        let mut log = |line: String| tracing::info!("{line}");
+        Ok(
+            match bulk::plan(&s.source, &s.data, signal.clone(), &spec, &mut log)? {
+                Planned::Dry(targets) => BulkAnswer::DryRun {
+                    command: signal.name().to_owned(),
+                    targets,
+                },
+                Planned::Run(plan) => BulkAnswer::Done(bulk::execute(
+                    &s.source, &plan, spec.rate, spec.wait, &mut log,
+                )?),
+            },
+        )
+    })
+    .await
+    .map_err(|e| match e.0 {
+        StatusCode::INTERNAL_SERVER_ERROR => bad(e.1),
+        _ => e,
+    })?;
+    Ok(Json(answer).into_response())
+}
