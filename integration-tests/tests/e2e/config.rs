@@ -141,3 +141,35 @@ fn a_profile_whose_service_is_missing_or_unreachable_fails_at_start_up() {
         "the password is never printed: {err}"
     );
 }
+
+/// `sagaflow help` gives an example of every command, and `help COMMAND`
+/// one of its own.
+#[test]
+fn help_has_an_example_of_every_command() {
+    let help = crate::common::sagaflow_ok(&["help"]);
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("Options:")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() > 15, "{help}");
+    let examples = help.split("Examples:").nth(1).expect("an Examples section");
+    for c in commands {
+        assert!(
+            examples.contains(&format!("sagaflow {c} "))
+                || examples.contains(&format!("sagaflow {c}\n")),
+            "no example of {c} in `sagaflow help`"
+        );
+        let own = crate::common::sagaflow_ok(&["help", c]);
+        assert!(
+            own.contains(&format!("Example: sagaflow {c}")),
+            "`sagaflow help {c}` has no example:\n{own}"
+        );
+    }
+}

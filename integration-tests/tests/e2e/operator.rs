@@ -271,6 +271,7 @@ on_both_engines!(
     resolve_a_parked_compensation,
     refund_of_a_completed_checkout,
     bulk_retry_with_a_dry_run_and_a_resume,
+    bulk_refund_with_a_dry_run_and_a_second_run,
 );
 
 /// How many commands of bulk run `bulk` saga `id` received, from its
@@ -368,5 +369,115 @@ fn bulk_retry_with_a_dry_run_and_a_resume(engine: &str) {
         (stock["available"].as_i64(), stock["reserved"].as_i64()),
         (Some(100), Some(0)),
         "{stock}"
+    );
+}
+
+fn bulk_refund_with_a_dry_run_and_a_second_run(engine: &str) {
+    const SOLD: usize = 4;
+    let env = Env::new("bulk-refund", engine, &[]);
+    env.sagaflow(&["stock", "set", "SKU-1=10"]);
+    let sold: Vec<String> = (0..SOLD)
+        .map(|i| env.submit(&format!("o{i}"), "pm_card_visa"))
+        .collect();
+    let declined = env.submit("declined", "pm_card_chargeDeclined");
+    env.run_until_idle();
+    assert_eq!(env.show(&declined)["saga"]["status"], "compensated");
+    let terms = "saga=checkout and status=completed";
+    let mut listed: Vec<String> = env
+        .sagaflow(&["refund", "--where", terms, "--dry-run", "--json"])
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed, sold,
+        "the dry run lists exactly the completed checkouts"
+    );
+
+    let worker = env.worker();
+    let bulk = format!("r-{engine}-{}", std::process::id());
+    let out = env.sagaflow(&[
+        "refund",
+        "--where",
+        terms,
+        "--reason",
+        "recall of SKU-1",
+        "--operator",
+        "gina",
+        "--bulk-id",
+        &bulk,
+        "--json",
+    ]);
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (
+            summary["command"].as_str(),
+            summary["sent"].as_u64(),
+            summary["refused"].as_u64()
+        ),
+        (Some("refund"), Some(SOLD as u64), Some(0)),
+        "{summary}"
+    );
+    for id in &sold {
+        let show = env.wait_status(&format!("{id}#refund"), "completed");
+        assert_eq!(
+            (&show["refund_of"]["operator"], &show["refund_of"]["reason"]),
+            (&Value::from("gina"), &Value::from("recall of SKU-1"))
+        );
+    }
+    // Resumed, or run again under another id: every refund exists, none
+    // is started twice.
+    let again = env.sagaflow(&["refund", "--resume", &bulk, "--json"]);
+    let again: Value = serde_json::from_str(again.trim()).unwrap();
+    assert_eq!(
+        (again["already"].as_u64(), again["sent"].as_u64()),
+        (Some(SOLD as u64), Some(0)),
+        "{again}"
+    );
+    let other = env.sagaflow(&[
+        "refund",
+        "--where",
+        "saga=checkout and status=completed",
+        "--reason",
+        "twice by mistake",
+        "--json",
+    ]);
+    let other: Value = serde_json::from_str(other.trim()).unwrap();
+    assert_eq!(
+        (other["already"].as_u64(), other["sent"].as_u64()),
+        (Some(SOLD as u64), Some(0)),
+        "{other}"
+    );
+    drop(worker);
+    let refunds: i64 = store_row(
+        &env,
+        "payments.db",
+        "SELECT COUNT(*) FROM refunds WHERE ?1 = ?1",
+        "x",
+    );
+    assert_eq!(refunds, SOLD as i64, "one refund per sale at the provider");
+    let (available, sold_units): (i64, i64) = (
+        store_row(
+            &env,
+            "stock.db",
+            "SELECT available FROM stock WHERE sku = ?1",
+            "SKU-1",
+        ),
+        store_row(
+            &env,
+            "stock.db",
+            "SELECT sold FROM stock WHERE sku = ?1",
+            "SKU-1",
+        ),
+    );
+    assert_eq!(
+        (available, sold_units),
+        (10, 0),
+        "every unit back on the shelf"
     );
 }

@@ -10,8 +10,9 @@
 //! the run's id is the Update id, which the server deduplicates per
 //! workflow. So a run killed half way and resumed commands no saga twice.
 
-use super::command::{embedded_check_and_queue, one, operator_name, CommandArgs, Verdict};
+use super::command::{embedded_check_and_queue, operator_name, start_refund, CommandArgs, Verdict};
 use super::inspect::{open_journal, Source};
+use crate::config::Config;
 use crate::engine::command::{Audit, CommandRequest};
 use crate::engine::core::now_ms;
 use crate::engine::filter::{Filter, Target};
@@ -25,13 +26,55 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+/// Which command a bulk request sends.
+#[derive(Debug, Clone)]
+pub enum Bulk {
+    /// retry, cancel or resolve: an operator signal.
+    Signal(Signal),
+    /// Start each saga's refund saga.
+    Refund,
+}
+
+impl Bulk {
+    /// The command's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Bulk::Signal(s) => s.name(),
+            Bulk::Refund => "refund",
+        }
+    }
+}
+
+/// What a run sends each saga, with who and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BulkCommand {
+    /// An operator signal (plans written before bulk refunds are these).
+    Signal(CommandRequest),
+    /// A refund.
+    Refund {
+        /// Who, why, and the run.
+        refund: Audit,
+    },
+}
+
+impl BulkCommand {
+    /// The command's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BulkCommand::Signal(c) => c.signal.name(),
+            BulkCommand::Refund { .. } => "refund",
+        }
+    }
+}
+
 /// A planned bulk run, as `DATA/bulk/ID.json` keeps it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Plan {
     bulk_id: String,
     /// The command, as the journal stores it (name, a resolve's step and
-    /// output, operator, reason, bulk id).
-    command: CommandRequest,
+    /// output, operator, reason, bulk id), or a refund with its audit.
+    command: BulkCommand,
     /// The `--where` it was planned from.
     filter: String,
     /// When it was planned.
@@ -150,7 +193,7 @@ pub struct WorkerVerdicts {
 pub fn plan(
     source: &Source,
     data: &Path,
-    signal: Signal,
+    what: Bulk,
     spec: &BulkSpec,
     note: &mut dyn FnMut(String),
 ) -> Result<Planned> {
@@ -167,17 +210,17 @@ pub fn plan(
             })?;
             let plan: Plan = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a bulk plan", path.display()))?;
-            if plan.command.signal.name() != signal.name() {
+            if plan.command.name() != what.name() {
                 bail!(
                     "bulk run {bulk_id} is a {}, not a {}; resume it with `sagaflow {} --resume {bulk_id}`",
-                    plan.command.signal.name(),
-                    signal.name(),
-                    plan.command.signal.name()
+                    plan.command.name(),
+                    what.name(),
+                    plan.command.name()
                 );
             }
             note(format!(
                 "resuming bulk run {bulk_id}: {} of {} saga(s) selected by {:?}",
-                plan.command.signal.name(),
+                plan.command.name(),
                 plan.targets.len(),
                 plan.filter
             ));
@@ -211,14 +254,15 @@ pub fn plan(
                     path.display()
                 );
             }
+            let audit = Audit {
+                operator: spec.operator.clone(),
+                reason,
+                bulk: Some(bulk_id.clone()),
+            };
             let plan = Plan {
-                command: CommandRequest {
-                    signal,
-                    audit: Audit {
-                        operator: spec.operator.clone(),
-                        reason,
-                        bulk: Some(bulk_id.clone()),
-                    },
+                command: match what {
+                    Bulk::Signal(signal) => BulkCommand::Signal(CommandRequest { signal, audit }),
+                    Bulk::Refund => BulkCommand::Refund { refund: audit },
                 },
                 bulk_id,
                 filter: terms.clone(),
@@ -231,9 +275,9 @@ pub fn plan(
             note(format!(
                 "bulk run {}: {} to {} saga(s); if interrupted, resume with `sagaflow {} --resume {}`",
                 plan.bulk_id,
-                plan.command.signal.name(),
+                plan.command.name(),
                 plan.targets.len(),
-                plan.command.signal.name(),
+                plan.command.name(),
                 plan.bulk_id
             ));
             Planned::Run(plan)
@@ -244,8 +288,15 @@ pub fn plan(
     })
 }
 
-/// Runs (or dry-runs, or resumes) a bulk command from the CLI.
-pub fn run(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> Result<ExitCode> {
+/// Runs (or dry-runs, or resumes) a bulk command from the CLI. A refund
+/// needs the config (its saga's definition).
+pub fn run(
+    source: &Source,
+    data: &Path,
+    what: Bulk,
+    config: Option<&Config>,
+    args: CommandArgs,
+) -> Result<ExitCode> {
     let spec = BulkSpec {
         where_: args.where_.clone(),
         resume: args.resume.clone(),
@@ -256,19 +307,22 @@ pub fn run(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> R
         reason: args.reason.clone(),
         wait: args.wait,
     };
-    let name = signal.name();
+    let name = what.name();
     let answer = match source {
-        Source::Admin(client) => client.bulk(&signal, &spec)?,
-        _ => match plan(source, data, signal, &spec, &mut |line| eprintln!("{line}"))? {
+        Source::Admin(client) => client.bulk(&what, &spec)?,
+        _ => match plan(source, data, what, &spec, &mut |line| eprintln!("{line}"))? {
             Planned::Dry(found) => BulkAnswer::DryRun {
                 command: name.to_owned(),
                 targets: found,
             },
-            Planned::Run(plan) => {
-                BulkAnswer::Done(execute(source, &plan, spec.rate, spec.wait, &mut |line| {
-                    eprintln!("{line}")
-                })?)
-            }
+            Planned::Run(plan) => BulkAnswer::Done(execute(
+                source,
+                config,
+                &plan,
+                spec.rate,
+                spec.wait,
+                &mut |line| eprintln!("{line}"),
+            )?),
         },
     };
     print(&answer, args.json)
@@ -375,32 +429,72 @@ fn dry_run(out: &mut impl Write, found: &[Target], command: &str, json: bool) ->
     Ok(())
 }
 
-/// One command of a run on Temporal, unless the saga's history shows the
-/// run commanded it already (`None`). The Update id is the run's id as
-/// well, so even a race with an earlier, interrupted send applies once.
-fn temporal_once(
+/// A run's connection to Temporal: one runtime and one client for all its
+/// commands (a connection per command held a run to a few per second).
+struct TemporalRun {
+    rt: tokio::runtime::Runtime,
+    client: TemporalClient,
+}
+
+impl TemporalRun {
+    fn connect(settings: &crate::config::TemporalSettings) -> Result<TemporalRun> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = rt.block_on(TemporalClient::connect(settings))?;
+        Ok(TemporalRun { rt, client })
+    }
+
+    /// One command of the run, unless the saga's history shows the run
+    /// commanded it already (`None`). The Update id is the run's id as
+    /// well, so even a race with an earlier, interrupted send applies once.
+    fn once(
+        &self,
+        id: &str,
+        bulk_id: &str,
+        command: &CommandRequest,
+        wait: u64,
+    ) -> Result<Option<Verdict>> {
+        self.rt.block_on(async {
+            if self.client.commanded(id, bulk_id).await? {
+                return Ok(None);
+            }
+            let verdict = self
+                .client
+                .command(id, command, Duration::from_secs(wait.max(1)))
+                .await?;
+            Ok(Some(match verdict {
+                Ok(()) => Verdict::Applied,
+                Err(why) => Verdict::Refused(format!("{why}; nothing was sent")),
+            }))
+        })
+    }
+}
+
+/// One refund of a run: a refund that exists already (this run's, before
+/// it was interrupted, or anyone's) counts as done (`None`); the refund id
+/// is derived from the saga's, so no saga is refunded twice.
+fn refund_once(
     source: &Source,
-    settings: &crate::config::TemporalSettings,
+    config: &Config,
     id: &str,
-    plan: &Plan,
+    audit: &Audit,
     wait: u64,
 ) -> Result<Option<Verdict>> {
-    let done = super::inspect::block_on(async {
-        TemporalClient::connect(settings)
-            .await?
-            .commanded(id, &plan.bulk_id)
-            .await
-    })??;
-    if done {
-        return Ok(None);
-    }
-    one(source, id, &plan.command, wait).map(Some)
+    let done = start_refund(source, config, id, audit.clone(), wait)?;
+    Ok(match done.outcome.as_str() {
+        "exists" => None,
+        "applied" => Some(Verdict::Applied),
+        "queued" => Some(Verdict::Queued),
+        _ => Some(Verdict::Refused(done.detail)),
+    })
 }
 
 /// Sends a planned run's commands, at most `rate` per second, skipping the
 /// sagas it commanded before; `note` gets a progress line each second.
 pub fn execute(
     source: &Source,
+    config: Option<&Config>,
     plan: &Plan,
     rate: Option<f64>,
     wait: u64,
@@ -408,12 +502,16 @@ pub fn execute(
 ) -> Result<Summary> {
     let started = Instant::now();
     let mut last_report = Instant::now();
-    let name = plan.command.signal.name();
+    let name = plan.command.name();
     let mut tally = Summary {
         bulk_id: plan.bulk_id.clone(),
         command: name.to_owned(),
         planned: plan.targets.len(),
         ..Summary::default()
+    };
+    let temporal = match source {
+        Source::Temporal(settings) => Some(TemporalRun::connect(settings)?),
+        _ => None,
     };
     for (i, id) in plan.targets.iter().enumerate() {
         if let Some(rate) = rate.filter(|r| *r > 0.0) {
@@ -422,10 +520,21 @@ pub fn execute(
                 std::thread::sleep(wait);
             }
         }
-        let verdict = match source {
-            Source::Journal(data) => embedded_check_and_queue(data, id, &plan.command),
-            Source::Temporal(settings) => temporal_once(source, settings, id, plan, wait),
-            Source::Admin(_) => bail!("a bulk run through the admin API runs in the worker"),
+        let verdict = match (&plan.command, source) {
+            (BulkCommand::Refund { refund }, _) => {
+                let config = config.context("a bulk refund needs the config's [sagas.refund]")?;
+                refund_once(source, config, id, refund, wait)
+            }
+            (BulkCommand::Signal(command), Source::Journal(data)) => {
+                embedded_check_and_queue(data, id, command)
+            }
+            (BulkCommand::Signal(command), Source::Temporal(_)) => temporal
+                .as_ref()
+                .expect("connected above")
+                .once(id, &plan.bulk_id, command, wait),
+            (_, Source::Admin(_)) => {
+                bail!("a bulk run through the admin API runs in the worker")
+            }
         };
         match verdict {
             Ok(None) => tally.already += 1,

@@ -65,7 +65,7 @@ impl CommandArgs {
     fn single_id(&self, command: &str) -> Result<&str> {
         match (&self.id, &self.where_, &self.resume) {
             (Some(id), _, _) => Ok(id),
-            _ => bail!("{command} takes one saga id; bulk {command} is not supported yet"),
+            _ => bail!("{command} takes one saga id here"),
         }
     }
 
@@ -184,7 +184,7 @@ pub fn resolve(source: &Source, data: &Path, args: ResolveArgs) -> Result<ExitCo
 
 fn send(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> Result<ExitCode> {
     if args.where_.is_some() || args.resume.is_some() {
-        return super::bulk::run(source, data, signal, args);
+        return super::bulk::run(source, data, super::bulk::Bulk::Signal(signal), None, args);
     }
     let id = args.single_id(signal.name())?.to_owned();
     let request = CommandRequest {
@@ -504,8 +504,17 @@ pub(super) fn start_refund(
     })
 }
 
-/// `sagaflow refund ID`: starts the refund saga of a completed checkout.
-pub fn refund(source: &Source, config: &Config, args: CommandArgs) -> Result<ExitCode> {
+/// `sagaflow refund ID`: starts the refund saga of a completed checkout;
+/// with `--where` or `--resume`, of every saga selected.
+pub fn refund(
+    source: &Source,
+    data: &Path,
+    config: &Config,
+    args: CommandArgs,
+) -> Result<ExitCode> {
+    if args.where_.is_some() || args.resume.is_some() {
+        return super::bulk::run(source, data, super::bulk::Bulk::Refund, Some(config), args);
+    }
     let audit = Audit {
         operator: operator_name(args.operator.clone()),
         reason: args.reason_text()?,

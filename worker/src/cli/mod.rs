@@ -24,10 +24,36 @@ use std::process::ExitCode;
 /// working directory.
 const BUILTIN_CONFIG: &str = include_str!("../../../sagas.toml");
 
+/// One example per command; `sagaflow help COMMAND` says more.
+const EXAMPLES: &str = "\
+Examples:
+  sagaflow demo                                   a flash sale on embedded defaults, books checked
+  sagaflow run --until-idle                       the worker; Ctrl-C (or an empty queue) stops it
+  sagaflow submit orders.jsonl                    queue orders on the embedded queue
+  sagaflow send orders.jsonl                      publish orders to the [servicebus] queue
+  sagaflow list --status parked                   sagas waiting for an operator
+  sagaflow show o-1042                            one saga's timeline, commands and refund links
+  sagaflow history o-1042 --json                  its raw journal (or Temporal history)
+  sagaflow stats                                  counts by status, throughput, latency
+  sagaflow retry o-1042 --reason \"INC-7 over\"     run the parked step again
+  sagaflow cancel o-1043 --reason \"customer call\" stop before the pivot and compensate
+  sagaflow resolve o-1044 --step commit_stock --reason \"done in the WMS\"
+  sagaflow refund o-1045 --reason \"goods returned\" undo a completed checkout
+  sagaflow retry --where \"status=parked and step=commit_stock\" --dry-run
+  sagaflow audit --since 2h                       who commanded what, when and why
+  sagaflow --admin http://10.0.0.7:7070 list      the same, through a worker's admin API
+  sagaflow stock set SKU-1=500                    set (or `stock show`) the stock
+  sagaflow dlq list                               dead letters with their reasons
+  sagaflow check-config sagas.toml                validate a config, with file:line errors
+  sagaflow sandbox --port 12111 --data sb         the payment sandbox on its own
+  sagaflow bench --activities checkout            sagas/s and latency of the embedded engine
+  sagaflow bench-queue                            queue -> saga starts against the broker's rate
+  sagaflow bench-stock                            Redis reservations/s against redis-benchmark";
+
 /// Durable checkout sagas: reserve stock, authorize payment, write the
 /// order, capture, commit; compensated in reverse when a step fails for good.
 #[derive(Debug, Parser)]
-#[command(name = "sagaflow", version, about, long_about = None)]
+#[command(name = "sagaflow", version, about, long_about = None, after_help = EXAMPLES)]
 pub struct Args {
     /// sagas.toml to use [default: ./sagas.toml if present, else the built-in one]
     #[arg(long, short = 'c', global = true, env = "SAGAFLOW_CONFIG")]
@@ -51,18 +77,32 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the worker: consume orders, run sagas, recover after a crash
+    ///
+    /// Example: sagaflow run --until-idle
     Run(run::RunArgs),
     /// Queue orders (a JSON object, an array, or JSON lines) from FILE or - for stdin
+    ///
+    /// Example: sagaflow submit orders.jsonl
     Submit(run::SubmitArgs),
     /// Publish orders to the [servicebus] queue (Service Bus or a local AMQP 1.0 broker)
+    ///
+    /// Example: sagaflow send orders.jsonl
     Send(dlq::SendArgs),
     /// List sagas, newest first
+    ///
+    /// Example: sagaflow list --status parked --json
     List(inspect::ListArgs),
     /// Show one saga's timeline: each step and compensation with status, attempts, last error, duration
+    ///
+    /// Example: sagaflow show o-1042
     Show(inspect::ShowArgs),
     /// Print one saga's raw journal
+    ///
+    /// Example: sagaflow history o-1042 --json
     History(inspect::HistoryArgs),
     /// Counts by status and latency percentiles
+    ///
+    /// Example: sagaflow stats --json
     Stats(inspect::JsonArgs),
     /// Retry the step or compensation a parked saga is parked on, with a fresh retry budget
     ///
@@ -88,25 +128,41 @@ enum Command {
     #[command(hide = true)]
     Signal(command::SignalArgs),
     /// Show or set the stock (the embedded ledger, or Redis with profile.stock = "redis")
+    ///
+    /// Example: sagaflow stock set SKU-1=500
     #[command(subcommand)]
     Stock(inspect::StockCommand),
     /// Dead-lettered messages: list them with their reasons, or resubmit one
+    ///
+    /// Example: sagaflow dlq list
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
     /// Same as `dlq list`
     #[command(hide = true)]
     DeadLetters(dlq::DlqListArgs),
     /// Validate a sagas.toml and print what it defines
+    ///
+    /// Example: sagaflow check-config sagas.toml
     CheckConfig(CheckArgs),
     /// Run a flash sale on embedded defaults and check the invariants
+    ///
+    /// Example: sagaflow demo
     Demo(demo::DemoArgs),
     /// The payment sandbox standalone (`sagaflow sandbox --port P --data DIR`), its knobs, its ledger
+    ///
+    /// Example: sagaflow sandbox --port 12111 --data sandbox-data
     Sandbox(sandbox::SandboxArgs),
     /// Measure the embedded engine: sagas per second and latency
+    ///
+    /// Example: sagaflow bench --activities checkout --sagas 10000 --in-flight 200
     Bench(bench::BenchArgs),
     /// Measure the Service Bus trigger: queue -> durable saga starts, next to the broker's own rate
+    ///
+    /// Example: sagaflow bench-queue
     BenchQueue(bench_queue::BenchQueueArgs),
     /// Measure the Redis stock adapter: reservations per second next to redis-benchmark on the same script
+    ///
+    /// Example: sagaflow bench-stock
     BenchStock(bench_stock::BenchStockArgs),
 }
 
@@ -212,7 +268,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Refund(c) => {
             let config = load(None)?;
-            command::refund(&source(&config, args.data)?, &config, c)
+            let data = data_dir(&config, args.data);
+            command::refund(&source(&config, Some(data.clone()))?, &data, &config, c)
         }
         Command::Audit(a) => command::audit(&source(&load(None)?, args.data)?, a),
         Command::Signal(s) => with_data(Box::new(|source, data| {

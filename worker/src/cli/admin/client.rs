@@ -3,7 +3,7 @@
 //! operator needs no access to either, only the URL (and the token).
 
 use super::auth::Token;
-use crate::cli::bulk::{BulkAnswer, BulkSpec};
+use crate::cli::bulk::{Bulk, BulkAnswer, BulkSpec};
 use crate::cli::command::{RefundOutcome, Verdict};
 use crate::cli::inspect::{block_on, SagaView};
 use crate::engine::command::{Audit, CommandRequest};
@@ -151,13 +151,13 @@ impl AdminClient {
     }
 
     /// `POST /api/bulk/{command}`.
-    pub fn bulk(&self, signal: &Signal, spec: &BulkSpec) -> Result<BulkAnswer> {
+    pub fn bulk(&self, what: &Bulk, spec: &BulkSpec) -> Result<BulkAnswer> {
         let mut body = serde_json::to_value(spec)?;
-        if let Signal::Resolve { step, output } = signal {
+        if let Bulk::Signal(Signal::Resolve { step, output }) = what {
             body["step"] = step.clone().into();
             body["output"] = output.clone();
         }
-        let path = format!("/api/bulk/{}", signal.name());
+        let path = format!("/api/bulk/{}", what.name());
         Ok(self.call(self.http.post(self.url(&path)?).json(&body))?.1)
     }
 }

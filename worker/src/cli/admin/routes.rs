@@ -3,7 +3,7 @@
 //! `{"error": "..."}` with a status that says whose fault it was).
 
 use super::AdminState;
-use crate::cli::bulk::{self, BulkAnswer, BulkSpec, Planned};
+use crate::cli::bulk::{self, Bulk, BulkAnswer, BulkSpec, Planned};
 use crate::cli::command::{self, parse_since, Verdict};
 use crate::cli::inspect::saga_document;
 use crate::engine::command::{Audit, CommandRequest};
@@ -276,14 +276,17 @@ struct BulkBody {
     output: Option<Value>,
 }
 
-/// `POST /api/bulk/{retry|cancel|resolve}`: a dry run's list, or the run's
+/// `POST /api/bulk/{retry|cancel|resolve|refund}`: a dry run's list, or the run's
 /// summary once it has sent every command (resumable by its `bulk_id`).
 async fn bulk_command(
     State(state): State<Shared>,
     Path(name): Path<String>,
     Json(body): Json<BulkBody>,
 ) -> Answer {
-    let signal = signal(&name, body.step, body.output)?;
+    let what = match name.as_str() {
+        "refund" => Bulk::Refund,
+        _ => Bulk::Signal(signal(&name, body.step, body.output)?),
+    };
     let mut spec = body.spec;
     if !spec.dry_run {
         spec.operator = required("operator", Some(&spec.operator))?;
@@ -295,13 +298,18 @@ async fn bulk_command(
     let answer = blocking(&state, move |s| {
         let mut log = |line: String| tracing::info!("{line}");
         Ok(
-            match bulk::plan(&s.source, &s.data, signal.clone(), &spec, &mut log)? {
+            match bulk::plan(&s.source, &s.data, what.clone(), &spec, &mut log)? {
                 Planned::Dry(targets) => BulkAnswer::DryRun {
-                    command: signal.name().to_owned(),
+                    command: what.name().to_owned(),
                     targets,
                 },
                 Planned::Run(plan) => BulkAnswer::Done(bulk::execute(
-                    &s.source, &plan, spec.rate, spec.wait, &mut log,
+                    &s.source,
+                    Some(&s.config),
+                    &plan,
+                    spec.rate,
+                    spec.wait,
+                    &mut log,
                 )?),
             },
         )
