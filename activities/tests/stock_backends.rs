@@ -453,6 +453,54 @@ async fn redis_connect_fails_fast_with_what_to_do() {
     assert!(e.contains("is not valid"), "{e}");
 }
 
+/// Issue 12, defect 8: an attempt of a multi-line reserve that was killed
+/// after taking line A (its claim token is not the next attempt's), then a
+/// retry that fails `out_of_stock` on B: before the fix A stayed reserved
+/// under the saga until the reaper's deadline. (The embedded ledger takes
+/// every line in one transaction: an attempt never leaves a part.)
+#[tokio::test]
+async fn redis_a_failed_reserve_leaves_nothing_an_interrupted_attempt_took() {
+    let b = Backend::redis("interrupted").await;
+    let Stock::Redis(redis_stock) = &b.stock else {
+        unreachable!()
+    };
+    b.stock
+        .seed(&[("A".into(), 5), ("B".into(), 1)])
+        .await
+        .unwrap();
+    // The killed attempt's first line, exactly as the adapter sends it.
+    let (sha, keys) = redis_stock.reserve_script_for("A");
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let took: String = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(3)
+        .arg(&keys)
+        .arg(&["s1", "2", &FAR.to_string(), "tkilled-attempt", "1"][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(took, "taken");
+    assert_eq!(counts(&b.stock).await, (4, 2, 0));
+    // Meanwhile another buyer takes the last B.
+    b.stock.reserve("s9", &one("B"), FAR).await.unwrap();
+    let order = lines(&[("A", 2), ("B", 1)]);
+    assert_eq!(
+        kind(b.stock.reserve("s1", &order, FAR).await),
+        "out_of_stock"
+    );
+    assert_eq!(
+        counts(&b.stock).await,
+        (5, 1, 0),
+        "only s9's B is reserved: nothing is left under s1"
+    );
+    // s1 can still buy once B is back.
+    b.stock.release("s9", &one("B")).await.unwrap();
+    b.stock.reserve("s1", &order, FAR).await.unwrap();
+    assert_eq!(counts(&b.stock).await, (3, 3, 0));
+    b.finish().await;
+}
+
 #[tokio::test]
 async fn redis_scripts_reload_after_script_flush() {
     let b = Backend::redis("flush").await;

@@ -339,7 +339,6 @@ impl RedisStock {
         let lines = aggregate_lines(items);
         let token = claim_token(&lines);
         let deadline = deadline_ms.to_string();
-        let mut taken: Vec<&str> = Vec::new();
         let mut first_state = None;
         for (i, (sku, qty)) in lines.iter().enumerate() {
             let primary = if i == 0 { "1" } else { "0" };
@@ -379,15 +378,23 @@ impl RedisStock {
                 },
             };
             match failure {
-                None => taken.push(sku),
+                None => {}
                 Some(error) => {
-                    // Give back what this attempt took; if that fails too,
-                    // the lines keep their deadline and the reaper returns
-                    // them, so nothing leaks.
+                    // A reserve that fails leaves nothing under the saga's
+                    // reservation: not only this attempt's lines but any an
+                    // earlier, interrupted attempt took (its claim token is
+                    // not ours, so undoing only our claims would leave them
+                    // held until the reaper's deadline). If the undo fails
+                    // too, the lines keep their deadline and the reaper
+                    // returns them, so nothing leaks for good.
                     if !token.is_empty() {
-                        for sku in taken {
+                        for (sku, _) in &lines {
                             if let Err(e) = self
-                                .run::<i64>(&self.scripts.unreserve, sku, &[reservation, &token])
+                                .run::<i64>(
+                                    &self.scripts.unreserve,
+                                    sku,
+                                    &[reservation, ALL_CLAIMS],
+                                )
                                 .await
                             {
                                 tracing::warn!(reservation, sku, error = %e, "undoing a partial reservation failed; the reaper will return it at its deadline");
@@ -669,6 +676,10 @@ fn state_name(code: &str) -> &str {
         other => other,
     }
 }
+
+/// The claim token `unreserve.lua` reads as "whoever claimed it": a failed
+/// reserve gives back every line still only reserved under its id.
+const ALL_CLAIMS: &str = "*";
 
 /// A token naming one attempt of a multi-line call ("" for one line, which
 /// needs no undo). Unique per process and call; the `t` keeps Lua's cjson
