@@ -121,9 +121,14 @@ impl TemporalClient {
     }
 
     /// The visibility query selecting saga workflows in scope, with `extra`
-    /// conditions.
+    /// conditions. In scope means this deployment's: the ones on its task
+    /// queue, so `list`, `stats`, idle checks and bulk targets never count
+    /// another deployment's sagas on a shared namespace.
     fn query(&self, extra: Option<String>) -> String {
-        let mut q = format!("WorkflowType = '{WORKFLOW_TYPE}'");
+        let mut q = format!(
+            "WorkflowType = '{WORKFLOW_TYPE}' AND TaskQueue = '{}'",
+            self.settings.task_queue
+        );
         if let Some(prefix) = &self.scope {
             q.push_str(&format!(" AND WorkflowId STARTS_WITH '{prefix}'"));
         }
@@ -235,8 +240,8 @@ impl TemporalClient {
                 .unwrap_or_default()
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         };
-        // This deployment's sagas: the ones on its task queue.
-        let mut terms = vec![format!("TaskQueue = '{}'", self.settings.task_queue)];
+        // (`query` scopes them to this deployment's task queue.)
+        let mut terms = Vec::new();
         if let Some(s) = &filter.status {
             terms.push(format!("SagaStatus = '{s}'"));
         }
@@ -249,7 +254,7 @@ impl TemporalClient {
         if let Some(t) = filter.started_before {
             terms.push(format!("StartTime < '{}'", time(t)));
         }
-        let query = self.query(Some(terms.join(" AND ")));
+        let query = self.query(Some(terms.join(" AND ")).filter(|t| !t.is_empty()));
         let mut rows: Vec<Target> = self
             .client
             .list_workflows(query, WorkflowListOptions::default())
