@@ -463,10 +463,7 @@ impl TemporalRun {
                 .client
                 .command(id, command, Duration::from_secs(wait.max(1)))
                 .await?;
-            Ok(Some(match verdict {
-                Ok(()) => Verdict::Applied,
-                Err(why) => Verdict::Refused(format!("{why}; nothing was sent")),
-            }))
+            Ok(Some(Verdict::from_update(verdict)))
         })
     }
 }

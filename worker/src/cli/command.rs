@@ -244,6 +244,15 @@ impl Verdict {
         }
     }
 
+    /// A Temporal Update's answer: applied, or refused by the validator
+    /// before anything was recorded in the history.
+    pub fn from_update(answer: Result<(), String>) -> Verdict {
+        match answer {
+            Ok(()) => Verdict::Applied,
+            Err(why) => Verdict::Refused(format!("{why}; nothing was sent")),
+        }
+    }
+
     /// Reads the verdict back from a [`report`].
     pub fn from_report(v: &serde_json::Value) -> Option<Verdict> {
         match v["outcome"].as_str()? {
@@ -288,11 +297,7 @@ pub(super) fn one(
                     .command(id, request, Duration::from_secs(wait_secs.max(1)))
                     .await
             })??;
-            match verdict {
-                Ok(()) => Verdict::Applied,
-                // Refused before anything was recorded in the history.
-                Err(why) => Verdict::Refused(format!("{why}; nothing was sent")),
-            }
+            Verdict::from_update(verdict)
         }
         Source::Admin(client) => client.command(id, request, wait_secs)?,
     })
