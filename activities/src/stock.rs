@@ -12,10 +12,15 @@
 //! - a reservation moves `reserved -> committed | released | expired` once,
 //!   and `committed -> returned` once (a refund); a repeated call in the
 //!   same direction is a no-op that succeeds;
-//! - a reservation carries a deadline; [`StockLedger::reclaim_expired`]
-//!   returns the stock of reservations past it, so stock never leaks when a
-//!   saga dies; a late commit of an expired reservation re-takes the stock
-//!   if it is still there and fails as a business error if it is not;
+//! - a reservation carries a deadline. Past it, the worker's reaper asks
+//!   the engine about the reservation's saga ([`Stock::expired`], then
+//!   [`Stock::settle`]): the stock of a saga that has ended or is unknown
+//!   goes back on sale, so stock never leaks when a saga dies; a saga that
+//!   still lives (running, compensating, parked) keeps its stock and gets a
+//!   new deadline, so a slow saga that has charged the customer always
+//!   finds its units at commit. A late commit of an expired reservation
+//!   (its saga was judged dead, e.g. by an operator's tool) re-takes the
+//!   stock if it is still there and fails as a business error if it is not;
 //! - releasing an unknown reservation records a tombstone, so a reserve that
 //!   arrives after its own compensation cannot take stock.
 
@@ -85,6 +90,44 @@ pub struct StockSnapshot {
     pub committed_reservations: i64,
     /// True when some SKU's counts do not add up or went negative.
     pub inconsistent: bool,
+}
+
+/// Reservation lines past their deadline, as [`Stock::expired`] found
+/// them: `(SKU, reservation id)` on Redis, which keeps a line per SKU;
+/// the SKU is empty on the embedded ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expired {
+    lines: Vec<(String, String)>,
+}
+
+impl Expired {
+    /// The reservations (saga ids) these lines belong to, sorted, once each:
+    /// what the reaper asks the engine about.
+    pub fn sagas(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.lines.iter().map(|(_, id)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// True when nothing is past its deadline.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// How many lines (reservations on the embedded ledger).
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+}
+
+/// What [`Stock::settle`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Settled {
+    /// Reservations reclaimed: their saga has ended or is unknown.
+    pub reclaimed: usize,
+    /// Reservations kept with a new deadline: their saga still lives.
+    pub kept: usize,
 }
 
 /// The business error of a return for a reservation nobody made.
@@ -221,12 +264,29 @@ impl Stock {
         }
     }
 
-    /// Returns the stock of reservations past their deadline; how many were
-    /// reclaimed (Redis counts reservation lines).
-    pub async fn reclaim_expired(&self, now_ms: u64) -> Result<usize, StockError> {
+    /// Reservations past their deadline and still held, at most `limit`
+    /// (per SKU on Redis). Nothing changes: see [`Stock::settle`].
+    pub async fn expired(&self, now_ms: u64, limit: usize) -> Result<Expired, StockError> {
         match self {
-            Stock::Embedded(l) => l.reclaim_expired(now_ms),
-            Stock::Redis(r) => r.reclaim_expired(now_ms).await,
+            Stock::Embedded(l) => l.expired(now_ms, limit),
+            Stock::Redis(r) => r.expired(now_ms, limit).await,
+        }
+    }
+
+    /// Settles what [`Stock::expired`] found: a reservation whose saga
+    /// `lives` gets the deadline `keep_until_ms`; any other is reclaimed
+    /// (its units go back to `available`). One that changed meanwhile is
+    /// left alone.
+    pub async fn settle(
+        &self,
+        expired: &Expired,
+        lives: &(dyn Fn(&str) -> bool + Sync),
+        now_ms: u64,
+        keep_until_ms: u64,
+    ) -> Result<Settled, StockError> {
+        match self {
+            Stock::Embedded(l) => l.settle(expired, lives, now_ms, keep_until_ms),
+            Stock::Redis(r) => r.settle(expired, lives, now_ms, keep_until_ms).await,
         }
     }
 

@@ -115,6 +115,50 @@ async fn counts(stock: &Stock) -> (i64, i64, i64) {
     (s.available, s.reserved, s.sold)
 }
 
+/// What the reaper does when every saga asked about has ended: reclaims
+/// every reservation past its deadline; how many.
+async fn reclaim_dead(
+    s: &Stock,
+    now_ms: u64,
+) -> Result<usize, sagaflow_activities::stock::StockError> {
+    let expired = s.expired(now_ms, 100).await?;
+    Ok(s.settle(&expired, &|_| false, now_ms, 0).await?.reclaimed)
+}
+
+/// A reservation whose saga still lives is never reclaimed, however late:
+/// the reaper renews its deadline, another buyer cannot take its units, and
+/// its commit (after the customer was charged) goes through. Once the saga
+/// has ended, the next pass reclaims what is still held.
+async fn a_live_sagas_reservation_is_kept_past_its_deadline(s: &Stock) {
+    s.seed(&[("A".into(), 1), ("B".into(), 3)]).await.unwrap();
+    let order = lines(&[("A", 1), ("B", 2)]);
+    s.reserve("slow", &order, 1_000).await.unwrap();
+    s.reserve("gone", &one("B"), 1_000).await.unwrap();
+    let expired = s.expired(2_000, 100).await.unwrap();
+    assert_eq!(expired.sagas(), ["gone", "slow"]);
+    let settled = s
+        .settle(&expired, &|id| id == "slow", 2_000, 60_000)
+        .await
+        .unwrap();
+    assert_eq!((settled.reclaimed, settled.kept), (1, 1));
+    assert_eq!(counts(s).await, (1, 3, 0));
+    // Renewed: not past its deadline until 60 s.
+    assert!(s.expired(59_999, 100).await.unwrap().is_empty());
+    assert_eq!(
+        kind(s.reserve("fast", &one("A"), FAR).await),
+        "out_of_stock"
+    );
+    s.commit("slow", &order).await.unwrap();
+    assert_eq!(counts(s).await, (1, 0, 3));
+    // A settle that saw a line before it changed leaves it alone.
+    s.reserve("late", &one("B"), 1_000).await.unwrap();
+    let stale = s.expired(2_000, 100).await.unwrap();
+    s.commit("late", &one("B")).await.unwrap();
+    let settled = s.settle(&stale, &|_| false, 2_000, 0).await.unwrap();
+    assert_eq!(settled, Default::default());
+    assert_eq!(counts(s).await, (0, 0, 4));
+}
+
 /// Runs each listed test function against both backends.
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
@@ -154,6 +198,7 @@ suite!(
     commit_of_an_unknown_reservation_fails,
     concurrent_flash_sale_sells_exactly_the_stock,
     a_refund_returns_sold_units_once,
+    a_live_sagas_reservation_is_kept_past_its_deadline,
 );
 
 async fn reserve_is_idempotent_and_stops_at_zero(s: &Stock) {
@@ -209,8 +254,8 @@ async fn expired_reservations_are_reclaimed_and_a_late_commit_retakes(s: &Stock)
     s.seed(&[("A".into(), 2)]).await.unwrap();
     s.reserve("s1", &one("A"), 1_000).await.unwrap();
     s.reserve("s2", &one("A"), FAR).await.unwrap();
-    assert_eq!(s.reclaim_expired(2_000).await.unwrap(), 1);
-    assert_eq!(s.reclaim_expired(2_000).await.unwrap(), 0);
+    assert_eq!(reclaim_dead(s, 2_000).await.unwrap(), 1);
+    assert_eq!(reclaim_dead(s, 2_000).await.unwrap(), 0);
     assert_eq!(counts(s).await, (1, 1, 0));
     // A late commit re-takes the stock while some is left...
     s.commit("s1", &one("A")).await.unwrap();
@@ -223,11 +268,11 @@ async fn late_commit_after_reclaim_when_sold_out_is_a_business_failure(s: &Stock
     s.seed(&[("A".into(), 1)]).await.unwrap();
     s.reserve("slow", &one("A"), 1_000).await.unwrap();
     assert_eq!(
-        s.reclaim_expired(1_000).await.unwrap(),
+        reclaim_dead(s, 1_000).await.unwrap(),
         0,
         "deadline is exclusive"
     );
-    assert_eq!(s.reclaim_expired(1_001).await.unwrap(), 1);
+    assert_eq!(reclaim_dead(s, 1_001).await.unwrap(), 1);
     assert_eq!(counts(s).await, (1, 0, 0));
     // Another buyer takes and buys the reclaimed unit.
     s.reserve("fast", &one("A"), FAR).await.unwrap();
@@ -290,7 +335,7 @@ async fn multi_line_late_commit_sells_nothing_when_one_line_is_sold_out(s: &Stoc
     s.seed(&[("A".into(), 1), ("B".into(), 1)]).await.unwrap();
     let order = lines(&[("A", 1), ("B", 1)]);
     s.reserve("slow", &order, 1_000).await.unwrap();
-    assert_eq!(s.reclaim_expired(2_000).await.unwrap(), 1);
+    assert_eq!(reclaim_dead(s, 2_000).await.unwrap(), 1);
     assert_eq!(counts(s).await, (2, 0, 0));
     s.reserve("fast", &one("B"), FAR).await.unwrap();
     assert_eq!(kind(s.commit("slow", &order).await), "reservation_expired");

@@ -3,6 +3,7 @@
 //! its world here, so they all exercise the same code.
 
 use crate::config::{Config, OrdersKind, PaymentKind, StockKind};
+use crate::engine::liveness::Liveness;
 use crate::engine::{Ended, Engine, EngineConfig};
 use anyhow::{Context, Result};
 use sagaflow_activities::orders::cosmos::{CosmosOrders, CosmosOrdersConfig};
@@ -12,7 +13,7 @@ use sagaflow_activities::payment::http::{PaymentClient, PaymentClientConfig};
 use sagaflow_activities::queue::EmbeddedQueue;
 use sagaflow_activities::registry::register_noop;
 use sagaflow_activities::stock::redis::{RedisStock, RedisStockConfig};
-use sagaflow_activities::stock::{Stock, StockLedger};
+use sagaflow_activities::stock::{Settled, Stock, StockLedger};
 use sagaflow_activities::{orders, payment, stock, Registry};
 use sagaflow_payment_sandbox::{Knobs, Sandbox, SandboxConfig};
 use std::path::{Path, PathBuf};
@@ -223,24 +224,64 @@ pub fn start_engine(
     Ok(engine)
 }
 
-/// Reclaims expired stock reservations every second, forever.
-pub fn spawn_stock_reaper(stock: Stock) -> tokio::task::JoinHandle<()> {
+/// Every second, forever: finds stock reservations past their deadline,
+/// asks the engine which of their sagas still live, reclaims the others'
+/// and gives the live ones a new deadline `reservation_ttl_ms` ahead. A
+/// saga that has charged its customer therefore always finds its units at
+/// commit, however long its worker was down. When the engine cannot
+/// answer, nothing is reclaimed that round.
+pub fn spawn_stock_reaper(
+    stock: Stock,
+    liveness: Liveness,
+    reservation_ttl_ms: u64,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             every.tick().await;
             let now = crate::engine::core::now_ms();
-            match stock.reclaim_expired(now).await {
-                Ok(n) if n > 0 => {
-                    tracing::info!(reclaimed = n, "expired stock reservations reclaimed")
-                }
+            match reap_once(&stock, &liveness, now, now + reservation_ttl_ms).await {
+                Ok(s) if s.reclaimed + s.kept > 0 => tracing::info!(
+                    reclaimed = s.reclaimed,
+                    kept = s.kept,
+                    "stock reservations past their deadline: the ended sagas' stock is back on sale, the live sagas keep theirs"
+                ),
                 Err(e) => {
-                    tracing::warn!(error = %e, "reclaiming expired reservations failed; will retry")
+                    tracing::warn!(error = %e, "reclaiming expired reservations failed; nothing was reclaimed, will retry")
                 }
                 _ => {}
             }
         }
     })
+}
+
+/// Expired reservations judged per batch.
+const REAP_BATCH: usize = 500;
+
+/// One round of the reaper, batch by batch until nothing is past its
+/// deadline.
+async fn reap_once(
+    stock: &Stock,
+    liveness: &Liveness,
+    now_ms: u64,
+    keep_until_ms: u64,
+) -> Result<Settled> {
+    let mut total = Settled::default();
+    loop {
+        let expired = stock.expired(now_ms, REAP_BATCH).await?;
+        if expired.is_empty() {
+            return Ok(total);
+        }
+        let living = liveness.living(&expired.sagas()).await?;
+        let settled = stock
+            .settle(&expired, &|id| living.contains(id), now_ms, keep_until_ms)
+            .await?;
+        total.reclaimed += settled.reclaimed;
+        total.kept += settled.kept;
+        if settled.reclaimed + settled.kept == 0 || expired.len() < REAP_BATCH {
+            return Ok(total);
+        }
+    }
 }
 
 /// Opens the embedded queue.

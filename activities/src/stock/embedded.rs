@@ -2,7 +2,7 @@
 //! the semantics the module above describes (the Redis adapter keeps the
 //! same books).
 
-use super::{not_sold, unknown_to_return, StockError, StockSnapshot};
+use super::{not_sold, unknown_to_return, Expired, Settled, StockError, StockSnapshot};
 use crate::order::OrderLine;
 use crate::sqlite::{now_ms, open_store};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -250,28 +250,64 @@ impl StockLedger {
         Ok(json!({"kind": "return", "reservation": reservation, "state": "returned"}))
     }
 
-    /// Returns the stock of reservations whose deadline is before `now_ms`.
-    /// Returns how many were reclaimed.
-    pub fn reclaim_expired(&self, now_ms: u64) -> Result<usize, StockError> {
+    /// Reservations still held whose deadline is before `now_ms`, at most
+    /// `limit`, oldest deadline first. Nothing changes: the reaper asks the
+    /// engine about their sagas first, then calls [`StockLedger::settle`].
+    pub fn expired(&self, now_ms: u64, limit: usize) -> Result<Expired, StockError> {
+        let conn = self.conn.lock().expect("stock ledger lock");
+        let ids: Vec<String> = conn
+            .prepare_cached(
+                "SELECT id FROM reservations WHERE state = 'reserved' AND deadline_ms < ?1 ORDER BY deadline_ms LIMIT ?2",
+            )?
+            .query_map(params![now_ms as i64, limit as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(Expired {
+            lines: ids.into_iter().map(|id| (String::new(), id)).collect(),
+        })
+    }
+
+    /// Reclaims the expired reservations whose saga has ended or is unknown
+    /// and moves the deadline of the others (their saga still lives) to
+    /// `keep_until_ms`. A reservation that changed since [`StockLedger::expired`]
+    /// saw it (committed, released, renewed) is left alone.
+    pub fn settle(
+        &self,
+        expired: &Expired,
+        lives: &dyn Fn(&str) -> bool,
+        now_ms: u64,
+        keep_until_ms: u64,
+    ) -> Result<Settled, StockError> {
         let mut conn = self.conn.lock().expect("stock ledger lock");
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let expired: Vec<(String, String)> = tx
-            .prepare(
-                "SELECT id, items FROM reservations WHERE state = 'reserved' AND deadline_ms < ?1",
-            )?
-            .query_map([now_ms as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (id, items) in &expired {
-            let items: Vec<OrderLine> = serde_json::from_str(items).unwrap_or_default();
-            move_units(
-                &tx,
-                &items,
-                "available = available + ?2, reserved = reserved - ?2",
-            )?;
-            set_state(&tx, id, "expired")?;
+        let mut settled = Settled::default();
+        for (_, id) in &expired.lines {
+            if lives(id) {
+                settled.kept += tx
+                    .prepare_cached(
+                        "UPDATE reservations SET deadline_ms = ?3 WHERE id = ?1 AND state = 'reserved' AND deadline_ms < ?2",
+                    )?
+                    .execute(params![id, now_ms as i64, keep_until_ms as i64])?;
+                continue;
+            }
+            let items: Option<String> = tx
+                .prepare_cached(
+                    "SELECT items FROM reservations WHERE id = ?1 AND state = 'reserved' AND deadline_ms < ?2",
+                )?
+                .query_row(params![id, now_ms as i64], |r| r.get(0))
+                .optional()?;
+            if let Some(items) = items {
+                let items: Vec<OrderLine> = serde_json::from_str(&items).unwrap_or_default();
+                move_units(
+                    &tx,
+                    &items,
+                    "available = available + ?2, reserved = reserved - ?2",
+                )?;
+                set_state(&tx, id, "expired")?;
+                settled.reclaimed += 1;
+            }
         }
         tx.commit()?;
-        Ok(expired.len())
+        Ok(settled)
     }
 
     /// Totals for invariant checks.
@@ -412,7 +448,10 @@ mod tests {
         let l = ledger("expire");
         l.reserve("s1", &one("A"), 1_000).unwrap();
         l.reserve("s2", &one("A"), u64::MAX / 2).unwrap();
-        assert_eq!(l.reclaim_expired(2_000).unwrap(), 1);
+        let expired = l.expired(2_000, 100).unwrap();
+        assert_eq!(expired.sagas(), ["s1"]);
+        let settled = l.settle(&expired, &|_| false, 2_000, 0).unwrap();
+        assert_eq!(settled.reclaimed, 1);
         let s = l.snapshot().unwrap();
         assert_eq!((s.available, s.reserved), (1, 1));
         // A late commit re-takes the stock while some is left...

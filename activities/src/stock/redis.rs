@@ -4,7 +4,8 @@
 //!
 //! Not responsible for: choosing the backend (the worker does, from
 //! `[profile] stock`), nor for running the reaper (the worker calls
-//! [`RedisStock::reclaim_expired`] every second).
+//! [`RedisStock::expired`] and [`RedisStock::settle`] every second, asking
+//! the engine in between which sagas still live).
 //!
 //! # Keys
 //!
@@ -61,7 +62,7 @@
 //! 7.0 has no per-field expiry, so pruning old `C`/`L`/`X` records is an
 //! operator job for now.
 
-use super::{aggregate_lines, StockError, StockSnapshot};
+use super::{aggregate_lines, Expired, Settled, StockError, StockSnapshot};
 use crate::order::OrderLine;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, Client, RedisError, Script};
@@ -99,16 +100,17 @@ const UNCOMMIT: &str = include_str!("redis/uncommit.lua");
 /// `T` (already), `unknown` or the state of a line never sold.
 const RETURN: &str = include_str!("redis/return.lua");
 
-/// ARGV: now_ms, limit. Expires live lines whose deadline is before now.
-/// Returns {reservations reclaimed (primary lines), ids scanned}.
-const RECLAIM: &str = include_str!("redis/reclaim.lua");
+/// ARGV: now_ms, keep_until_ms, then (id, lives) pairs. Keeps the lines of
+/// live sagas with the new deadline and expires the others. Returns
+/// {reservations reclaimed, reservations kept}.
+const SETTLE: &str = include_str!("redis/settle.lua");
 
 /// ARGV: units. Replaces the SKU's stock and forgets its reservations.
 const SEED: &str = include_str!("redis/seed.lua");
 
-/// How many expired ids one reclaim script call handles, so a backlog does
+/// How many expired ids one settle script call handles, so a backlog does
 /// not block the server for long.
-const RECLAIM_BATCH: usize = 500;
+const SETTLE_BATCH: usize = 500;
 
 /// Where and under which key prefix the stock lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +139,7 @@ struct Scripts {
     commit: Script,
     uncommit: Script,
     give_back: Script,
-    reclaim: Script,
+    settle: Script,
     seed: Script,
 }
 
@@ -151,7 +153,7 @@ impl Scripts {
             commit: s(COMMIT),
             uncommit: s(UNCOMMIT),
             give_back: s(RETURN),
-            reclaim: s(RECLAIM),
+            settle: s(SETTLE),
             seed: s(SEED),
         }
     }
@@ -164,7 +166,7 @@ impl Scripts {
             &self.commit,
             &self.uncommit,
             &self.give_back,
-            &self.reclaim,
+            &self.settle,
             &self.seed,
         ]
     }
@@ -582,26 +584,58 @@ impl RedisStock {
         }))
     }
 
-    /// Returns the stock of reservation lines whose deadline is before
-    /// `now_ms`; returns how many lines were reclaimed (one per reservation
-    /// for single-SKU orders).
-    pub async fn reclaim_expired(&self, now_ms: u64) -> Result<usize, StockError> {
-        let now = now_ms.to_string();
-        let batch = RECLAIM_BATCH.to_string();
-        let mut reclaimed = 0;
+    /// Reservation lines past their deadline and still held, at most
+    /// `limit` per SKU, oldest first. Nothing changes.
+    pub async fn expired(&self, now_ms: u64, limit: usize) -> Result<Expired, StockError> {
+        let mut lines = Vec::new();
+        let mut conn = self.conn.clone();
         for sku in self.skus().await? {
-            loop {
-                let (n, scanned): (usize, usize) = self
-                    .run(&self.scripts.reclaim, &sku, &[&now, &batch])
-                    .await
-                    .map_err(|e| self.plumbing(e))?;
-                reclaimed += n;
-                if scanned < RECLAIM_BATCH {
-                    break;
-                }
-            }
+            let SkuKeys([_, _, deadlines]) = self.keys(&sku);
+            let ids: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
+                .arg(&deadlines)
+                .arg("-inf")
+                .arg(format!("({now_ms}"))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.plumbing(e))?;
+            lines.extend(ids.into_iter().map(|id| (sku.clone(), id)));
         }
-        Ok(reclaimed)
+        Ok(Expired { lines })
+    }
+
+    /// Settles expired lines SKU by SKU: a live saga's line gets the
+    /// deadline `keep_until_ms`, any other goes back to available (see
+    /// `settle.lua`).
+    pub async fn settle(
+        &self,
+        expired: &Expired,
+        lives: &(dyn Fn(&str) -> bool + Sync),
+        now_ms: u64,
+        keep_until_ms: u64,
+    ) -> Result<Settled, StockError> {
+        let (now, keep_until) = (now_ms.to_string(), keep_until_ms.to_string());
+        let mut settled = Settled::default();
+        let mut rest = expired.lines.as_slice();
+        while let Some((sku, _)) = rest.first() {
+            let same = rest.iter().take_while(|(s, _)| s == sku).count();
+            let (these, after) = rest.split_at(same.min(SETTLE_BATCH));
+            rest = after;
+            let mut args: Vec<&str> = Vec::with_capacity(2 + 2 * these.len());
+            args.extend([now.as_str(), keep_until.as_str()]);
+            for (_, id) in these {
+                args.extend([id.as_str(), if lives(id) { "1" } else { "0" }]);
+            }
+            let (reclaimed, kept): (usize, usize) = self
+                .run(&self.scripts.settle, sku, &args)
+                .await
+                .map_err(|e| self.plumbing(e))?;
+            settled.reclaimed += reclaimed;
+            settled.kept += kept;
+        }
+        Ok(settled)
     }
 
     async fn skus(&self) -> Result<Vec<String>, StockError> {

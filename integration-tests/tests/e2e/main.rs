@@ -37,6 +37,8 @@ mod servicebus;
 /// Two workers share one standalone payment sandbox; one dies, the other
 /// captures what the first authorized.
 mod shared_sandbox;
+/// A saga slower than the reservation TTL keeps its stock (defect 2).
+mod slow_saga;
 /// The repository itself: the code map's paths exist, the deterministic
 /// core stays deterministic, the docs carry no stale phrase.
 mod tidy;

@@ -2,6 +2,7 @@
 
 use crate::app::{self, Adapters, DataPaths};
 use crate::config::{Config, EngineKind, TriggerKind};
+use crate::engine::liveness::Liveness;
 use crate::engine::temporal::client::TemporalClient;
 use crate::engine::temporal::worker::WorkerThread;
 use crate::engine::{Definition, Ended, Engine, Starter};
@@ -175,7 +176,15 @@ impl Worker {
                 (None, Some(stats), trigger)
             }
         };
-        let reaper = app::spawn_stock_reaper(adapters.stock.clone());
+        let liveness = match &engine {
+            EngineRun::Embedded { .. } => Liveness::Journal(paths.journal()),
+            EngineRun::Temporal { client, .. } => Liveness::Temporal(client.clone()),
+        };
+        let reaper = app::spawn_stock_reaper(
+            adapters.stock.clone(),
+            liveness,
+            config.stock.reservation_ttl_ms,
+        );
         Ok(Worker {
             _adapters: adapters,
             engine,

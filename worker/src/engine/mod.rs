@@ -12,7 +12,9 @@
 //!   signals from the journal's inbox; `recovery`: the journal read back
 //!   as inputs for the state machine;
 //! - [`journal`]: the on-disk format and the group-commit writer thread;
-//! - [`read`]: read-only queries for the CLI (list, show, history, stats).
+//! - [`read`]: read-only queries for the CLI (list, show, history, stats);
+//! - [`liveness`]: which sagas have not ended (on either engine), for the
+//!   stock reaper.
 //!
 //! - [`temporal`]: the same sagas on a Temporal cluster.
 //!
@@ -29,6 +31,7 @@ pub mod filter;
 mod inbox;
 pub mod journal;
 mod lifecycle;
+pub mod liveness;
 pub mod operator;
 pub mod read;
 pub(crate) mod recovery;

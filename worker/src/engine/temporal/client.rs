@@ -23,7 +23,9 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
-use temporalio_client::errors::{WorkflowStartError, WorkflowUpdateError};
+use temporalio_client::errors::{
+    WorkflowInteractionError, WorkflowStartError, WorkflowUpdateError,
+};
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, Url, WorkflowCountOptions,
     WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowFetchHistoryOptions,
@@ -31,6 +33,7 @@ use temporalio_client::{
     WorkflowQueryOptions, WorkflowStartOptions,
 };
 use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
+use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 use temporalio_common::protos::temporal::api::failure::v1::{failure::FailureInfo, Failure};
 use temporalio_common::protos::temporal::api::history::v1::{
     history_event::Attributes, HistoryEvent,
@@ -455,6 +458,26 @@ impl TemporalClient {
             }
         }
         Ok(false)
+    }
+
+    /// True while the saga's workflow is open (running, compensating or
+    /// parked: a parked saga waits for a signal); false once it has closed
+    /// or when the cluster has no such workflow. Strongly consistent (a
+    /// describe, not visibility).
+    pub async fn is_open(&self, saga_id: &str) -> Result<bool, TemporalError> {
+        match self
+            .client
+            .get_workflow_handle::<SagaWorkflow>(saga_id)
+            .describe(WorkflowDescribeOptions::default())
+            .await
+        {
+            Ok(d) => Ok(d
+                .raw_description
+                .workflow_execution_info
+                .is_some_and(|i| i.status() == WorkflowExecutionStatus::Running)),
+            Err(WorkflowInteractionError::NotFound(_)) => Ok(false),
+            Err(e) => Err(request(e)),
+        }
     }
 
     /// The saga's status as its workflow reports it (a query).
