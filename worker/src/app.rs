@@ -124,6 +124,12 @@ pub async fn start_adapters(config: &Config, paths: &DataPaths) -> Result<Adapte
         api_key,
         currency: config.payment.currency.clone(),
         request_timeout_ms: config.payment.request_timeout_ms,
+        // The in-process sandbox's search trails nothing; a provider's
+        // (or a standalone sandbox's) trails by up to [payment] search_lag.
+        search_lag_ms: match config.profile.payment {
+            PaymentKind::Sandbox => 0,
+            PaymentKind::Http => config.payment.search_lag_ms,
+        },
     })
     .context("cannot build the payment client")?;
     payment::http::register(&mut registry, Arc::new(client));

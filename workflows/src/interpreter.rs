@@ -49,7 +49,7 @@ pub async fn run_saga<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> 
             index,
             Phase::Action,
             first_attempt,
-            order,
+            (order, None),
             &outputs,
         )
         .await
@@ -61,7 +61,7 @@ pub async fn run_saga<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> 
                 if last_cancellable(def).is_some_and(|last| index < last)
                     && ctx.try_signal() == Some(Signal::Cancel)
                 {
-                    return compensate_and_end(ctx, def, Some(index), order, &outputs).await;
+                    return compensate_and_end(ctx, def, Some(index), None, order, &outputs).await;
                 }
                 index += 1;
                 first_attempt = 1;
@@ -69,7 +69,9 @@ pub async fn run_saga<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> 
             Err(Failure::Cancelled) => {
                 // Cancelled while waiting to retry: the last attempt failed
                 // retryably, so it may have taken effect: undo it too.
-                return compensate_and_end(ctx, def, Some(index), order, &outputs).await;
+                let unknown_since = Some(ctx.now_ms());
+                return compensate_and_end(ctx, def, Some(index), unknown_since, order, &outputs)
+                    .await;
             }
             Err(Failure::Gave(error, last_attempt)) if def.is_after_pivot(index) => {
                 let reason = format!(
@@ -93,12 +95,13 @@ pub async fn run_saga<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> 
                 // policy lists as non-retryable) means it did not happen.
                 let definitive =
                     !error.retryable || step.retry.non_retryable.iter().any(|k| k == &error.kind);
-                let undo_through = if definitive {
-                    index.checked_sub(1)
+                let (undo_through, unknown_since) = if definitive {
+                    (index.checked_sub(1), None)
                 } else {
-                    Some(index)
+                    (Some(index), Some(ctx.now_ms()))
                 };
-                return compensate_and_end(ctx, def, undo_through, order, &outputs).await;
+                return compensate_and_end(ctx, def, undo_through, unknown_since, order, &outputs)
+                    .await;
             }
         }
     }
@@ -117,15 +120,21 @@ fn last_cancellable(def: &SagaDef) -> Option<usize> {
 }
 
 /// Undoes steps `last..=0` (if any) and ends the saga compensated.
+/// `unknown_since` is set when step `last` itself may or may not have taken
+/// effect (its last attempt failed retryably): the saga time its outcome
+/// became unknown, which its compensation sees as `unknown_since_ms` (a
+/// void must give the provider's search time to show what that attempt
+/// may have created).
 async fn compensate_and_end<C: SagaContext>(
     ctx: &C,
     def: &SagaDef,
     last: Option<usize>,
+    unknown_since: Option<u64>,
     order: &Value,
     outputs: &[Option<Value>],
 ) -> SagaOutcome {
     if let Some(last) = last {
-        compensate(ctx, def, last, order, outputs).await;
+        compensate(ctx, def, last, unknown_since, order, outputs).await;
     }
     ctx.set_stage(&Stage::default());
     ctx.set_status(SagaStatus::Compensated);
@@ -140,6 +149,7 @@ async fn compensate<C: SagaContext>(
     ctx: &C,
     def: &SagaDef,
     last: usize,
+    unknown_since: Option<u64>,
     order: &Value,
     outputs: &[Option<Value>],
 ) {
@@ -151,13 +161,14 @@ async fn compensate<C: SagaContext>(
         };
         let mut first_attempt = 1;
         loop {
+            let unknown_since = unknown_since.filter(|_| index == last);
             match attempt_until_done(
                 ctx,
                 def,
                 index,
                 Phase::Compensation,
                 first_attempt,
-                order,
+                (order, unknown_since),
                 outputs,
             )
             .await
@@ -236,7 +247,7 @@ async fn attempt_until_done<C: SagaContext>(
     index: usize,
     phase: Phase,
     first_attempt: u32,
-    order: &Value,
+    (order, unknown_since): (&Value, Option<u64>),
     outputs: &[Option<Value>],
 ) -> Result<Value, Failure> {
     let step = &def.steps[index];
@@ -278,7 +289,7 @@ async fn attempt_until_done<C: SagaContext>(
             attempt,
             timeout_ms,
             idempotency_key: idempotency_key.clone(),
-            input: activity_input(ctx.saga_id(), def, order, outputs),
+            input: activity_input(ctx.saga_id(), def, order, outputs, unknown_since),
         };
         match ctx.call_activity(call).await {
             Ok(output) => return Ok(output),
@@ -305,8 +316,16 @@ async fn attempt_until_done<C: SagaContext>(
     }
 }
 
-/// The input every activity sees: `{"saga_id", "order", "outputs": {step: output}}`.
-fn activity_input(saga_id: &str, def: &SagaDef, order: &Value, outputs: &[Option<Value>]) -> Value {
+/// The input every activity sees: `{"saga_id", "order", "outputs": {step:
+/// output}}`, and `"unknown_since_ms"` for the compensation of a step whose
+/// outcome is unknown.
+fn activity_input(
+    saga_id: &str,
+    def: &SagaDef,
+    order: &Value,
+    outputs: &[Option<Value>],
+    unknown_since: Option<u64>,
+) -> Value {
     let mut done = Map::new();
     for (step, output) in def.steps.iter().zip(outputs) {
         if let Some(output) = output {
@@ -317,5 +336,8 @@ fn activity_input(saga_id: &str, def: &SagaDef, order: &Value, outputs: &[Option
     input.insert("saga_id".into(), Value::String(saga_id.to_owned()));
     input.insert("order".into(), order.clone());
     input.insert("outputs".into(), Value::Object(done));
+    if let Some(ms) = unknown_since {
+        input.insert("unknown_since_ms".into(), Value::from(ms));
+    }
     Value::Object(input)
 }

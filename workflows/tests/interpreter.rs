@@ -302,6 +302,41 @@ fn business_failure_of_the_first_step_ends_without_compensation() {
     assert_eq!(run.end, Some(SagaStatus::Compensated));
 }
 
+/// A compensation that may find nothing to undo (a void searching for an
+/// authorization whose answer was lost) learns when the step's outcome
+/// became unknown, so it can give the provider's search time to catch up;
+/// the compensations of steps that reported success do not get it.
+#[test]
+fn the_compensation_of_a_step_with_an_unknown_outcome_learns_since_when() {
+    let mut seen: Vec<(String, Option<Value>)> = Vec::new();
+    let run = drive(
+        &checkout(),
+        |c| {
+            if c.phase == Phase::Compensation {
+                seen.push((c.activity.clone(), c.input.get("unknown_since_ms").cloned()));
+            }
+            match c.activity.as_str() {
+                "orders.create" => Err(ActivityError::retryable("timeout", "no answer")),
+                _ => ok(c),
+            }
+        },
+        &[],
+    );
+    assert_eq!(run.end, Some(SagaStatus::Compensated));
+    let since = |activity: &str| {
+        seen.iter()
+            .find(|(a, _)| a == activity)
+            .unwrap_or_else(|| panic!("{activity} not called: {seen:?}"))
+            .1
+            .clone()
+    };
+    let cancel = since("orders.cancel").expect("the ambiguous step's undo gets unknown_since_ms");
+    // The saga's own clock, which starts at 1,000 ms here.
+    assert!(cancel.as_u64().is_some_and(|ms| ms >= 1_000), "{cancel}");
+    assert_eq!(since("payment.void"), None);
+    assert_eq!(since("stock.release"), None);
+}
+
 #[test]
 fn retry_exhaustion_compensates_including_the_ambiguous_step() {
     let run = drive(

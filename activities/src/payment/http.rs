@@ -21,7 +21,11 @@
 //!   answers are business errors named by the provider's code; network
 //!   errors, timeouts, 409, 429 and 5xx are retryable (`network`,
 //!   `timeout`, `http_<status>`);
-//! - compensations treat "nothing to undo" as success;
+//! - compensations treat "nothing to undo" as success; a void whose
+//!   authorization's answer was lost says "nothing to void" only once the
+//!   search has had `search_lag_ms` to show it (from when the saga saw the
+//!   outcome become unknown), searching again until then, so a hold is
+//!   never left on a card because the search trailed the write;
 //! - the api key only travels in the `Authorization` header (marked
 //!   sensitive); it is never logged, printed by `Debug`, or put in an error.
 
@@ -35,6 +39,22 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often a void looks again for an authorization the search does not
+/// show yet.
+const LOST_SEARCH_EVERY_MS: u64 = 1_000;
+
+/// What a void keeps of its attempt's time limit for the search and the
+/// cancel after its last wait.
+const LOST_SEARCH_MARGIN_MS: u64 = 2_000;
+
+/// Wall-clock milliseconds since the Unix epoch (activities may read the
+/// clock; the saga's times in their input come from the engine).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// How to reach the payment provider.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PaymentClientConfig {
@@ -47,6 +67,10 @@ pub struct PaymentClientConfig {
     pub currency: String,
     /// Time limit of one HTTP request, in ms (connect included).
     pub request_timeout_ms: u64,
+    /// How long the provider's search may trail its writes, in ms: a void
+    /// whose authorization's outcome is unknown concludes "nothing to
+    /// void" only this long after that outcome became unknown.
+    pub search_lag_ms: u64,
 }
 
 impl std::fmt::Debug for PaymentClientConfig {
@@ -56,6 +80,7 @@ impl std::fmt::Debug for PaymentClientConfig {
             .field("api_key", &"<redacted>")
             .field("currency", &self.currency)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("search_lag_ms", &self.search_lag_ms)
             .finish()
     }
 }
@@ -88,6 +113,7 @@ pub struct PaymentClient {
     http: reqwest::Client,
     base_url: String,
     currency: String,
+    search_lag_ms: u64,
 }
 
 impl std::fmt::Debug for PaymentClient {
@@ -175,6 +201,7 @@ impl PaymentClient {
             http,
             base_url,
             currency: config.currency.to_ascii_lowercase(),
+            search_lag_ms: config.search_lag_ms,
         })
     }
 
@@ -217,6 +244,51 @@ impl PaymentClient {
             Ok(Some(intent)) => authorization_output(&intent),
             Ok(None) => Err(error),
             Err(during) => Err(reconcile_failed(error, during)),
+        }
+    }
+
+    /// The intent an authorize whose answer was lost may have created,
+    /// found by searching for its idempotency key. The provider's search
+    /// trails its writes (Stripe: under a minute), so "none" is the answer
+    /// only once `search_lag_ms` has passed since the outcome became
+    /// unknown (`unknown_since_ms` in the input; without it, from now).
+    /// Until then it searches again every second, within this attempt's
+    /// time limit, and then fails as retryable so the next attempt goes on
+    /// looking: a hold it cannot see yet is never left on the card.
+    async fn find_lost_authorization(
+        &self,
+        call: &ActivityCall,
+    ) -> Result<Option<String>, ActivityError> {
+        let authorize_key = format!("{}/{}", saga_id(call)?, call.step);
+        let started = wall_ms();
+        let unknown_since = call
+            .input
+            .get("unknown_since_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or(started);
+        let visible_by = unknown_since.saturating_add(self.search_lag_ms);
+        // Leave room for the last search and the cancel in this attempt.
+        let attempt_ends = started + call.timeout_ms - call.timeout_ms.min(LOST_SEARCH_MARGIN_MS);
+        loop {
+            if let Some(intent) = self.search_one("idempotency_key", &authorize_key).await? {
+                return Ok(Some(intent["id"].as_str().unwrap_or_default().to_owned()));
+            }
+            let now = wall_ms();
+            if now >= visible_by {
+                return Ok(None);
+            }
+            let next = now + LOST_SEARCH_EVERY_MS.min(visible_by - now);
+            if next >= attempt_ends {
+                return Err(ActivityError::retryable(
+                    "authorization_not_visible_yet",
+                    format!(
+                        "no authorization found for {authorize_key} yet, but the provider's search may trail its writes by up to {} ms ([payment] search_lag); the next attempt looks again ({} ms more) before concluding there is nothing to void",
+                        self.search_lag_ms,
+                        visible_by - now
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(next - now)).await;
         }
     }
 
@@ -268,26 +340,24 @@ impl PaymentClient {
 
     /// `payment.void`, the compensation of `payment.authorize`: cancels the
     /// authorization. Finds it in the outputs, or, when the authorize
-    /// step's outcome is unknown, by searching for its idempotency key;
-    /// none means nothing to void (success). An intent already captured is
-    /// refunded instead (status `"refunded"`). Output:
+    /// step's outcome is unknown, by searching for its idempotency key (see
+    /// [`PaymentClient::find_lost_authorization`]); none means nothing to
+    /// void (success). An intent already captured is refunded instead
+    /// (status `"refunded"`). Output:
     /// `{"kind":"void","payment_intent":..,"status":"canceled"}`.
     pub async fn void(&self, call: &ActivityCall) -> Result<Value, ActivityError> {
         let pi = match find_output(call, "authorization", Some(&call.step)) {
             Some(authorization) => intent_id(authorization).to_owned(),
-            None => {
-                let authorize_key = format!("{}/{}", saga_id(call)?, call.step);
-                match self.search_one("idempotency_key", &authorize_key).await? {
-                    Some(intent) => intent["id"].as_str().unwrap_or_default().to_owned(),
-                    None => {
-                        return Ok(json!({
-                            "kind": "void",
-                            "payment_intent": null,
-                            "status": "nothing_to_void",
-                        }))
-                    }
+            None => match self.find_lost_authorization(call).await? {
+                Some(pi) => pi,
+                None => {
+                    return Ok(json!({
+                        "kind": "void",
+                        "payment_intent": null,
+                        "status": "nothing_to_void",
+                    }))
                 }
-            }
+            },
         };
         check_id("void", &pi)?;
         let key = call.idempotency_key.as_str();

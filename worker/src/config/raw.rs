@@ -237,6 +237,7 @@ pub(super) struct RawPayment {
     #[serde(default = "default_currency")]
     pub(super) currency: String,
     pub(super) request_timeout: Option<Spanned<String>>,
+    pub(super) search_lag: Option<Spanned<String>>,
 }
 
 fn default_api_key_env() -> String {

@@ -146,6 +146,9 @@ pub struct PaymentSettings {
     pub currency: String,
     /// Per-request HTTP timeout, in ms.
     pub request_timeout_ms: u64,
+    /// How long the provider's search may trail its writes, in ms (`[payment]
+    /// search_lag`; the in-process sandbox has none).
+    pub search_lag_ms: u64,
 }
 
 /// Settings of the embedded stock ledger.

@@ -36,6 +36,13 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
         1,
         "give each request some time, e.g. \"5s\"",
     );
+    let search_lag_ms = raw
+        .payment
+        .search_lag
+        .as_ref()
+        .map_or(DEFAULT_SEARCH_LAG_MS, |v| {
+            d.duration(v, &none, "search_lag")
+        });
     if raw.profile.payment == PaymentKind::Http && raw.payment.base_url.is_empty() {
         d.error(
             0..0,
@@ -131,6 +138,7 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
             api_key_env: raw.payment.api_key_env,
             currency: raw.payment.currency,
             request_timeout_ms,
+            search_lag_ms,
         },
         stock: StockSettings { reservation_ttl_ms },
         sandbox: SandboxSettings {
@@ -182,6 +190,10 @@ fn servicebus(d: &mut Diagnostics<'_>, raw: RawServiceBus) -> ServiceBusSettings
         max_message_bytes: max_bytes.max(1024) as u64,
     }
 }
+
+/// How long a provider's search may trail its writes when `[payment]
+/// search_lag` is not set: Stripe documents under a minute.
+const DEFAULT_SEARCH_LAG_MS: u64 = 60_000;
 
 /// Activities at once, at most: beyond this a worker only queues more
 /// requests at its dependencies.

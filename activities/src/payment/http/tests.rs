@@ -3,7 +3,7 @@
 
 use super::*;
 use sagaflow_payment_sandbox::testing::{start, TempDb};
-use sagaflow_payment_sandbox::{read_ledger, ErrorSide, PaymentLedger, Sandbox};
+use sagaflow_payment_sandbox::{read_ledger, ErrorSide, KnobsPatch, PaymentLedger, Sandbox};
 use sagaflow_workflows::Phase;
 
 struct Fixture {
@@ -39,6 +39,7 @@ fn config(base_url: &str, api_key: &str) -> PaymentClientConfig {
         api_key: api_key.into(),
         currency: "usd".into(),
         request_timeout_ms: 5_000,
+        search_lag_ms: 0,
     }
 }
 
@@ -271,6 +272,53 @@ async fn void_with_no_authorization_has_nothing_to_do() {
         json!({"kind": "void", "payment_intent": null, "status": "nothing_to_void"})
     );
     assert_eq!(f.ledger().intents, 0);
+}
+
+/// Issue 12, defect 3: the authorization happened but its answer was lost,
+/// and the provider's search trails its writes. The void must not report
+/// "nothing to void" (leaving the hold on the card) before the search has
+/// had `search_lag` to show it: an attempt too short to wait fails as
+/// retryable, a longer one looks again and cancels the intent.
+#[tokio::test]
+async fn a_void_after_a_lost_authorize_waits_for_the_search_to_show_it() {
+    let f = Fixture::new("http-void-lag").await;
+    f.sandbox
+        .set_knobs(&KnobsPatch {
+            search_lag_ms: Some(1_500),
+            ..KnobsPatch::default()
+        })
+        .unwrap();
+    let auth = f
+        .client
+        .authorize(&authorize_call("o1", "pm_card_visa"))
+        .await
+        .unwrap();
+    let pi = auth["payment_intent"].as_str().unwrap().to_owned();
+    let lagging = PaymentClient::new(PaymentClientConfig {
+        search_lag_ms: 5_000,
+        ..config(f.sandbox.base_url(), "sk_test_adapter")
+    })
+    .unwrap();
+    let mut void = void_call("o1", json!({}));
+    void.input["unknown_since_ms"] = json!(wall_ms());
+    let mut short = void.clone();
+    short.timeout_ms = 1_000;
+    let e = lagging.void(&short).await.unwrap_err();
+    assert!(
+        e.retryable && e.kind == "authorization_not_visible_yet",
+        "{e}"
+    );
+    assert_eq!(f.intent(&pi).await["status"], "requires_capture");
+    let out = lagging.void(&void).await.unwrap();
+    assert_eq!(out["status"], "canceled", "{out}");
+    assert_eq!(out["payment_intent"], pi.as_str());
+    assert_eq!(f.intent(&pi).await["status"], "canceled");
+    // Once the window has passed, an authorize that never reached the
+    // provider has nothing to void, at once.
+    let mut never = void_call("o2", json!({}));
+    never.input["unknown_since_ms"] = json!(wall_ms() - 10_000);
+    let out = lagging.void(&never).await.unwrap();
+    assert_eq!(out["status"], "nothing_to_void", "{out}");
 }
 
 #[tokio::test]
