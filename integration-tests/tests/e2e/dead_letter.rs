@@ -1,4 +1,5 @@
 use crate::common::*;
+use crate::scenarios::{on_both_engines, Env};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -75,3 +76,46 @@ fn malformed_messages_are_dead_lettered_with_a_reason_and_valid_ones_run() {
         "the body is kept: {dl}"
     );
 }
+
+/// Issue 12, defect 4: a message that reuses an order id with a different
+/// body is not started (the first order stands: a second saga would charge
+/// twice) but is no longer silently taken for a redelivery: the worker logs
+/// it once and counts it. A true redelivery (the same body) says nothing.
+fn an_order_id_reused_with_another_body_is_logged_and_counted(engine: &str) {
+    let env = Env::new("reused-id", engine, &[]);
+    env.sagaflow(&["stock", "set", "SKU-1=5"]);
+    let id = env.submit("o1", "pm_card_visa");
+    env.run_until_idle();
+    env.submit("o1", "pm_card_visa");
+    let changed = env.dir.join("changed.json");
+    std::fs::write(
+        &changed,
+        format!(
+            r#"{{"order_id":"{id}","customer":"c1","items":[{{"sku":"SKU-1","qty":3}}],"amount":5997,"currency":"usd","payment_method":"pm_card_visa"}}"#
+        ),
+    )
+    .unwrap();
+    env.sagaflow(&["submit", changed.to_str().unwrap()]);
+    let out = sagaflow(&env.with_env(&["run", "--until-idle"]));
+    assert!(out.status.success());
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        log.matches("already started with a different body").count(),
+        1,
+        "one warning, for the changed body only: {log}"
+    );
+    assert!(log.contains(&id), "{log}");
+    assert!(log.contains("reused_ids=1"), "{log}");
+    assert!(log.contains("duplicates=2"), "{log}");
+    // The first order stands, in the saga and in the stock.
+    let show = env.show(&id);
+    assert_eq!(show["input"]["amount"], 1999, "{show}");
+    let stock = env.stock();
+    assert_eq!(stock["sold"].as_i64(), Some(1), "{stock}");
+}
+
+on_both_engines!(an_order_id_reused_with_another_body_is_logged_and_counted);

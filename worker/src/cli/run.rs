@@ -7,7 +7,8 @@ use crate::engine::temporal::client::TemporalClient;
 use crate::engine::temporal::worker::WorkerThread;
 use crate::engine::{Definition, Ended, Engine, Starter};
 use crate::trigger::embedded::{self, TriggerConfig};
-use crate::trigger::servicebus::{ServiceBusTrigger, TriggerStats};
+use crate::trigger::servicebus::ServiceBusTrigger;
+use crate::trigger::TriggerStats;
 use anyhow::{bail, Context, Result};
 use sagaflow_activities::queue::EmbeddedQueue;
 use sagaflow_activities::Order;
@@ -81,8 +82,10 @@ pub struct Worker {
     pub engine: EngineRun,
     /// The embedded queue, when the trigger consumes it.
     pub queue: Option<Arc<EmbeddedQueue>>,
-    /// The Service Bus trigger's counters, when it runs.
+    /// The Service Bus trigger's counters, when it runs (for idle checks).
     pub servicebus: Option<Arc<TriggerStats>>,
+    /// What the trigger did, either kind.
+    pub stats: Arc<TriggerStats>,
     stop: Arc<AtomicBool>,
     trigger: tokio::task::JoinHandle<()>,
     reaper: tokio::task::JoinHandle<()>,
@@ -153,6 +156,7 @@ impl Worker {
             }
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(TriggerStats::default());
         let (queue, servicebus, trigger) = match config.profile.trigger {
             TriggerKind::Embedded => {
                 let queue = Arc::new(app::open_queue(paths)?);
@@ -166,14 +170,14 @@ impl Worker {
                         lock: Duration::from_secs(60),
                     },
                     stop.clone(),
+                    stats.clone(),
                 ));
                 (Some(queue), None, trigger)
             }
             TriggerKind::ServiceBus => {
                 let sb = ServiceBusTrigger::connect_check(&config.servicebus, max_live).await?;
-                let stats = Arc::new(TriggerStats::default());
                 let trigger = tokio::spawn(sb.run(starter, def, stop.clone(), stats.clone()));
-                (None, Some(stats), trigger)
+                (None, Some(stats.clone()), trigger)
             }
         };
         let liveness = match &engine {
@@ -190,6 +194,7 @@ impl Worker {
             engine,
             queue,
             servicebus,
+            stats,
             stop,
             trigger,
             reaper,
@@ -245,6 +250,14 @@ impl Worker {
     pub async fn stop(self) -> Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.trigger.await;
+        let s = &self.stats;
+        tracing::info!(
+            started = s.started.load(Ordering::Relaxed),
+            duplicates = s.duplicates.load(Ordering::Relaxed),
+            reused_ids = s.reused_ids.load(Ordering::Relaxed),
+            dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
+            "trigger stopped (reused_ids: messages whose order id was already taken by a different order; each was logged)"
+        );
         self.reaper.abort();
         match self.engine {
             EngineRun::Embedded { engine, journal } => {

@@ -127,6 +127,8 @@ impl CommitSink for Sink {
 pub struct EngineHandle {
     pub(crate) tx: Sender<Msg>,
     pub(crate) live: Arc<AtomicUsize>,
+    /// The journal, for reading what a saga started from.
+    pub(crate) journal: Arc<std::path::Path>,
 }
 
 impl EngineHandle {
@@ -159,6 +161,20 @@ impl EngineHandle {
             input,
             ack: None,
         }));
+    }
+
+    /// The input saga `saga_id` started from, read from the journal on a
+    /// connection of its own; `None` when it is not there (yet) or the
+    /// journal cannot be read. Off the hot path: only duplicates ask.
+    pub async fn started_input(&self, saga_id: &str) -> Option<Value> {
+        let (journal, id) = (self.journal.clone(), saga_id.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let conn = super::journal::open_reader(&journal).ok()?;
+            super::read::input(&conn, &id).ok().flatten()
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Sagas in memory right now (running, compensating or parked).

@@ -103,6 +103,7 @@ impl Engine {
             Err(_) => return Err(EngineError::Stopped),
         };
         let stop_inbox = Arc::new(AtomicBool::new(false));
+        let journal_path: Arc<std::path::Path> = Arc::from(config_inbox.journal_path.as_path());
         let inbox = {
             let config = config_inbox;
             let tx = tx.clone();
@@ -115,7 +116,11 @@ impl Engine {
                 .expect("spawn inbox poller")
         };
         Ok(Engine {
-            handle: EngineHandle { tx, live },
+            handle: EngineHandle {
+                tx,
+                live,
+                journal: journal_path,
+            },
             core: Some(core_thread),
             inbox: Some(inbox),
             stop_inbox,

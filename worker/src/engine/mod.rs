@@ -93,6 +93,17 @@ impl Starter {
         })
     }
 
+    /// Whether the saga `saga_id` started from `order`: `None` when that
+    /// cannot be told (no such saga yet, its start not yet readable, or
+    /// the store did not answer).
+    pub async fn same_body(&self, saga_id: &str, order: &Value) -> Option<bool> {
+        let first = match self {
+            Starter::Embedded(h) => h.started_input(saga_id).await,
+            Starter::Temporal(c, _) => c.started_order(saga_id).await.ok().flatten(),
+        }?;
+        Some(first == *order)
+    }
+
     /// Sagas in flight: in memory on the embedded engine, open on the
     /// cluster (as visibility last said) on Temporal.
     pub fn live(&self) -> usize {

@@ -8,9 +8,11 @@
 //! point loses nothing (a redelivered message is a harmless duplicate start:
 //! the saga id is the order id).
 
+use super::{note_duplicate, TriggerStats};
 use crate::engine::{Definition, StartOutcome, Starter};
 use sagaflow_activities::queue::EmbeddedQueue;
 use sagaflow_activities::Order;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +40,7 @@ pub async fn run(
     def: Arc<Definition>,
     config: TriggerConfig,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    stats: Arc<TriggerStats>,
 ) {
     // One worker owns an embedded data directory: locks left by a killed
     // worker are released at once instead of waiting for them to expire.
@@ -77,24 +80,41 @@ pub async fn run(
             match Order::from_message(&d.body, None, MAX_MESSAGE_BYTES) {
                 Ok(order) => {
                     let input = serde_json::to_value(&order).expect("orders serialize");
-                    let engine = engine.clone();
-                    let def = def.clone();
+                    let (engine, def, stats) = (engine.clone(), def.clone(), stats.clone());
                     starts.push((
                         d.id,
-                        tokio::spawn(async move { engine.start(order.order_id, def, input).await }),
+                        tokio::spawn(async move {
+                            let outcome = engine.start(order.order_id.clone(), def, input).await;
+                            if let Ok(StartOutcome::Duplicate) = outcome {
+                                note_duplicate(&engine, &order, &stats).await;
+                            }
+                            outcome
+                        }),
                     ));
                 }
                 Err(rejection) => {
                     tracing::warn!(message = d.id, reason = rejection.reason, description = %rejection.description, "malformed order dead-lettered");
-                    if let Err(e) = queue.dead_letter(d.id, &rejection.to_string()) {
-                        tracing::warn!(error = %e, "dead-lettering failed; the message will be delivered again");
+                    match queue.dead_letter(d.id, &rejection.to_string()) {
+                        Ok(_) => {
+                            stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "dead-lettering failed; the message will be delivered again")
+                        }
                     }
                 }
             }
         }
         for (id, start) in starts {
             match start.await {
-                Ok(Ok(StartOutcome::Started | StartOutcome::Duplicate)) => settled.push(id),
+                Ok(Ok(outcome)) => {
+                    let counter = match outcome {
+                        StartOutcome::Started => &stats.started,
+                        StartOutcome::Duplicate => &stats.duplicates,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    settled.push(id);
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, message = id, "saga start failed; the message will be delivered again");
                     let _ = queue.abandon(id);

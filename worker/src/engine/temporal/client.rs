@@ -513,6 +513,16 @@ impl TemporalClient {
             .map_err(request)
     }
 
+    /// The order the saga started from (its workflow's input), or `None`
+    /// when the cluster has no such saga.
+    pub async fn started_order(&self, saga_id: &str) -> Result<Option<Value>, TemporalError> {
+        match self.raw_history(saga_id).await {
+            Ok(events) => Ok(translate(&events).input.map(|input| input.order)),
+            Err(TemporalError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// One saga: its row, definition and journal, from its history.
     pub async fn saga(&self, saga_id: &str) -> Result<TemporalSaga, TemporalError> {
         let events = self.raw_history(saga_id).await?;

@@ -27,6 +27,7 @@ use self::deadletter::DeadLetterer;
 use self::endpoint::{Endpoint, EndpointError, Link};
 use self::error::LinkError;
 use self::message::body_bytes;
+use super::{note_duplicate, TriggerStats};
 use crate::config::ServiceBusSettings;
 use crate::engine::{Definition, StartOutcome, Starter};
 use backon::BackoffBuilder;
@@ -35,49 +36,9 @@ use fe2o3_amqp::types::messaging::Body;
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::Receiver;
 use sagaflow_activities::{Order, Rejection};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// What the trigger has done, for logs, idle checks and benchmarks.
-#[derive(Debug, Default)]
-pub struct TriggerStats {
-    /// True while a receiver link is attached.
-    pub connected: AtomicBool,
-    /// Starts running whose message is not settled yet.
-    pub in_flight: AtomicUsize,
-    /// Messages received (redeliveries included).
-    pub received: AtomicU64,
-    /// Messages accepted after a new saga started.
-    pub started: AtomicU64,
-    /// Messages accepted as duplicates of an existing saga.
-    pub duplicates: AtomicU64,
-    /// Messages dead-lettered.
-    pub dead_lettered: AtomicU64,
-    /// Messages released after a failed start.
-    pub abandoned: AtomicU64,
-    /// Connections opened (the first one included).
-    pub connects: AtomicU64,
-    /// When the last message arrived, ms since the epoch.
-    pub last_message_ms: AtomicU64,
-    /// When the current connection's receiver attached, ms since the epoch.
-    pub connected_at_ms: AtomicU64,
-}
-
-impl TriggerStats {
-    /// True when connected, nothing is in flight, and no message arrived
-    /// for `quiet_ms` (nor since the receiver attached): the queue looks
-    /// empty. A broker cannot say so outright without its management API.
-    pub fn looks_drained(&self, now_ms: u64, quiet_ms: u64) -> bool {
-        let last = self
-            .last_message_ms
-            .load(Ordering::Relaxed)
-            .max(self.connected_at_ms.load(Ordering::Relaxed));
-        self.connected.load(Ordering::Relaxed)
-            && self.in_flight.load(Ordering::Relaxed) == 0
-            && now_ms.saturating_sub(last) >= quiet_ms
-    }
-}
 
 /// How the trigger consumes.
 #[derive(Debug, Clone)]
@@ -284,12 +245,15 @@ impl ServiceBusTrigger {
                         (engine.clone(), def.clone(), disposer.clone(), stats.clone());
                     tokio::spawn(async move {
                         let input = serde_json::to_value(&order).expect("orders serialize");
-                        let id = order.order_id;
+                        let id = order.order_id.clone();
                         let settled = match engine.start(id.clone(), def, input).await {
                             Ok(outcome) => {
                                 let counter = match outcome {
                                     StartOutcome::Started => &stats.started,
-                                    StartOutcome::Duplicate => &stats.duplicates,
+                                    StartOutcome::Duplicate => {
+                                        note_duplicate(&engine, &order, &stats).await;
+                                        &stats.duplicates
+                                    }
                                 };
                                 counter.fetch_add(1, Ordering::Relaxed);
                                 disposer.accept(info).await
