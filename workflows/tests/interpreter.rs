@@ -890,3 +890,62 @@ fn every_prefix_replays(def: &SagaDef, run: &Run) {
         }
     }
 }
+
+/// Generated histories: whatever the activities answer (success, a
+/// retryable failure, a business failure) and whatever operator commands
+/// arrive while the saga is parked, the saga ends completed, compensated
+/// or parked, and every prefix of its history replays to the decision the
+/// live run took next.
+mod generated {
+    use super::*;
+    use proptest::prelude::*;
+
+    const STEPS: [&str; 5] = [
+        "reserve_stock",
+        "authorize_payment",
+        "create_order",
+        "capture_payment",
+        "commit_stock",
+    ];
+
+    fn signal() -> impl Strategy<Value = Signal> {
+        prop_oneof![
+            Just(Signal::Retry),
+            Just(Signal::Cancel),
+            (0..STEPS.len()).prop_map(|i| Signal::Resolve {
+                step: STEPS[i].into(),
+                output: json!({"by": "hand"}),
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_prefix_of_a_generated_history_replays_to_the_same_decisions(
+            answers in prop::collection::vec(0u8..5, 0..60),
+            signals in prop::collection::vec(signal(), 0..5),
+        ) {
+            let mut next = answers.into_iter();
+            let run = drive(
+                &checkout(),
+                |c| match next.next().unwrap_or(0) {
+                    0 | 1 => ok(c),
+                    2 | 3 => Err(ActivityError::retryable("http_503", "busy")),
+                    _ => Err(ActivityError::business("card_declined", "declined")),
+                },
+                &signals,
+            );
+            prop_assert!(
+                matches!(
+                    run.end,
+                    Some(SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Parked { .. })
+                ),
+                "{:?}",
+                run.end
+            );
+            every_prefix_replays(&checkout(), &run);
+        }
+    }
+}

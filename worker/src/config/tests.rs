@@ -149,3 +149,47 @@ fn a_step_timeout_or_backoff_beyond_the_limits_is_refused() {
         "{err}"
     );
 }
+
+/// Generated edits of the shipped `sagas.toml` (issue 12): a line replaced,
+/// dropped or doubled. The loader never panics, and every problem it
+/// reports names the file and says what is wrong.
+mod generated {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn shipped() -> String {
+        std::fs::read_to_string(manifest_dir().join("../sagas.toml")).unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn an_edited_config_loads_or_every_problem_is_explained(
+            at in any::<prop::sample::Index>(),
+            edit in 0u8..3,
+            text in "\\PC{0,40}|[a-z_]{1,12} = \"?[0-9a-z]{0,6}\"?|\\[[a-z.]{1,12}\\]",
+        ) {
+            let shipped = shipped();
+            let mut lines: Vec<&str> = shipped.lines().collect();
+            let i = at.index(lines.len());
+            match edit {
+                0 => lines[i] = &text,
+                1 => {
+                    lines.remove(i);
+                }
+                _ => lines.insert(i, lines[i]),
+            }
+            let edited = lines.join("\n");
+            let file = Path::new("edited/sagas.toml");
+            if let Err(errors) = Config::parse(&edited, file, &BUILTIN_ACTIVITIES) {
+                prop_assert!(!errors.0.is_empty());
+                for e in &errors.0 {
+                    let shown = e.to_string();
+                    prop_assert!(shown.starts_with("edited/sagas.toml"), "{}", shown);
+                    prop_assert!(e.message.trim().len() > 10, "{}", shown);
+                }
+            }
+        }
+    }
+}

@@ -413,3 +413,49 @@ mod tests {
             .contains("no user"));
     }
 }
+
+/// Generated connection strings (issue 12): the parser never panics, every
+/// refusal says what is wrong, and the secret appears in no error and no
+/// `Debug` output, whatever surrounds it.
+#[cfg(test)]
+mod generated {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A secret that no generated text around it can contain by chance.
+    const SECRET: &str = "Zq9SECRETx7";
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_text_parses_or_is_refused_with_a_reason(s in "\\PC{0,120}") {
+            if let Err(why) = Endpoint::parse(&s) {
+                prop_assert!(!why.trim().is_empty());
+            }
+        }
+
+        #[test]
+        fn the_secret_never_shows_in_an_error_or_debug(
+            scheme in "amqp|amqps|sb|http|",
+            user in "[a-z]{0,8}|guest",
+            host in "[a-z0-9.]{0,20}|127.0.0.1|\\PC{0,6}",
+            port in "[0-9]{0,6}|5672|",
+            rest in "\\PC{0,12}",
+            service_bus in any::<bool>(),
+        ) {
+            let text = if service_bus {
+                format!("Endpoint={scheme}://{host}/;SharedAccessKeyName={user};SharedAccessKey={SECRET}{rest}")
+            } else {
+                format!("{scheme}://{user}:{SECRET}@{host}:{port}{rest}")
+            };
+            match Endpoint::parse(&text) {
+                Ok(endpoint) => {
+                    let shown = format!("{endpoint:?}");
+                    prop_assert!(!shown.contains(SECRET), "{}", shown);
+                }
+                Err(why) => prop_assert!(!why.contains(SECRET), "{}", why),
+            }
+        }
+    }
+}
