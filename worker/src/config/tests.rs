@@ -150,6 +150,26 @@ fn a_step_timeout_or_backoff_beyond_the_limits_is_refused() {
     );
 }
 
+/// A void that may look for a lost authorization for `search_lag` must be
+/// given that long by its retry budget, or the saga would park on a hold
+/// the search does not show yet (issue 12, defect 3).
+#[test]
+fn a_void_budget_shorter_than_the_search_lag_is_refused() {
+    let profile = PROFILE.replace("payment = \"sandbox\"", "payment = \"http\"");
+    let saga = "[sagas.checkout]\npivot = \"pay\"\ncompensation_retry = { max_attempts = 3 }\n[[sagas.checkout.steps]]\nname = \"auth\"\naction = \"payment.authorize\"\ncompensation = \"payment.void\"\ntimeout = \"10s\"\n[[sagas.checkout.steps]]\nname = \"pay\"\naction = \"payment.capture\"\n";
+    let text = format!(
+        "{profile}\n[payment]\nbase_url = \"http://127.0.0.1:1\"\nsearch_lag = \"1m\"\n\n{saga}"
+    );
+    let err = parse(&text).unwrap_err();
+    assert_eq!(
+        err,
+        "sagas.toml:10: saga checkout, step auth: its void may have to look for a lost authorization for [payment] search_lag (60000 ms), but 3 compensation attempt(s) of 10000 ms allow only about 24000 ms; raise compensation_retry max_attempts or the step's compensation_timeout, or lower search_lag if the provider's search catches up sooner",
+    );
+    // Enough attempts, or a shorter lag, load.
+    parse(&text.replace("max_attempts = 3", "max_attempts = 8")).unwrap();
+    parse(&text.replace("search_lag = \"1m\"", "search_lag = \"20s\"")).unwrap();
+}
+
 /// Generated edits of the shipped `sagas.toml` (issue 12): a line replaced,
 /// dropped or doubled. The loader never panics, and every problem it
 /// reports names the file and says what is wrong.

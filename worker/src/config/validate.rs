@@ -100,7 +100,11 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
     }
     let servicebus = servicebus(d, raw.servicebus);
     let admin = admin(d, raw.admin);
+    let search_lag_span = raw.payment.search_lag.as_ref().map_or(0..0, |v| v.span());
     let sagas = raw.sagas.validate(d, registered);
+    if raw.profile.payment == PaymentKind::Http {
+        void_outlasts_search_lag(d, &sagas, search_lag_ms, search_lag_span);
+    }
     Config {
         file: d.file().to_owned(),
         profile: Profile {
@@ -188,6 +192,38 @@ fn servicebus(d: &mut Diagnostics<'_>, raw: RawServiceBus) -> ServiceBusSettings
         dead_letter_queue,
         prefetch: prefetch.clamp(1, 5000) as u32,
         max_message_bytes: max_bytes.max(1024) as u64,
+    }
+}
+
+/// A void that looks for a lost authorization must be allowed to look for
+/// `search_lag_ms`: otherwise its retries run out first and the saga parks
+/// on a hold it may simply not see yet. Each attempt searches for its time
+/// limit less the adapter's margin (2 s); the delays between attempts are
+/// not counted.
+fn void_outlasts_search_lag(
+    d: &mut Diagnostics<'_>,
+    sagas: &std::collections::BTreeMap<String, sagaflow_workflows::SagaDef>,
+    search_lag_ms: u64,
+    span: std::ops::Range<usize>,
+) {
+    for (name, saga) in sagas {
+        let attempts = u64::from(saga.compensation_retry.max_attempts);
+        for step in &saga.steps {
+            if step.compensation.as_deref() != Some("payment.void") || attempts == 0 {
+                continue;
+            }
+            let timeout = step.compensation_timeout_ms.unwrap_or(step.timeout_ms);
+            let looks_ms = attempts * timeout.saturating_sub(2_000);
+            if looks_ms < search_lag_ms {
+                d.error(
+                    span.clone(),
+                    Some(format!("saga {name}, step {}", step.name)),
+                    format!(
+                        "its void may have to look for a lost authorization for [payment] search_lag ({search_lag_ms} ms), but {attempts} compensation attempt(s) of {timeout} ms allow only about {looks_ms} ms; raise compensation_retry max_attempts or the step's compensation_timeout, or lower search_lag if the provider's search catches up sooner"
+                    ),
+                );
+            }
+        }
     }
 }
 
