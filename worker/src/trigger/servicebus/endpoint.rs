@@ -265,12 +265,18 @@ fn parse_service_bus(s: &str) -> Result<Endpoint, String> {
     let mut key = None;
     let mut entity_path = None;
     let mut emulator = false;
-    for part in s.split(';').filter(|p| !p.trim().is_empty()) {
+    // Errors name a part by its position, never by its text: a malformed
+    // part may be (or hold) the key itself.
+    for (index, part) in s
+        .split(';')
+        .enumerate()
+        .filter(|(_, p)| !p.trim().is_empty())
+    {
         // The key itself may contain '=' (base64), so split at the first.
         let (k, v) = part.split_once('=').ok_or_else(|| {
             format!(
-                "\"{}\" is not KEY=VALUE",
-                part.split('=').next().unwrap_or("")
+                "part {} (counting the ';'-separated parts from 1) is not KEY=VALUE",
+                index + 1
             )
         })?;
         match k.trim().to_ascii_lowercase().as_str() {
@@ -281,23 +287,34 @@ fn parse_service_bus(s: &str) -> Result<Endpoint, String> {
             "usedevelopmentemulator" => emulator = v.trim().eq_ignore_ascii_case("true"),
             other => {
                 return Err(format!(
-                    "unknown part \"{other}\"; expected Endpoint, SharedAccessKeyName, SharedAccessKey, EntityPath or UseDevelopmentEmulator"
+                    "part {} has an unknown key{}; expected Endpoint, SharedAccessKeyName, SharedAccessKey, EntityPath or UseDevelopmentEmulator",
+                    index + 1,
+                    shown_if_a_name(other)
+                        .map(|name| format!(" \"{name}\""))
+                        .unwrap_or_default()
                 ))
             }
         }
     }
     let endpoint = endpoint.ok_or("Endpoint=sb://NAMESPACE.servicebus.windows.net/ is missing")?;
-    let rest = endpoint
-        .strip_prefix("sb://")
-        .ok_or_else(|| format!("Endpoint must start with sb:// (got {endpoint})"))?;
+    let rest = endpoint.strip_prefix("sb://").ok_or_else(|| {
+        let scheme = endpoint.split_once("://").map(|(scheme, _)| scheme);
+        format!(
+            "Endpoint must start with sb://{}",
+            scheme
+                .and_then(shown_if_a_name)
+                .map(|scheme| format!(" (it starts with {scheme}://)"))
+                .unwrap_or_default()
+        )
+    })?;
     let authority = rest.split('/').next().unwrap_or("");
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (
             h.to_owned(),
-            Some(
-                p.parse::<u16>()
-                    .map_err(|_| format!("bad port in Endpoint: {p}"))?,
-            ),
+            Some(p.parse::<u16>().map_err(|_| {
+                "the port in Endpoint (after the last ':') is not a number from 0 to 65535"
+                    .to_owned()
+            })?),
         ),
         None => (authority.to_owned(), None),
     };
@@ -317,6 +334,19 @@ fn parse_service_bus(s: &str) -> Result<Endpoint, String> {
         password: key,
         entity_path,
     })
+}
+
+/// `text` when it is short and made of letters, digits, '-' and '_' only,
+/// as key names and schemes are: echoing it helps find a typo. Anything
+/// else may be (part of) a secret and is never shown.
+fn shown_if_a_name(text: &str) -> Option<&str> {
+    let text = text.trim();
+    let name_like = !text.is_empty()
+        && text.len() <= 32
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    name_like.then_some(text)
 }
 
 fn parse_url(s: &str) -> Result<Endpoint, String> {
@@ -397,6 +427,24 @@ mod tests {
         assert!(!format!("{e} {e:?}").contains("TOPSECRET"));
         let e = Endpoint::parse("amqp://guest:TOPSECRET@localhost").unwrap();
         assert!(!format!("{e} {e:?}").contains("TOPSECRET"));
+    }
+
+    #[test]
+    fn a_malformed_part_is_named_by_position_not_by_its_text() {
+        // Found by the generated test below: the part was echoed, key and all.
+        let err = Endpoint::parse("sb://:TOPSECRET@:;=").unwrap_err();
+        assert!(!err.contains("TOPSECRET"), "{err}");
+        assert!(err.contains("part 1"), "{err}");
+        let err =
+            Endpoint::parse("Endpoint=sb://h:TOPSECRET/;SharedAccessKeyName=k;SharedAccessKey=v")
+                .unwrap_err();
+        assert!(!err.contains("TOPSECRET") && err.contains("port"), "{err}");
+        let err =
+            Endpoint::parse("Endpoint=x:TOPSECRET@h://;SharedAccessKeyName=k;SharedAccessKey=v")
+                .unwrap_err();
+        assert!(!err.contains("TOPSECRET") && err.contains("sb://"), "{err}");
+        let err = Endpoint::parse("Endpoint=sb://h/;SharedAccesKey=v").unwrap_err();
+        assert!(err.contains("\"sharedacceskey\""), "a typo is shown: {err}");
     }
 
     #[test]
