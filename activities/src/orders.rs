@@ -73,6 +73,15 @@ pub struct OrdersSnapshot {
     pub cancelled: i64,
 }
 
+/// One order document's id and status, as [`Orders::list`] reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OrderDoc {
+    /// The order (= saga) id.
+    pub id: String,
+    /// `created` or `cancelled`.
+    pub status: String,
+}
+
 /// The embedded order store.
 pub struct OrderStore {
     conn: Mutex<Connection>,
@@ -143,6 +152,21 @@ impl OrderStore {
         snapshot(&self.conn.lock().expect("order store lock"))
     }
 
+    /// Every document's id and status, sorted by id.
+    pub fn list(&self) -> Result<Vec<OrderDoc>, OrdersError> {
+        let conn = self.conn.lock().expect("order store lock");
+        let mut statement = conn.prepare("SELECT id, status FROM orders ORDER BY id")?;
+        let docs = statement
+            .query_map([], |r| {
+                Ok(OrderDoc {
+                    id: r.get(0)?,
+                    status: r.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<OrderDoc>>>()?;
+        Ok(docs)
+    }
+
     /// Reads the counts from a store file.
     pub fn read_snapshot(path: &Path) -> Result<OrdersSnapshot, OrdersError> {
         snapshot(&open_store(path, SCHEMA)?)
@@ -208,6 +232,17 @@ impl Orders {
             Orders::Embedded(s) => s.snapshot(),
             Orders::Cosmos(c) => c.snapshot().await,
         }
+    }
+
+    /// Every document's id and status, sorted by id. Reads the whole
+    /// store: an operator view (`reconcile`), never the checkout path.
+    pub async fn list(&self) -> Result<Vec<OrderDoc>, OrdersError> {
+        let mut docs = match self {
+            Orders::Embedded(s) => s.list()?,
+            Orders::Cosmos(c) => c.list().await?,
+        };
+        docs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(docs)
     }
 }
 

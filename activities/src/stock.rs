@@ -121,6 +121,49 @@ impl Expired {
     }
 }
 
+/// Where one line of a reservation stands, as the ledger records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineState {
+    /// Held for its saga: counted in `reserved`.
+    Reserved,
+    /// Sold: counted in `sold`.
+    Committed,
+    /// Given back by its saga (or a tombstone that holds nothing).
+    Released,
+    /// Reclaimed by the reaper.
+    Expired,
+    /// Sold, then returned by a refund.
+    Returned,
+}
+
+impl LineState {
+    /// The lowercase name used in messages and `--json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LineState::Reserved => "reserved",
+            LineState::Committed => "committed",
+            LineState::Released => "released",
+            LineState::Expired => "expired",
+            LineState::Returned => "returned",
+        }
+    }
+}
+
+/// One SKU line of one reservation (the reservation id is its saga's id),
+/// as [`Stock::reservations`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ReservationLine {
+    /// The reservation (= saga) id.
+    pub reservation: String,
+    /// The SKU.
+    pub sku: String,
+    /// Units on this line.
+    pub units: u32,
+    /// Where the line stands.
+    pub state: LineState,
+}
+
 /// What [`Stock::settle`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Settled {
@@ -288,6 +331,19 @@ impl Stock {
             Stock::Embedded(l) => l.settle(expired, lives, now_ms, keep_until_ms),
             Stock::Redis(r) => r.settle(expired, lives, now_ms, keep_until_ms).await,
         }
+    }
+
+    /// Every line of every reservation that holds or held units, sorted by
+    /// reservation then SKU (tombstones, which never held any, are left
+    /// out). Reads the whole ledger: an operator view (`reconcile`), never
+    /// the checkout path.
+    pub async fn reservations(&self) -> Result<Vec<ReservationLine>, StockError> {
+        let mut lines = match self {
+            Stock::Embedded(l) => l.reservations()?,
+            Stock::Redis(r) => r.reservations().await?,
+        };
+        lines.sort_by(|a, b| (&a.reservation, &a.sku).cmp(&(&b.reservation, &b.sku)));
+        Ok(lines)
     }
 
     /// Totals for invariant checks.

@@ -87,14 +87,34 @@ pub async fn start_adapters(config: &Config, paths: &DataPaths) -> Result<Adapte
     );
     let order_store = open_orders(config, paths).await?;
     orders::register(&mut registry, order_store.clone());
+    let (sandbox, client) =
+        open_payment(config, paths, sandbox_knobs(config), config.sandbox.port).await?;
+    payment::http::register(&mut registry, Arc::new(client));
+    Ok(Adapters {
+        registry: Arc::new(registry),
+        stock: stock_backend,
+        orders: order_store,
+        _sandbox: sandbox,
+    })
+}
+
+/// The payment client the profile selects; with `payment = "sandbox"`
+/// also the in-process sandbox it talks to (listening on loopback `port`,
+/// 0 for any, with `knobs`), which serves as long as it lives.
+pub async fn open_payment(
+    config: &Config,
+    paths: &DataPaths,
+    knobs: Knobs,
+    port: u16,
+) -> Result<(Option<Sandbox>, PaymentClient)> {
     let api_key = std::env::var(&config.payment.api_key_env).ok();
     let (sandbox, base_url, api_key) = match config.profile.payment {
         PaymentKind::Sandbox => {
-            let addr = ([127, 0, 0, 1], config.sandbox.port).into();
+            let addr = ([127, 0, 0, 1], port).into();
             let sandbox = Sandbox::start(
                 SandboxConfig {
                     db_path: paths.payments(),
-                    knobs: sandbox_knobs(config),
+                    knobs,
                     // One worker per sandbox: the log would say nothing new.
                     request_log: false,
                 },
@@ -132,13 +152,7 @@ pub async fn start_adapters(config: &Config, paths: &DataPaths) -> Result<Adapte
         },
     })
     .context("cannot build the payment client")?;
-    payment::http::register(&mut registry, Arc::new(client));
-    Ok(Adapters {
-        registry: Arc::new(registry),
-        stock: stock_backend,
-        orders: order_store,
-        _sandbox: sandbox,
-    })
+    Ok((sandbox, client))
 }
 
 /// The knobs `[sandbox]` in sagas.toml sets (the others start off).

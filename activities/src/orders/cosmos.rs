@@ -320,6 +320,26 @@ impl CosmosOrders {
             cancelled: count("cancelled"),
         })
     }
+
+    /// Every document's id and status: one cross-partition query, cost
+    /// proportional to the number of orders (see [`Self::snapshot`]).
+    pub async fn list(&self) -> Result<Vec<super::OrderDoc>, OrdersError> {
+        let failed = |e: CosmosError| OrdersError::Cosmos {
+            container: self.name.clone(),
+            reason: e.to_string(),
+        };
+        self.container
+            .query_items::<super::OrderDoc>(
+                Query::from("SELECT c.id, c.status FROM c"),
+                FeedScope::full_container(),
+                None,
+            )
+            .await
+            .map_err(failed)?
+            .try_collect()
+            .await
+            .map_err(failed)
+    }
 }
 
 /// The client-wide options [`CosmosOrders::connect`] uses: the SDK retries

@@ -30,8 +30,10 @@
 //!   sensitive); it is never logged, printed by `Debug`, or put in an error.
 
 mod answers;
+mod books;
 
 use self::answers::*;
+pub use self::books::IntentBooks;
 use crate::registry::Registry;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use sagaflow_workflows::{ActivityCall, ActivityError};
@@ -534,13 +536,14 @@ impl PaymentClient {
         }
     }
 
-    /// Intents whose `metadata[key]` is `value`, newest first.
+    /// Intents whose `metadata[key]` is `value`, newest first (at most 100,
+    /// the provider's page limit: one order has one or a few).
     async fn search(&self, key: &str, value: &str) -> Result<Vec<Value>, ActivityError> {
         let query = format!("metadata[{}]:{}", quote(key), quote(value));
         let request = self
             .http
             .get(format!("{}/v1/payment_intents/search", self.base_url))
-            .query(&[("query", query.as_str())]);
+            .query(&[("query", query.as_str()), ("limit", "100")]);
         let answer = self.send(request, "search").await?;
         if !answer.is_success() {
             return Err(answer.error("search"));

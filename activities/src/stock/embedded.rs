@@ -2,7 +2,10 @@
 //! the semantics the module above describes (the Redis adapter keeps the
 //! same books).
 
-use super::{not_sold, unknown_to_return, Expired, Settled, StockError, StockSnapshot};
+use super::{
+    aggregate_lines, not_sold, unknown_to_return, Expired, LineState, ReservationLine, Settled,
+    StockError, StockSnapshot,
+};
 use crate::order::OrderLine;
 use crate::sqlite::{now_ms, open_store};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -314,6 +317,41 @@ impl StockLedger {
     pub fn snapshot(&self) -> Result<StockSnapshot, StockError> {
         let conn = self.conn.lock().expect("stock ledger lock");
         snapshot(&conn)
+    }
+
+    /// Every line of every reservation (see [`super::Stock::reservations`]).
+    pub fn reservations(&self) -> Result<Vec<ReservationLine>, StockError> {
+        let conn = self.conn.lock().expect("stock ledger lock");
+        let mut statement = conn.prepare("SELECT id, items, state FROM reservations")?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut lines = Vec::new();
+        for row in rows {
+            let (reservation, items, state) = row?;
+            let state = match state.as_str() {
+                "reserved" => LineState::Reserved,
+                "committed" => LineState::Committed,
+                "released" => LineState::Released,
+                "expired" => LineState::Expired,
+                _ => LineState::Returned,
+            };
+            // Written by this module from `OrderLine`s; a tombstone's is `[]`.
+            let items: Vec<OrderLine> = serde_json::from_str(&items).unwrap_or_default();
+            for (sku, units) in aggregate_lines(&items) {
+                lines.push(ReservationLine {
+                    reservation: reservation.clone(),
+                    sku,
+                    units,
+                    state,
+                });
+            }
+        }
+        Ok(lines)
     }
 
     /// Reads the totals from a ledger file without holding it open.

@@ -62,7 +62,9 @@
 //! 7.0 has no per-field expiry, so pruning old `C`/`L`/`X` records is an
 //! operator job for now.
 
-use super::{aggregate_lines, Expired, Settled, StockError, StockSnapshot};
+use super::{
+    aggregate_lines, Expired, LineState, ReservationLine, Settled, StockError, StockSnapshot,
+};
 use crate::order::OrderLine;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, Client, RedisError, Script};
@@ -646,6 +648,53 @@ impl RedisStock {
             .map_err(|e| self.plumbing(e))?;
         skus.sort();
         Ok(skus)
+    }
+
+    /// Every line of every reservation (see [`super::Stock::reservations`]),
+    /// read SKU by SKU with `HSCAN`, so a large ledger does not block the
+    /// server. Tombstones (`L` lines that never held units) are left out.
+    pub async fn reservations(&self) -> Result<Vec<ReservationLine>, StockError> {
+        let mut conn = self.conn.clone();
+        let mut lines = Vec::new();
+        for sku in self.skus().await? {
+            let SkuKeys([_, resv, _]) = self.keys(&sku);
+            let mut cursor = 0u64;
+            loop {
+                let (next, page): (u64, Vec<(String, String)>) = ::redis::cmd("HSCAN")
+                    .arg(&resv)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.plumbing(e))?;
+                for (reservation, record) in page {
+                    // Written by the scripts: {"s": state, "q": units, ...}.
+                    let record: Value = serde_json::from_str(&record).unwrap_or(Value::Null);
+                    let units = record["q"].as_u64().unwrap_or(0) as u32;
+                    let state = match record["s"].as_str().unwrap_or("") {
+                        "R" => LineState::Reserved,
+                        "C" => LineState::Committed,
+                        "X" => LineState::Expired,
+                        "T" => LineState::Returned,
+                        _ => LineState::Released,
+                    };
+                    if units > 0 {
+                        lines.push(ReservationLine {
+                            reservation,
+                            sku: sku.clone(),
+                            units,
+                            state,
+                        });
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(lines)
     }
 
     /// Totals over every seeded SKU, for invariant checks. Each SKU's counts

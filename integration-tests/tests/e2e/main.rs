@@ -28,6 +28,9 @@ mod demo;
 /// Operator commands (cancel, resolve, retry) and their audit, on both
 /// engines, against a running worker.
 mod operator;
+/// `sagaflow reconcile` finds drift planted in the stores, on both
+/// engines, and `--fix` repairs only the safe kinds.
+mod reconcile;
 /// The Redis stock adapter survives a Redis restart mid-sale.
 mod redis_fault;
 /// The interpreter's scenarios on both engines (embedded and Temporal).

@@ -556,12 +556,18 @@ fn captured_intent(events: &[EventRow]) -> Option<String> {
 }
 
 /// `sagaflow audit`: every operator command, oldest first.
-pub fn audit(source: &Source, args: AuditArgs) -> Result<ExitCode> {
+pub fn audit(source: &Source, data: &Path, args: AuditArgs) -> Result<ExitCode> {
     let since_ms = match &args.since {
         None => 0,
         Some(s) => parse_since(s, now_ms())?,
     };
-    let rows = audit_rows(source, since_ms, args.saga.as_deref(), args.limit)?;
+    let rows = audit_rows(
+        source,
+        Some(data),
+        since_ms,
+        args.saga.as_deref(),
+        args.limit,
+    )?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for r in &rows {
@@ -597,14 +603,16 @@ pub fn audit(source: &Source, args: AuditArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Operator commands since `since_ms`, oldest first, on either engine.
+/// Operator commands since `since_ms`, oldest first, on either engine;
+/// with `data`, `reconcile --fix`'s repairs recorded there too.
 pub(super) fn audit_rows(
     source: &Source,
+    data: Option<&Path>,
     since_ms: u64,
     saga: Option<&str>,
     limit: usize,
 ) -> Result<Vec<AuditRow>> {
-    Ok(match source {
+    let mut rows = match source {
         Source::Journal(data) => operator::audit(&open_journal(data)?, since_ms, saga, limit)?,
         Source::Temporal(settings) => super::inspect::block_on(async {
             TemporalClient::connect(settings)
@@ -612,8 +620,22 @@ pub(super) fn audit_rows(
                 .audit(since_ms, saga, limit)
                 .await
         })??,
-        Source::Admin(client) => client.audit(since_ms, saga, limit)?,
-    })
+        // The worker behind the admin API adds its own repairs.
+        Source::Admin(client) => return client.audit(since_ms, saga, limit),
+    };
+    if let Some(data) = data {
+        rows.extend(
+            crate::reconcile::repair::audited(data, since_ms, saga).with_context(|| {
+                format!(
+                    "cannot read {}",
+                    crate::reconcile::repair::audit_path(data).display()
+                )
+            })?,
+        );
+        rows.sort_by_key(|r| r.at_ms);
+        rows.truncate(limit);
+    }
+    Ok(rows)
 }
 
 /// A time as RFC 3339 UTC with milliseconds.

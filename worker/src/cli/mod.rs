@@ -9,6 +9,7 @@ mod command;
 mod demo;
 mod dlq;
 mod inspect;
+mod reconcile;
 mod run;
 mod sandbox;
 
@@ -41,6 +42,7 @@ Examples:
   sagaflow refund o-1045 --reason \"goods returned\" undo a completed checkout
   sagaflow retry --where \"status=parked and step=commit_stock\" --dry-run
   sagaflow audit --since 2h                       who commanded what, when and why
+  sagaflow reconcile                              do the stores agree with the sagas? (--fix repairs holds)
   sagaflow --admin http://10.0.0.7:7070 list      the same, through a worker's admin API
   sagaflow stock set SKU-1=500                    set (or `stock show`) the stock
   sagaflow dlq list                               dead letters with their reasons
@@ -124,6 +126,16 @@ enum Command {
     ///
     /// Example: sagaflow audit --since 2h --json
     Audit(command::AuditArgs),
+    /// Compare the sagas with the stock store, the payment provider and the order store; exit 1 on drift
+    ///
+    /// Reports a captured payment of an order not sold, an authorization still held after its saga
+    /// ended, stock reserved without a live saga or sold without a sale, an order document without a
+    /// completed saga, and a completed saga missing its capture, stock commit or order document.
+    /// `--fix --reason TEXT` voids the holds and releases the reservations (the safe repairs) and
+    /// records each in the audit.
+    ///
+    /// Example: sagaflow reconcile --fix --reason "after INC-7"
+    Reconcile(reconcile::ReconcileArgs),
     /// Same as `retry` (kept for scripts written before it): sagaflow signal ID retry --reason TEXT
     #[command(hide = true)]
     Signal(command::SignalArgs),
@@ -271,7 +283,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let data = data_dir(&config, args.data);
             command::refund(&source(&config, Some(data.clone()))?, &data, &config, c)
         }
-        Command::Audit(a) => command::audit(&source(&load(None)?, args.data)?, a),
+        Command::Audit(a) => {
+            let config = load(None)?;
+            let data = data_dir(&config, args.data);
+            command::audit(&source(&config, Some(data.clone()))?, &data, a)
+        }
+        Command::Reconcile(r) => {
+            let config = load(None)?;
+            let data = data_dir(&config, args.data);
+            reconcile::reconcile(&config, &source(&config, Some(data.clone()))?, &data, r)
+        }
         Command::Signal(s) => with_data(Box::new(|source, data| {
             command::simple(source, data, Signal::Retry, s.into_retry())
         })),

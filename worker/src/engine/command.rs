@@ -55,8 +55,11 @@ pub struct StartRequest {
 /// order id (orders are refused at the door with it), so this id cannot
 /// collide with an order's, and a second refund finds the first.
 pub fn refund_id(id: &str) -> String {
-    format!("{id}#refund")
+    format!("{id}{REFUND_SUFFIX}")
 }
+
+/// What [`refund_id`] appends to a sale's id.
+pub const REFUND_SUFFIX: &str = "#refund";
 
 /// The stored form of a command: `signal` is its name; a resolve's step
 /// and output sit beside it, so that the journal's rows stay flat and a

@@ -173,7 +173,7 @@ async fn audit(State(state): State<Shared>, Query(q): Query<AuditQuery>) -> Answ
     };
     let limit = q.limit.unwrap_or(1000);
     let rows = blocking(&state, move |s| {
-        command::audit_rows(&s.source, since_ms, q.saga.as_deref(), limit)
+        command::audit_rows(&s.source, Some(&s.data), since_ms, q.saga.as_deref(), limit)
     })
     .await?;
     Ok(Json(rows).into_response())

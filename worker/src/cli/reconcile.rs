@@ -1,0 +1,223 @@
+//! `sagaflow reconcile [--json] [--fix --reason TEXT]`: compares the
+//! engine's sagas with the stock store, the payment provider and the order
+//! store (see [`crate::reconcile`]), prints every drift with what to do,
+//! and exits 1 while any is left.
+
+use super::inspect::Source;
+use crate::app::{open_orders, open_payment, open_stock, DataPaths};
+use crate::config::{Config, EngineKind, PaymentKind};
+use crate::engine::core::now_ms;
+use crate::engine::liveness::Liveness;
+use crate::engine::temporal::client::TemporalClient;
+use crate::reconcile::books;
+use crate::reconcile::drift::{self, Drift, Judged};
+use crate::reconcile::repair::{self, Operator, Repaired};
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Arguments of `reconcile`.
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// Print one JSON document instead of the report
+    #[arg(long)]
+    json: bool,
+    /// Repair what is safe: void authorizations no saga will capture and release reservations no saga will commit (needs --reason; recorded in the audit)
+    #[arg(long)]
+    fix: bool,
+    /// Why you repair (recorded in the audit with each repair)
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    /// Who repairs [default: $SAGAFLOW_OPERATOR, else the OS user]
+    #[arg(long, env = "SAGAFLOW_OPERATOR")]
+    operator: Option<String>,
+}
+
+/// Runs reconcile on this machine's stores and `source`'s sagas.
+pub fn reconcile(
+    config: &Config,
+    source: &Source,
+    data: &Path,
+    args: ReconcileArgs,
+) -> Result<ExitCode> {
+    let reason = match (&args.reason, args.fix) {
+        (Some(r), true) if !r.trim().is_empty() => Some(r.clone()),
+        (_, true) => bail!(
+            "--fix needs --reason TEXT: every repair is recorded in the audit with why it was made"
+        ),
+        _ => None,
+    };
+    let started = std::time::Instant::now();
+    if !args.json {
+        eprintln!("reconcile: listing the engine's sagas ...");
+    }
+    let rows = source.list(None, usize::MAX)?;
+    let paths = DataPaths::new(data)?;
+    let rt = super::run::runtime()?;
+    let report = rt.block_on(async {
+        let stock = open_stock(config, &paths).await?;
+        let orders = open_orders(config, &paths).await?;
+        // Reconcile's own requests must see the provider as it is: the
+        // in-process sandbox starts with every fault knob off.
+        let (_sandbox, payment) = open_payment(config, &paths, Default::default(), 0).await?;
+        let liveness = match config.profile.engine {
+            EngineKind::Embedded => Liveness::Journal(paths.journal()),
+            EngineKind::Temporal => Liveness::Temporal(
+                TemporalClient::connect(&config.temporal)
+                    .await
+                    .context("cannot reach Temporal")?,
+            ),
+        };
+        if !args.json {
+            eprintln!(
+                "reconcile: {} sagas; reading the stock store, the order store and the payment provider ...",
+                rows.len()
+            );
+        }
+        let books = books::read(config, &rows, &stock, &orders, &payment).await?;
+        let search_lag_ms = match config.profile.payment {
+            PaymentKind::Sandbox => 0,
+            PaymentKind::Http => config.payment.search_lag_ms,
+        };
+        let (mut drifts, mut judged) = drift::drifts(&books, now_ms(), search_lag_ms);
+        // The listing may trail the engine (Temporal's visibility): an id it
+        // did not show may belong to a saga that started meanwhile.
+        let unknown: Vec<&str> = drifts
+            .iter()
+            .filter(|d| d.saga_status == "unknown")
+            .map(|d| d.saga_id.as_str())
+            .collect();
+        let living = liveness.living(&unknown).await?;
+        if !living.is_empty() {
+            drifts.retain(|d| !living.contains(&d.saga_id));
+            judged.in_flight += living.len();
+            judged.judged -= living.len().min(judged.judged);
+        }
+        let repaired = match &reason {
+            Some(reason) => {
+                let name = super::command::operator_name(args.operator.clone());
+                let operator = Operator {
+                    name: &name,
+                    reason,
+                };
+                repair::repair(&drifts, &liveness, &stock, &payment, data, &operator).await?
+            }
+            None => Vec::new(),
+        };
+        anyhow::Ok(Report {
+            sagas: rows.len(),
+            intents: books.intents.values().map(Vec::len).sum(),
+            reservations: books.lines.len(),
+            orders: books.orders.len(),
+            judged,
+            drifts,
+            repaired,
+        })
+    })?;
+    let left = report.left();
+    if args.json {
+        println!("{}", report.json(started.elapsed().as_secs_f64()));
+    } else {
+        report.print(&mut std::io::stdout().lock())?;
+    }
+    Ok(if left.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// What one run found and did.
+struct Report {
+    sagas: usize,
+    intents: usize,
+    reservations: usize,
+    orders: usize,
+    judged: Judged,
+    drifts: Vec<Drift>,
+    repaired: Vec<Repaired>,
+}
+
+impl Report {
+    /// The drifts a repair did not settle.
+    fn left(&self) -> Vec<&Drift> {
+        self.drifts
+            .iter()
+            .filter(|d| {
+                !self
+                    .repaired
+                    .iter()
+                    .any(|r| r.outcome == "applied" && d.fix.as_ref() == Some(&r.fix))
+            })
+            .collect()
+    }
+
+    fn json(&self, seconds: f64) -> serde_json::Value {
+        json!({
+            "read": {
+                "sagas": self.sagas,
+                "payment_intents": self.intents,
+                "reservation_lines": self.reservations,
+                "order_documents": self.orders,
+            },
+            "judged": self.judged,
+            "drifts": self.drifts,
+            "repaired": self.repaired,
+            "left": self.left().len(),
+            "seconds": seconds,
+        })
+    }
+
+    fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "read {} sagas, {} payment intents, {} reservation lines, {} order documents",
+            self.sagas, self.intents, self.reservations, self.orders
+        )?;
+        writeln!(
+            out,
+            "judged {} orders ({} in flight not judged{})",
+            self.judged.judged,
+            self.judged.in_flight,
+            if self.judged.too_recent_for_payment > 0 {
+                format!(
+                    "; {} ended within [payment] search_lag, their payments not judged yet",
+                    self.judged.too_recent_for_payment
+                )
+            } else {
+                String::new()
+            }
+        )?;
+        for d in &self.drifts {
+            writeln!(
+                out,
+                "DRIFT {:<40} {} ({}): {}\n      do: {}",
+                d.kind.phrase(),
+                d.saga_id,
+                d.saga_status,
+                d.detail,
+                d.action
+            )?;
+        }
+        for r in &self.repaired {
+            writeln!(out, "FIXED {} {}: {}", r.saga_id, r.outcome, r.detail)?;
+        }
+        let left = self.left().len();
+        if left == 0 {
+            writeln!(out, "no drift: the books agree")
+        } else {
+            let fixable = self.left().iter().filter(|d| d.fix.is_some()).count();
+            writeln!(
+                out,
+                "{left} drift(s) left{}",
+                if fixable > 0 {
+                    format!("; {fixable} can be repaired with --fix --reason TEXT")
+                } else {
+                    String::new()
+                }
+            )
+        }
+    }
+}
