@@ -20,7 +20,7 @@ use azure_data_cosmos_driver::in_memory_emulator::{
 };
 use sagaflow_activities::order::{Order, OrderLine};
 use sagaflow_activities::orders::cosmos::throttle_options;
-use sagaflow_activities::orders::{CosmosOrders, OrderStore, Orders, OrdersSnapshot};
+use sagaflow_activities::orders::{CosmosOrders, OrderDoc, OrderStore, Orders, OrdersSnapshot};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -127,6 +127,7 @@ macro_rules! suite {
 suite!(
     create_is_idempotent_and_cancel_leaves_a_tombstone,
     concurrent_creates_and_cancels_agree,
+    list_shows_every_document_with_its_status,
 );
 
 async fn create_is_idempotent_and_cancel_leaves_a_tombstone(s: &Orders) {
@@ -338,5 +339,26 @@ async fn cosmos_cancel_rereads_after_a_412_and_loses_no_write() {
             created: 0,
             cancelled: 1
         }
+    );
+}
+
+/// What `reconcile` reads: every document once, sorted by id, with its
+/// status (a tombstone included: it is a document).
+async fn list_shows_every_document_with_its_status(s: &Orders) {
+    s.create(&order("o2")).await.unwrap();
+    s.create(&order("o1")).await.unwrap();
+    s.cancel("o1").await.unwrap();
+    s.cancel("o3").await.unwrap();
+    let doc = |id: &str, status: &str| OrderDoc {
+        id: id.into(),
+        status: status.into(),
+    };
+    assert_eq!(
+        s.list().await.unwrap(),
+        vec![
+            doc("o1", "cancelled"),
+            doc("o2", "created"),
+            doc("o3", "cancelled")
+        ]
     );
 }

@@ -8,7 +8,9 @@
 
 use redis::AsyncCommands;
 use sagaflow_activities::order::OrderLine;
-use sagaflow_activities::stock::{RedisStock, RedisStockConfig, Stock, StockLedger};
+use sagaflow_activities::stock::{
+    LineState, RedisStock, RedisStockConfig, ReservationLine, Stock, StockLedger,
+};
 use sagaflow_workflows::ActivityError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -199,6 +201,7 @@ suite!(
     concurrent_flash_sale_sells_exactly_the_stock,
     a_refund_returns_sold_units_once,
     a_live_sagas_reservation_is_kept_past_its_deadline,
+    reservations_list_every_line_in_its_state,
 );
 
 async fn reserve_is_idempotent_and_stops_at_zero(s: &Stock) {
@@ -661,4 +664,40 @@ async fn bench_reserve_runs_on_the_embedded_ledger() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_reserve_runs_on_redis() {
     bench_on(Backend::redis("bench").await, "redis").await;
+}
+
+/// What `reconcile` reads: every line of every reservation with its state,
+/// sorted by reservation then SKU; a tombstone (a release that came before
+/// its reserve) held nothing and is not listed.
+async fn reservations_list_every_line_in_its_state(s: &Stock) {
+    s.seed(&[("A".into(), 10), ("B".into(), 10)]).await.unwrap();
+    let ab = lines(&[("A", 2), ("B", 1)]);
+    s.reserve("held", &ab, FAR).await.unwrap();
+    s.reserve("sold", &one("A"), FAR).await.unwrap();
+    s.commit("sold", &one("A")).await.unwrap();
+    s.reserve("freed", &one("B"), FAR).await.unwrap();
+    s.release("freed", &one("B")).await.unwrap();
+    s.reserve("back", &one("A"), FAR).await.unwrap();
+    s.commit("back", &one("A")).await.unwrap();
+    s.return_sold("back", &one("A")).await.unwrap();
+    s.reserve("late", &one("B"), 1_000).await.unwrap();
+    assert_eq!(reclaim_dead(s, 2_000).await.unwrap(), 1);
+    s.release("never", &one("A")).await.unwrap();
+    let line = |id: &str, sku: &str, units, state| ReservationLine {
+        reservation: id.into(),
+        sku: sku.into(),
+        units,
+        state,
+    };
+    assert_eq!(
+        s.reservations().await.unwrap(),
+        vec![
+            line("back", "A", 1, LineState::Returned),
+            line("freed", "B", 1, LineState::Released),
+            line("held", "A", 2, LineState::Reserved),
+            line("held", "B", 1, LineState::Reserved),
+            line("late", "B", 1, LineState::Expired),
+            line("sold", "A", 1, LineState::Committed),
+        ]
+    );
 }
