@@ -17,8 +17,9 @@ use sagaflow_activities::payment::http::PaymentClient;
 use sagaflow_activities::stock::Stock;
 use std::collections::BTreeSet;
 
-/// How many provider searches run at once.
-const SEARCHES_AT_ONCE: usize = 8;
+/// How many provider searches run at once (each retried while it fails
+/// retryably: [`super::patiently`]).
+const SEARCHES_AT_ONCE: usize = 16;
 
 /// Why the books could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +99,7 @@ pub async fn read(
     ids.extend(books.orders.iter().map(|o| o.id.clone()));
     books.intents = futures::stream::iter(ids)
         .map(|id| async move {
-            match payment.intents_of_order(&id).await {
+            match super::patiently(|| payment.intents_of_order(&id)).await {
                 Ok(intents) => Ok((id, intents)),
                 Err(e) => Err(BooksError::Payment {
                     order: id,

@@ -12,3 +12,34 @@
 pub mod books;
 pub mod drift;
 pub mod repair;
+
+use sagaflow_workflows::ActivityError;
+use std::future::Future;
+use std::time::Duration;
+
+/// How many times a provider or store call is tried when it fails in a
+/// way that may pass (a 5xx, a timeout, a dropped connection).
+const ATTEMPTS: u32 = 8;
+
+/// Runs `call` until it succeeds, fails for good, or has failed
+/// retryably [`ATTEMPTS`] times (backing off from 100 ms, doubling, up to
+/// 2 s between tries: about 8 s in all). Reconcile runs while the
+/// provider may be degraded; one lost answer must not end the run.
+pub(crate) async fn patiently<T, F, Fut>(mut call: F) -> Result<T, ActivityError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ActivityError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if e.retryable && attempt < ATTEMPTS => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}

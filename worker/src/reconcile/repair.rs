@@ -122,15 +122,15 @@ async fn apply(
     match fix {
         Fix::VoidHold { payment_intent } => {
             let key = format!("reconcile/{payment_intent}/void");
-            let status =
-                payment
-                    .void_hold(payment_intent, &key)
-                    .await
-                    .map_err(|e| RepairError::Store {
-                        what: "void",
-                        saga: saga_id.to_owned(),
-                        reason: e.to_string(),
-                    })?;
+            // One idempotency key for every try: a void whose answer was
+            // lost is replayed, not repeated.
+            let status = super::patiently(|| payment.void_hold(payment_intent, &key))
+                .await
+                .map_err(|e| RepairError::Store {
+                    what: "void",
+                    saga: saga_id.to_owned(),
+                    reason: e.to_string(),
+                })?;
             Ok(format!("{payment_intent} is {status}"))
         }
         Fix::ReleaseReservation { reservation, lines } => {
@@ -141,15 +141,13 @@ async fn apply(
                     qty: *qty,
                 })
                 .collect();
-            let answer =
-                stock
-                    .release(reservation, &items)
-                    .await
-                    .map_err(|e| RepairError::Store {
-                        what: "release",
-                        saga: saga_id.to_owned(),
-                        reason: e.to_string(),
-                    })?;
+            let answer = super::patiently(|| stock.release(reservation, &items))
+                .await
+                .map_err(|e| RepairError::Store {
+                    what: "release",
+                    saga: saga_id.to_owned(),
+                    reason: e.to_string(),
+                })?;
             Ok(format!(
                 "reservation {reservation} is {}",
                 answer["state"].as_str().unwrap_or("released")
