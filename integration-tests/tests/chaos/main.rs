@@ -255,8 +255,11 @@ fn chaos(engine: &str, worker_count: usize, scale: &Scale) {
             sent += 1;
             next_batch = now + rng.ms(500, 1_500);
         }
-        if killed < scale.kills && now >= next_kill {
-            let slot = rng.below(workers.len() as u64) as usize;
+        let running = workers.running();
+        // A kill lands on a running worker: with every worker down (one
+        // worker, not back yet), it waits.
+        if killed < scale.kills && now >= next_kill && !running.is_empty() {
+            let slot = running[rng.below(running.len() as u64) as usize];
             workers.kill(slot);
             restarts.push((now + rng.ms(200, 1_500), slot));
             killed += 1;
@@ -287,6 +290,11 @@ fn chaos(engine: &str, worker_count: usize, scale: &Scale) {
         workers.check_alive();
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(
+        workers.kills.len(),
+        scale.kills,
+        "every kill hit a running worker"
+    );
     eprintln!(
         "chaos {engine}: every batch sent, {killed} kills done at {:?}; waiting for every saga to end",
         began.elapsed()

@@ -195,14 +195,21 @@ impl Workers {
         self.slots.len()
     }
 
-    /// SIGKILLs the worker in `slot` (no chance to finish anything).
+    /// The slots whose worker is running.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&slot| self.slots[slot].is_some())
+            .collect()
+    }
+
+    /// SIGKILLs the running worker in `slot` (no chance to finish
+    /// anything).
     pub fn kill(&mut self, slot: usize) {
-        if let Some(mut owned) = self.slots[slot].take() {
-            let pid = owned.0.id();
-            owned.0.kill().unwrap();
-            owned.0.wait().unwrap();
-            self.kills.push((pid, wall_ms()));
-        }
+        let mut owned = self.slots[slot].take().expect("a running worker");
+        let pid = owned.0.id();
+        owned.0.kill().unwrap();
+        owned.0.wait().unwrap();
+        self.kills.push((pid, wall_ms()));
     }
 
     /// Starts the worker of `slot` again (a new process, a new pid).

@@ -43,3 +43,34 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[tokio::test]
+    async fn a_transient_failure_is_tried_again_and_a_lasting_one_is_not() {
+        let calls = Cell::new(0);
+        let flaky = || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    Err(ActivityError::retryable("timeout", "no answer"))
+                } else {
+                    Ok(n)
+                }
+            }
+        };
+        assert_eq!(patiently(flaky).await.unwrap(), 3);
+
+        calls.set(0);
+        let refused = || {
+            calls.set(calls.get() + 1);
+            async { Err::<(), _>(ActivityError::business("invalid", "refused")) }
+        };
+        assert!(!patiently(refused).await.unwrap_err().retryable);
+        assert_eq!(calls.get(), 1, "a business error is not retried");
+    }
+}
