@@ -257,22 +257,96 @@ pub fn spawn_stock_reaper(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut trouble = Trouble::default();
         loop {
             every.tick().await;
             let now = crate::engine::core::now_ms();
-            match reap_once(&stock, &liveness, now, now + reservation_ttl_ms).await {
-                Ok(s) if s.reclaimed + s.kept > 0 => tracing::info!(
-                    reclaimed = s.reclaimed,
-                    kept = s.kept,
-                    "stock reservations past their deadline: the ended sagas' stock is back on sale, the live sagas keep theirs"
+            let round = reap_once(&stock, &liveness, now, now + reservation_ttl_ms).await;
+            match (trouble.note(round.is_err(), now), &round) {
+                (Say::Failing, Err(e)) => tracing::warn!(
+                    error = %e,
+                    "reclaiming expired reservations failed; nothing was reclaimed; retrying every second (said again once a minute while it lasts)"
                 ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "reclaiming expired reservations failed; nothing was reclaimed, will retry")
-                }
+                (Say::StillFailing { rounds, for_ms }, Err(e)) => tracing::warn!(
+                    error = %e,
+                    rounds,
+                    for_s = for_ms / 1_000,
+                    "reclaiming expired reservations still fails; nothing was reclaimed"
+                ),
+                (Say::Recovered { rounds, for_ms }, _) => tracing::info!(
+                    rounds,
+                    for_s = for_ms / 1_000,
+                    "reclaiming expired reservations works again"
+                ),
                 _ => {}
+            }
+            if let Ok(s) = round {
+                if s.reclaimed + s.kept > 0 {
+                    tracing::info!(
+                        reclaimed = s.reclaimed,
+                        kept = s.kept,
+                        "stock reservations past their deadline: the ended sagas' stock is back on sale, the live sagas keep theirs"
+                    );
+                }
             }
         }
     })
+}
+
+/// How often a lasting failure is said again.
+const SAY_AGAIN_MS: u64 = 60_000;
+
+/// What to log about a round that failed or worked.
+#[derive(Debug, PartialEq, Eq)]
+enum Say {
+    /// Nothing new.
+    Nothing,
+    /// The first failed round.
+    Failing,
+    /// A reminder: `rounds` failed rounds over `for_ms`.
+    StillFailing { rounds: u64, for_ms: u64 },
+    /// The first round that worked after `rounds` failed ones.
+    Recovered { rounds: u64, for_ms: u64 },
+}
+
+/// A failure that lasts (Redis or the engine down) is said when it
+/// starts, once a minute while it lasts and when it ends, not every second.
+#[derive(Debug, Default)]
+struct Trouble {
+    /// (first failure, failed rounds, last said), while failing.
+    since: Option<(u64, u64, u64)>,
+}
+
+impl Trouble {
+    fn note(&mut self, failed: bool, now_ms: u64) -> Say {
+        match (self.since.as_mut(), failed) {
+            (None, false) => Say::Nothing,
+            (None, true) => {
+                self.since = Some((now_ms, 1, now_ms));
+                Say::Failing
+            }
+            (Some((from, rounds, said)), true) => {
+                *rounds += 1;
+                if now_ms.saturating_sub(*said) >= SAY_AGAIN_MS {
+                    *said = now_ms;
+                    Say::StillFailing {
+                        rounds: *rounds,
+                        for_ms: now_ms.saturating_sub(*from),
+                    }
+                } else {
+                    Say::Nothing
+                }
+            }
+            (Some((from, rounds, _)), false) => {
+                let say = Say::Recovered {
+                    rounds: *rounds,
+                    for_ms: now_ms.saturating_sub(*from),
+                };
+                self.since = None;
+                say
+            }
+        }
+    }
 }
 
 /// Expired reservations judged per batch.
@@ -310,4 +384,44 @@ pub fn open_queue(paths: &DataPaths) -> Result<EmbeddedQueue> {
         &paths.queue(),
         crate::trigger::embedded::MAX_DELIVERIES,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lasting_failure_is_said_when_it_starts_once_a_minute_and_when_it_ends() {
+        let mut t = Trouble::default();
+        assert_eq!(t.note(false, 0), Say::Nothing);
+        assert_eq!(t.note(true, 1_000), Say::Failing);
+        for second in 2..61 {
+            assert_eq!(
+                t.note(true, second * 1_000),
+                Say::Nothing,
+                "second {second}"
+            );
+        }
+        assert_eq!(
+            t.note(true, 61_000),
+            Say::StillFailing {
+                rounds: 61,
+                for_ms: 60_000
+            }
+        );
+        assert_eq!(t.note(true, 62_000), Say::Nothing);
+        assert_eq!(
+            t.note(false, 63_000),
+            Say::Recovered {
+                rounds: 62,
+                for_ms: 62_000
+            }
+        );
+        assert_eq!(t.note(false, 64_000), Say::Nothing);
+        assert_eq!(
+            t.note(true, 65_000),
+            Say::Failing,
+            "a new failure is said again"
+        );
+    }
 }
