@@ -20,18 +20,6 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn the_worker_reconnects_after_a_broker_restart_and_the_run_completes() {
     let queue = fresh_queue("sb-e2e-restart");
@@ -75,10 +63,7 @@ fn the_worker_reconnects_after_a_broker_restart_and_the_run_completes() {
         "the run is under way when the broker stops: {s}"
     );
     eprintln!("restarting the broker with {before} sagas started");
-    rabbitmqctl(&["stop_app"]);
-    std::thread::sleep(Duration::from_secs(3));
-    rabbitmqctl(&["start_app"]);
-    rabbitmqctl(&["await_startup"]);
+    restart_broker(Duration::from_secs(3));
 
     let began = Instant::now();
     loop {

@@ -29,9 +29,15 @@ mod broker;
 #[allow(dead_code)]
 #[path = "../shared/common.rs"]
 mod common;
+#[path = "../shared/redis_server.rs"]
+mod redis_server;
+#[path = "../shared/sandbox.rs"]
+mod sandbox;
 mod world;
 
-use broker::{delete_queues, depth, fresh_queue, servicebus_config};
+use broker::{delete_queues, depth, fresh_queue, restart_broker, servicebus_config};
+use redis_server::RedisServer;
+use sandbox::StandaloneSandbox;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -162,8 +168,8 @@ fn chaos(engine: &str, worker_count: usize, scale: &Scale) {
     let mut rng = Rng(seed);
     let began = Instant::now();
     let dir = common::data_dir(&format!("chaos-{engine}"));
-    let mut redis = Redis::start(&dir.join("redis"));
-    let sandbox = Sandbox::start(&dir.join("provider"), FAULTS);
+    let mut redis = RedisServer::start(&dir.join("redis"));
+    let sandbox = StandaloneSandbox::start(&dir.join("provider"), API_KEY, FAULTS);
     let queue = fresh_queue(&format!("chaos-{engine}"));
     let unique = format!("chaos-{engine}-{}-{seed}", std::process::id());
     let data = dir.join("workers");

@@ -1,16 +1,13 @@
-//! The production topology of one chaos run, as processes this test owns:
-//! a Redis server it can kill, the standalone payment sandbox with its
-//! fault knobs, and the worker processes (`sagaflow run`), which it kills
-//! and starts again. The AMQP broker is the machine's RabbitMQ.
+//! The worker processes of one chaos run (`sagaflow run`), which the
+//! driver kills and starts again, and the environment every `sagaflow`
+//! command of the run gets. The Redis server and the sandbox are the
+//! shared test helpers; the AMQP broker is the machine's RabbitMQ.
 
 use crate::broker::CONNECTION;
 use crate::common::*;
-use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The provider's key every process uses.
 pub const API_KEY: &str = "sk_test_chaos";
@@ -30,120 +27,6 @@ impl Drop for Owned {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A redis-server of this run's own, append-only file fsync'd on every
-/// write (how a stock ledger must be run), so a crash loses nothing
-/// acknowledged and the machine's server on 6379 is left alone.
-pub struct Redis {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Owned>,
-}
-
-impl Redis {
-    pub fn start(dir: &Path) -> Redis {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut redis = Redis {
-            dir: dir.to_owned(),
-            port: free_port(),
-            child: None,
-        };
-        redis.spawn();
-        redis
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/services.sh redis installs it)");
-        self.child = Some(Owned(child));
-        let began = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                began.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// A crash (SIGKILL), a pause, and the same server back on its files.
-    pub fn crash_and_restart(&mut self, down: Duration) {
-        self.child = None;
-        std::thread::sleep(down);
-        self.spawn();
-    }
-}
-
-/// The standalone payment sandbox every worker shares, with the request
-/// log on (which client sent which POST, when).
-pub struct Sandbox {
-    _child: Owned,
-    pub url: String,
-    pub data: PathBuf,
-}
-
-impl Sandbox {
-    pub fn start(data: &Path, knobs: &[&str]) -> Sandbox {
-        let mut child = Command::new(bin())
-            .args(["sandbox", "--port", "0", "--json", "--data"])
-            .arg(data)
-            .args(knobs)
-            .env("SAGAFLOW_PAYMENT_API_KEY", API_KEY)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sagaflow sandbox");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let started: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("sagaflow sandbox printed {line:?}, not JSON: {e}"));
-        Sandbox {
-            url: started["base_url"].as_str().unwrap().to_owned(),
-            _child: Owned(child),
-            data: data.to_owned(),
-        }
-    }
-
-    /// The ledger's totals and its request log.
-    pub fn ledger(&self) -> Value {
-        json_line(&sagaflow_ok(&[
-            "sandbox",
-            "ledger",
-            "--requests",
-            "--json",
-            "--data",
-            self.data.to_str().unwrap(),
-        ]))
     }
 }
 
@@ -287,24 +170,4 @@ pub fn command(args: &[&str], config: &Path, data: &Path, redis_url: &str) -> Co
         .env("SAGAFLOW_REDIS_URL", redis_url)
         .env("SAGAFLOW_PAYMENT_API_KEY", API_KEY);
     c
-}
-
-/// Stops and starts the broker's application (every connection drops;
-/// durable queues and their messages stay).
-pub fn restart_broker(down: Duration) {
-    let ctl = |args: &[&str]| {
-        let out = Command::new("rabbitmqctl")
-            .args(args)
-            .output()
-            .expect("run rabbitmqctl");
-        assert!(
-            out.status.success(),
-            "rabbitmqctl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    ctl(&["stop_app"]);
-    std::thread::sleep(down);
-    ctl(&["start_app"]);
-    ctl(&["await_startup"]);
 }

@@ -9,6 +9,12 @@ mod books;
 mod broker;
 #[path = "../shared/common.rs"]
 mod common;
+/// A redis-server of a test's own, which it can crash.
+#[path = "../shared/redis_server.rs"]
+mod redis_server;
+/// The standalone payment sandbox several processes share.
+#[path = "../shared/sandbox.rs"]
+mod sandbox;
 
 /// The worker's admin API: token rules, reads, commands, `--admin URL`.
 mod admin;

@@ -7,60 +7,32 @@
 //! audit, and leaves the rest reported. On both engines.
 
 use crate::common::*;
+use crate::sandbox::StandaloneSandbox;
 use crate::scenarios::{on_both_engines, Env};
 use sagaflow_activities::order::{Order, OrderLine};
 use sagaflow_activities::orders::OrderStore;
 use sagaflow_activities::stock::StockLedger;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const API_KEY: &str = "sk_test_reconcile";
 
-/// Kills the sandbox when the test ends, passing or not.
-struct Sandbox {
-    child: Child,
-    url: String,
-    data: std::path::PathBuf,
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The standalone sandbox, and requests to it as any client would send
+/// them: how the test plants drift at the provider.
+struct Sandbox(StandaloneSandbox);
 
 impl Sandbox {
-    /// `sagaflow sandbox` on a free port, every knob off.
     fn start(data: &Path) -> Sandbox {
-        let mut child = Command::new(bin())
-            .args(["sandbox", "--port", "0", "--json", "--data"])
-            .arg(data)
-            .env("SAGAFLOW_PAYMENT_API_KEY", API_KEY)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sagaflow sandbox");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let started: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("sagaflow sandbox printed {line:?}, not JSON: {e}"));
-        Sandbox {
-            url: started["base_url"].as_str().unwrap().to_owned(),
-            child,
-            data: data.to_owned(),
-        }
+        Sandbox(StandaloneSandbox::start(data, API_KEY, &[]))
     }
 
     /// One request to the provider API, as any client would send it;
     /// answers the JSON body.
     fn call(&self, method: &str, path: &str, form: &[(&str, &str)], key: &str) -> Value {
-        let authority = self.url.trim_start_matches("http://");
+        let authority = self.0.url.trim_start_matches("http://");
         let body: Vec<String> = form.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let body = body.join("&");
         let mut stream = TcpStream::connect(authority).unwrap();
@@ -118,14 +90,7 @@ impl Sandbox {
     }
 
     fn ledger(&self) -> Value {
-        json_line(&sagaflow_ok(&[
-            "sandbox",
-            "ledger",
-            "--json",
-            "--data",
-            self.data.to_str().unwrap(),
-        ]))["ledger"]
-            .clone()
+        self.0.ledger()["ledger"].clone()
     }
 }
 
@@ -191,7 +156,7 @@ fn left(report: &Value) -> Vec<(String, String)> {
 fn planted_drift_is_found_and_the_safe_kinds_are_fixed(engine: &str) {
     let env_dir = data_dir(&format!("reconcile-provider-{engine}"));
     let sandbox = Sandbox::start(&env_dir);
-    let base_url = format!("base_url = \"{}\"", sandbox.url);
+    let base_url = format!("base_url = \"{}\"", sandbox.0.url);
     let env = Env::new(
         "reconcile",
         engine,

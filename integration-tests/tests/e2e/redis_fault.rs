@@ -8,59 +8,16 @@
 //! left alone.
 
 use crate::common::*;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_redis(dir: &Path, port: u16) -> Child {
-    let child = Command::new("redis-server")
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (scripts/services.sh redis installs it)");
-    let began = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            began.elapsed() < Duration::from_secs(10),
-            "redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
+use crate::redis_server::RedisServer;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 #[test]
 fn redis_restart_mid_sale_every_saga_ends_and_the_books_balance() {
     let dir = data_dir("redis-fault");
-    let redis_dir = dir.join("redis");
-    std::fs::create_dir_all(&redis_dir).unwrap();
-    let port = free_port();
-    let mut redis = start_redis(&redis_dir, port);
+    let mut redis = RedisServer::start(&dir.join("redis"));
     let d = dir.join("sale");
-    let url = format!("redis://127.0.0.1:{port}");
+    let url = redis.url();
     let mut demo = Command::new(bin())
         .args([
             "demo",
@@ -92,14 +49,10 @@ fn redis_restart_mid_sale_every_saga_ends_and_the_books_balance() {
         "the sale ended before the restart; make it longer"
     );
     // A crash, not a clean shutdown; then the same server comes back.
-    redis.kill().unwrap();
-    redis.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut redis = start_redis(&redis_dir, port);
+    redis.crash_and_restart(Duration::from_millis(300));
 
     let out = demo.wait_with_output().unwrap();
-    let _ = redis.kill();
-    let _ = redis.wait();
+    drop(redis);
     let log = std::fs::read_to_string(dir.join("demo.log")).unwrap();
     assert!(
         out.status.success(),

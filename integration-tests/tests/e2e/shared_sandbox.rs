@@ -6,8 +6,8 @@
 //! from both workers.
 
 use crate::common::*;
+use crate::sandbox::StandaloneSandbox;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -50,32 +50,6 @@ fn ok(args: &[&str]) -> String {
     stdout_of_success(args, command(args).output().expect("run sagaflow"))
 }
 
-/// Starts `sagaflow sandbox` on a free port; answers it and its URL.
-fn start_sandbox(data: &Path) -> (Killed, String) {
-    let mut child = command(&[
-        "sandbox",
-        "--port",
-        "0",
-        "--data",
-        data.to_str().unwrap(),
-        "--latency",
-        "2000ms",
-        "--json",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("start sagaflow sandbox");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let started: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("sagaflow sandbox printed {line:?}, not JSON: {e}"));
-    let url = started["base_url"].as_str().unwrap().to_owned();
-    (Killed(child), url)
-}
-
 fn start_worker(config: &Path, data: &Path, log: PathBuf) -> Killed {
     let child = command(&[
         "run",
@@ -103,17 +77,6 @@ fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>
     }
 }
 
-fn ledger(sandbox_data: &Path) -> Value {
-    json_line(&ok(&[
-        "sandbox",
-        "ledger",
-        "--requests",
-        "--json",
-        "--data",
-        sandbox_data.to_str().unwrap(),
-    ]))
-}
-
 #[test]
 fn a_saga_authorized_through_one_worker_is_captured_by_another_after_a_kill() {
     require_servers();
@@ -127,7 +90,9 @@ fn a_saga_authorized_through_one_worker_is_captured_by_another_after_a_kill() {
     );
     let dir = data_dir("shared-sandbox");
     let provider = dir.join("provider");
-    let (_sandbox, url) = start_sandbox(&provider);
+    // Every sandbox answer takes 2 s (see below).
+    let sandbox = StandaloneSandbox::start(&provider, API_KEY, &["--latency", "2000ms"]);
+    let url = sandbox.url.clone();
     let workers = dir.join("workers");
     std::fs::create_dir_all(&workers).unwrap();
     let task_queue = format!("task_queue = \"{unique}\"");
@@ -172,7 +137,7 @@ fn a_saga_authorized_through_one_worker_is_captured_by_another_after_a_kill() {
     wait_for(
         "the authorization through worker A",
         Duration::from_secs(90),
-        || (ledger(&provider)["ledger"]["requires_capture"] == 1).then_some(()),
+        || (sandbox.ledger()["ledger"]["requires_capture"] == 1).then_some(()),
     );
     // The provider goes down before A's capture is executed, then A dies.
     ok(&[
@@ -218,7 +183,7 @@ fn a_saga_authorized_through_one_worker_is_captured_by_another_after_a_kill() {
     );
 
     // The provider's books: one intent, captured once, for the order's amount.
-    let books = ledger(&provider);
+    let books = sandbox.ledger();
     let l = &books["ledger"];
     assert_eq!(l["intents"], 1, "{books}");
     assert_eq!(l["succeeded"], 1, "{books}");

@@ -39,6 +39,31 @@ pub fn fresh_queue(name: &str) -> String {
     name
 }
 
+/// Runs `rabbitmqctl ARGS`; asserts it succeeded.
+#[allow(dead_code)] // the e2e binary never restarts the broker
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Stops the broker's application for `down` and starts it again: every
+/// connection drops; durable queues and their messages stay. Only for a
+/// test binary of its own (no other test may use the broker meanwhile).
+#[allow(dead_code)] // the e2e binary never restarts the broker
+pub fn restart_broker(down: std::time::Duration) {
+    rabbitmqctl(&["stop_app"]);
+    std::thread::sleep(down);
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+}
+
 /// (ready, unacknowledged) messages of `queue`, straight from the broker.
 pub fn depth(queue: &str) -> (u64, u64) {
     let out = Command::new("rabbitmqctl")
