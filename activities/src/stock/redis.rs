@@ -184,6 +184,14 @@ pub struct RedisStock {
     scripts: Scripts,
 }
 
+/// How long [`RedisStock::connect_with`] waits for a server that answers
+/// LOADING (reading its data back after a restart).
+const LOADING_WAIT: Duration = Duration::from_secs(60);
+
+fn is_loading(e: &RedisError) -> bool {
+    e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::BusyLoading)
+}
+
 /// The three keys of one SKU, in the order every script expects.
 struct SkuKeys([String; 3]);
 
@@ -240,10 +248,19 @@ impl RedisStock {
         let mut conn = ConnectionManager::new_with_config(client, manager_config)
             .await
             .map_err(unreachable)?;
-        let _: String = ::redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(unreachable)?;
+        // A server that has just restarted answers LOADING while it reads
+        // its append-only file back: that is Redis coming up, not Redis
+        // missing, so a worker (re)started then waits for it.
+        let loading_since = std::time::Instant::now();
+        loop {
+            match ::redis::cmd("PING").query_async::<String>(&mut conn).await {
+                Ok(_) => break,
+                Err(e) if is_loading(&e) && loading_since.elapsed() < LOADING_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(unreachable(e)),
+            }
+        }
         let scripts = Scripts::new();
         for script in scripts.all() {
             script
