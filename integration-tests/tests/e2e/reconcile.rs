@@ -278,10 +278,17 @@ fn planted_drift_is_found_and_the_safe_kinds_are_fixed(engine: &str) {
     assert_eq!(stock["inconsistent"], false, "{stock}");
 
     // Both repairs are in the audit with who and why.
-    let out = run(&env, &["audit", "--json"]);
-    let audit: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+    // Asked saga by saga: on a Temporal server other tests share, the
+    // whole audit may hold more than a page of older commands.
+    let audit: Vec<Value> = [&ghost, &held]
+        .iter()
+        .flat_map(|id| {
+            let out = run(&env, &["audit", "--json", "--saga", id]);
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<Value>>()
+        })
         .collect();
     let mut repairs: Vec<(String, String)> = audit
         .iter()

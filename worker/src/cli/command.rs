@@ -612,26 +612,44 @@ pub(super) fn audit_rows(
     saga: Option<&str>,
     limit: usize,
 ) -> Result<Vec<AuditRow>> {
-    let mut rows = match source {
-        Source::Journal(data) => operator::audit(&open_journal(data)?, since_ms, saga, limit)?,
-        Source::Temporal(settings) => super::inspect::block_on(async {
-            TemporalClient::connect(settings)
-                .await?
-                .audit(since_ms, saga, limit)
-                .await
-        })??,
-        // The worker behind the admin API adds its own repairs.
-        Source::Admin(client) => return client.audit(since_ms, saga, limit),
-    };
-    if let Some(data) = data {
-        rows.extend(
+    // `reconcile --fix`'s repairs, recorded in the data directory.
+    let repairs = match data {
+        Some(data) => {
             crate::reconcile::repair::audited(data, since_ms, saga).with_context(|| {
                 format!(
                     "cannot read {}",
                     crate::reconcile::repair::audit_path(data).display()
                 )
-            })?,
-        );
+            })?
+        }
+        None => Vec::new(),
+    };
+    let engine_rows = match source {
+        Source::Journal(data) => Ok(operator::audit(
+            &open_journal(data)?,
+            since_ms,
+            saga,
+            limit,
+        )?),
+        Source::Temporal(settings) => super::inspect::block_on(async {
+            TemporalClient::connect(settings)
+                .await?
+                .audit(since_ms, saga, limit)
+                .await
+        })?
+        .map_err(anyhow::Error::from),
+        // The worker behind the admin API adds its own repairs.
+        Source::Admin(client) => return client.audit(since_ms, saga, limit),
+    };
+    let mut rows = match engine_rows {
+        Ok(rows) => rows,
+        // A saga the cluster does not know (an orphan reservation's id)
+        // can still have repairs: they are its whole audit.
+        Err(_) if saga.is_some() && !repairs.is_empty() => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    if !repairs.is_empty() {
+        rows.extend(repairs);
         rows.sort_by_key(|r| r.at_ms);
         rows.truncate(limit);
     }
