@@ -11,13 +11,18 @@
 //!   `payment.capture`, `payment.void`, `payment.refund`); the provider it
 //!   talks to in the embedded profile, the payment sandbox, is its own
 //!   crate (`sagaflow-payment-sandbox`);
-//! - [`queue`]: the embedded order queue (the embedded trigger's source).
+//! - [`queue`]: the embedded order queue (the embedded trigger's source);
+//! - [`breaker`]: one dependency's circuit breaker, a pure state machine;
+//!   [`attempt`]: one attempt as both engines run it (breaker, time limit,
+//!   outcome back to the breaker).
 //!
 //! Architecture invariant: activities never see the journal or the engine;
 //! they get an [`sagaflow_workflows::ActivityCall`] and return a result. Every
 //! effect is keyed by the call's idempotency key (saga id + step), so running
 //! an activity twice has the effect of running it once.
 
+pub mod attempt;
+pub mod breaker;
 pub mod order;
 pub mod orders;
 pub mod payment;
@@ -26,5 +31,6 @@ pub mod registry;
 pub mod sqlite;
 pub mod stock;
 
+pub use attempt::{run_attempt, Breakers};
 pub use order::{Order, Rejection};
 pub use registry::{ActivityFuture, Registry};

@@ -1,5 +1,6 @@
 //! The activity registry: the names `sagas.toml` may use, and what runs.
 
+use crate::attempt::{run_attempt, Breakers};
 use sagaflow_workflows::{ActivityCall, ActivityError};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -12,10 +13,12 @@ pub type ActivityFuture = Pin<Box<dyn Future<Output = Result<Value, ActivityErro
 
 type ActivityFn = Arc<dyn Fn(ActivityCall) -> ActivityFuture + Send + Sync>;
 
-/// Activity name -> function. Cloning is cheap.
+/// Activity name -> function, and the circuit breakers in front of the
+/// dependencies they call. Cloning is cheap.
 #[derive(Clone, Default)]
 pub struct Registry {
     activities: BTreeMap<String, ActivityFn>,
+    breakers: Breakers,
 }
 
 impl Registry {
@@ -34,7 +37,23 @@ impl Registry {
             .insert(name.to_owned(), Arc::new(move |call| Box::pin(f(call))));
     }
 
-    /// Starts the activity named in `call`; an unknown name is a
+    /// Puts `breakers` in front of the activities (none by default).
+    pub fn set_breakers(&mut self, breakers: Breakers) {
+        self.breakers = breakers;
+    }
+
+    /// The breakers in front of the activities.
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
+    }
+
+    /// Runs one attempt as the engines do: through the dependency's
+    /// breaker and under the call's time limit ([`run_attempt`]).
+    pub async fn attempt(&self, call: ActivityCall) -> Result<Value, ActivityError> {
+        run_attempt(self, &self.breakers, call).await
+    }
+
+    /// Starts the activity named in `call`, with no breaker or time limit; an unknown name is a
     /// non-retryable error (loading `sagas.toml` rules it out).
     pub fn start(&self, call: ActivityCall) -> ActivityFuture {
         match self.activities.get(&call.activity) {

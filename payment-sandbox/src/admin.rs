@@ -3,6 +3,10 @@
 //! mid-sale.
 //!
 //! - `GET /_sandbox/knobs`: the knobs as JSON ([`crate::Knobs`]);
+//! - `GET /_sandbox/turned_away`: the API requests outages turned away,
+//!   `{"requests": [[AT_MS, USER_AGENT, "METHOD /path"], ...], "not_kept":
+//!   N}`, so a test
+//!   can count the calls each worker made while the provider was down;
 //! - `POST /_sandbox/knobs` with a JSON [`crate::KnobsPatch`] body: changes
 //!   the knobs it names and answers the knobs after it; a rate outside
 //!   0..=1 or an unknown knob is a 400 and changes nothing.
@@ -32,6 +36,13 @@ pub(crate) async fn handle(shared: &Shared, request: Request) -> Response {
     }
     let outcome = match (parts.method.clone(), parts.uri.path()) {
         (Method::GET, "/_sandbox/knobs") => knobs_json(shared),
+        (Method::GET, "/_sandbox/turned_away") => Outcome::new(
+            200,
+            json!(*shared
+                .turned_away
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())),
+        ),
         (Method::POST, "/_sandbox/knobs") => match axum::body::to_bytes(body, MAX_BODY_BYTES).await
         {
             Err(_) => bad_request("the body could not be read or is larger than 16 KiB"),
@@ -53,7 +64,7 @@ pub(crate) async fn handle(shared: &Shared, request: Request) -> Response {
                 "invalid_request_error",
                 None,
                 &format!(
-                    "Unrecognized admin call ({method}: {path}); the sandbox serves GET and POST /_sandbox/knobs."
+                    "Unrecognized admin call ({method}: {path}); the sandbox serves GET and POST /_sandbox/knobs and GET /_sandbox/turned_away."
                 ),
                 None,
             ),

@@ -52,6 +52,45 @@ pub(crate) struct Shared {
     pub(crate) knobs: LiveKnobs,
     pub(crate) rng: Rng,
     request_log: bool,
+    /// Every API request an outage turned away: when, and from whom.
+    pub(crate) turned_away: Mutex<TurnedAway>,
+}
+
+/// The requests an outage turned away (the first [`TURNED_AWAY_KEPT`]),
+/// so a test can count how many calls each client made while the provider
+/// was down: a circuit breaker's probes.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct TurnedAway {
+    /// `(ms since the Unix epoch, User-Agent, "METHOD /path")` of each,
+    /// in arrival order.
+    pub requests: Vec<(u64, String, String)>,
+    /// How many more were turned away after the list was full.
+    pub not_kept: u64,
+}
+
+/// Turned-away requests kept in memory, at most.
+pub const TURNED_AWAY_KEPT: usize = 200_000;
+
+impl Shared {
+    fn turn_away(&self, parts: &axum::http::request::Parts) -> Response {
+        let agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut log = self.turned_away.lock().unwrap_or_else(|e| e.into_inner());
+        if log.requests.len() < TURNED_AWAY_KEPT {
+            let call = format!("{} {}", parts.method, parts.uri.path());
+            log.requests.push((at, agent, call));
+        } else {
+            log.not_kept += 1;
+        }
+        outage_reply().into_response()
+    }
 }
 
 impl Shared {
@@ -101,6 +140,7 @@ impl Sandbox {
             knobs,
             rng: Rng::from_clock(),
             request_log: config.request_log,
+            turned_away: Mutex::new(TurnedAway::default()),
         });
         let app = Router::new()
             .fallback(handle)
@@ -141,6 +181,15 @@ impl Sandbox {
     /// The address the server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The requests outages turned away so far.
+    pub fn turned_away(&self) -> TurnedAway {
+        self.shared
+            .turned_away
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The knobs as of now.
@@ -210,14 +259,14 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let post = parts.method == Method::POST;
     let faults = Faults::roll(&current, &shared.rng, post);
     if faults.outage {
-        return outage_reply().into_response();
+        return shared.turn_away(&parts);
     }
     if !faults.delay.is_zero() {
         tokio::time::sleep(faults.delay).await;
         // An outage that began while this request waited fails it too:
         // it has not been executed yet.
         if shared.knobs.current().in_outage {
-            return outage_reply().into_response();
+            return shared.turn_away(&parts);
         }
     }
     if !authorized(&parts.headers) {

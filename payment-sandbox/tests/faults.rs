@@ -100,6 +100,22 @@ async fn an_outage_answers_503_applies_nothing_and_ends_on_time() {
     assert_eq!(down.header("stripe-should-retry"), Some("true"));
     assert_eq!(f.get("/v1/payment_intents/pi_x").await.status, 503);
     assert_eq!(f.ledger().intents, 0, "nothing applied during the outage");
+    // Each request turned away is kept with its client, for counting a
+    // worker's calls during an outage.
+    let turned = f
+        .send(
+            f.http
+                .get(format!("{}/_sandbox/turned_away", f.sandbox.base_url()))
+                .bearer_auth(KEY),
+        )
+        .await;
+    assert_eq!(turned.status, 200, "{}", turned.body);
+    let requests = turned.body["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 2, "{}", turned.body);
+    assert!(requests[0][0].as_u64().unwrap() > 1_700_000_000_000);
+    assert_eq!(requests[0][2], "POST /v1/payment_intents");
+    assert_eq!(requests[1][2], "GET /v1/payment_intents/pi_x");
+    assert_eq!(f.sandbox.turned_away().requests.len(), 2);
     tokio::time::sleep(Duration::from_millis(450)).await;
     let up = f.create("s/authorize", "o", "pm_card_visa").await;
     assert_eq!(up.status, 200, "{}", up.body);

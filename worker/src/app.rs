@@ -14,6 +14,7 @@ use sagaflow_activities::queue::EmbeddedQueue;
 use sagaflow_activities::registry::register_noop;
 use sagaflow_activities::stock::redis::{RedisStock, RedisStockConfig};
 use sagaflow_activities::stock::{Settled, Stock, StockLedger};
+use sagaflow_activities::Breakers;
 use sagaflow_activities::{orders, payment, stock, Registry};
 use sagaflow_payment_sandbox::{Knobs, Sandbox, SandboxConfig};
 use std::path::{Path, PathBuf};
@@ -90,6 +91,7 @@ pub async fn start_adapters(config: &Config, paths: &DataPaths) -> Result<Adapte
     let (sandbox, client) =
         open_payment(config, paths, sandbox_knobs(config), config.sandbox.port).await?;
     payment::http::register(&mut registry, Arc::new(client));
+    registry.set_breakers(Breakers::new(config.breakers.breakers.iter().cloned()));
     Ok(Adapters {
         registry: Arc::new(registry),
         stock: stock_backend,

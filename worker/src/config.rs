@@ -26,9 +26,9 @@ mod tests;
 
 pub use sagaflow_workflows::config::{ConfigError, ConfigErrors};
 pub use settings::{
-    AdminSettings, CosmosSettings, EmbeddedSettings, EngineKind, OrdersKind, PaymentKind,
-    PaymentSettings, Profile, RedisSettings, SandboxSettings, ServiceBusSettings, StockKind,
-    StockSettings, TemporalSettings, TriggerKind,
+    AdminSettings, BreakerSettingsByDependency, CosmosSettings, EmbeddedSettings, EngineKind,
+    OrdersKind, PaymentKind, PaymentSettings, Profile, RedisSettings, SandboxSettings,
+    ServiceBusSettings, StockKind, StockSettings, TemporalSettings, TriggerKind,
 };
 
 use sagaflow_workflows::config::{parse_toml, Diagnostics};
@@ -61,6 +61,8 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     /// The worker's admin HTTP API.
     pub admin: AdminSettings,
+    /// The circuit breakers in front of the dependencies.
+    pub breakers: BreakerSettingsByDependency,
     /// Saga definitions by name.
     pub sagas: BTreeMap<String, SagaDef>,
 }

@@ -62,7 +62,27 @@ pub struct ActivityError {
     pub message: String,
     /// Whether trying again may succeed.
     pub retryable: bool,
+    /// Set when the attempt was not made at all: the dependency's circuit
+    /// breaker is open. The interpreter then waits durably, without
+    /// counting the attempt, up to the step's `max_wait`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<DependencyWait>,
 }
+
+/// What an attempt refused by an open circuit breaker waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyWait {
+    /// The dependency whose breaker is open: "payment", "stock", "orders".
+    pub dependency: String,
+    /// When the breaker opened (worker clock, ms since the Unix epoch).
+    pub since_ms: u64,
+    /// How long to wait before trying again: until the breaker lets a
+    /// probe through.
+    pub retry_after_ms: u64,
+}
+
+/// The error kind of an attempt an open circuit breaker refused.
+pub const BREAKER_OPEN: &str = "breaker_open";
 
 impl ActivityError {
     /// A transient failure: the retry policy decides what happens next.
@@ -71,6 +91,7 @@ impl ActivityError {
             kind: kind.into(),
             message: message.into(),
             retryable: true,
+            wait: None,
         }
     }
 
@@ -80,6 +101,22 @@ impl ActivityError {
             kind: kind.into(),
             message: message.into(),
             retryable: false,
+            wait: None,
+        }
+    }
+
+    /// An attempt that was not made: `wait.dependency`'s breaker is open.
+    /// Retryable, so an engine or interpreter that does not know waits
+    /// still treats it as a transient failure.
+    pub fn breaker_open(wait: DependencyWait) -> Self {
+        ActivityError {
+            kind: BREAKER_OPEN.into(),
+            message: format!(
+                "not tried: the {} circuit breaker is open; trying again in {} ms",
+                wait.dependency, wait.retry_after_ms
+            ),
+            retryable: true,
+            wait: Some(wait),
         }
     }
 }
@@ -278,6 +315,16 @@ pub trait SagaContext {
     /// Publishes where the saga stands, for checking operator commands
     /// (by reference: the context copies it only when it changed).
     fn set_stage(&self, stage: &Stage);
+
+    /// Whether the change named `change` to the interpreter's behaviour
+    /// applies to this saga. Temporal answers with the SDK's patch marker,
+    /// so a history recorded before the change replays as it ran; the
+    /// embedded engine journals results, not decisions, and always says
+    /// yes. The interpreter asks only where its behaviour differs.
+    fn patched(&self, change: &'static str) -> bool {
+        let _ = change;
+        true
+    }
 }
 
 use crate::model::StepDef;

@@ -14,6 +14,11 @@
 //!   `resolve`, never giving up silently;
 //! - after the pivot only forward recovery exists: a step that keeps failing
 //!   parks the saga until an operator retries or resolves it;
+//! - an attempt an open circuit breaker refused (the error carries a
+//!   [`DependencyWait`]) was not made: the saga waits on a durable timer
+//!   until the breaker lets probes through, without spending an attempt,
+//!   for at most the step's `max_wait` in all; after that such a refusal
+//!   counts as a failed attempt and the policy decides as usual;
 //! - an operator `cancel` is honoured only up to the pivot: the step in
 //!   progress finishes, then the completed steps are compensated; a saga
 //!   waiting to retry a step stops waiting and compensates at once. The
@@ -21,7 +26,9 @@
 //!
 //! Deterministic: the function only reacts to what the context returns.
 
-use crate::context::{ActivityCall, ActivityError, Phase, SagaContext, Signal, Stage};
+use crate::context::{
+    ActivityCall, ActivityError, DependencyWait, Phase, SagaContext, Signal, Stage,
+};
 use crate::model::SagaDef;
 use crate::status::SagaStatus;
 use serde::{Deserialize, Serialize};
@@ -280,6 +287,9 @@ async fn attempt_until_done<C: SagaContext>(
     let idempotency_key = format!("{}/{}{}", ctx.saga_id(), step.name, key_suffix);
     let jitter_key = format!("{}{}", step.name, key_suffix);
     let mut attempt = first_attempt;
+    // Saga time of the first refusal by an open breaker, and refusals
+    // since: the wait for breakers is bounded per step by `max_wait`.
+    let mut breaker_wait: Option<(u64, u32)> = None;
     loop {
         ctx.set_stage(&running);
         let call = ActivityCall {
@@ -294,24 +304,59 @@ async fn attempt_until_done<C: SagaContext>(
         match ctx.call_activity(call).await {
             Ok(output) => return Ok(output),
             Err(error) => {
+                if let Some(wait) = &error.wait {
+                    let now = ctx.now_ms();
+                    let (since, refusals) = breaker_wait.get_or_insert((now, 0));
+                    *refusals += 1;
+                    let left = step
+                        .max_wait_ms()
+                        .saturating_sub(now.saturating_sub(*since));
+                    if left > 0 && ctx.patched(BREAKER_WAIT_CHANGE) {
+                        let delay =
+                            breaker_delay(wait, left, ctx.saga_id(), &jitter_key, *refusals);
+                        ctx.set_stage(&waiting);
+                        wait_unless_cancelled(ctx, delay, up_to_pivot).await?;
+                        continue;
+                    }
+                }
                 let tries_in_round = attempt - first_attempt + 1;
                 if !policy.should_retry(tries_in_round, &error) {
                     return Err(Failure::Gave(error, attempt));
                 }
                 let delay = policy.delay_ms(attempt, ctx.saga_id(), &jitter_key);
                 ctx.set_stage(&waiting);
-                // Only a cancel up to the pivot can reach a saga that is not
-                // parked (the rest are refused); anything else is ignored
-                // and the wait starts again.
-                loop {
-                    match ctx.sleep_or_signal(delay).await {
-                        None => break,
-                        Some(Signal::Cancel) if up_to_pivot => return Err(Failure::Cancelled),
-                        Some(_) => {}
-                    }
-                }
+                wait_unless_cancelled(ctx, delay, up_to_pivot).await?;
                 attempt += 1;
             }
+        }
+    }
+}
+
+/// The name, for Temporal's patching API, of waiting for open breakers
+/// instead of counting their refusals as attempts.
+pub const BREAKER_WAIT_CHANGE: &str = "breaker-wait-1";
+
+/// How long to wait after a refusal by an open breaker: until it lets
+/// probes through, spread a little per saga so the waiting sagas do not
+/// all come back at once, and never past the step's `max_wait` (`left`).
+fn breaker_delay(wait: &DependencyWait, left: u64, saga_id: &str, key: &str, n: u32) -> u64 {
+    crate::retry::spread_ms(wait.retry_after_ms.max(1), saga_id, key, n).min(left)
+}
+
+/// Waits `delay_ms` on a durable timer. Only a cancel up to the pivot can
+/// reach a saga that is not parked (the rest are refused); it ends the
+/// wait as [`Failure::Cancelled`] when `cancellable`; anything else is
+/// ignored and the wait starts again.
+async fn wait_unless_cancelled<C: SagaContext>(
+    ctx: &C,
+    delay_ms: u64,
+    cancellable: bool,
+) -> Result<(), Failure> {
+    loop {
+        match ctx.sleep_or_signal(delay_ms).await {
+            None => return Ok(()),
+            Some(Signal::Cancel) if cancellable => return Err(Failure::Cancelled),
+            Some(_) => {}
         }
     }
 }

@@ -20,7 +20,9 @@ pub mod retry;
 pub mod status;
 
 pub use config::{ConfigError, ConfigErrors};
-pub use context::{ActivityCall, ActivityError, Phase, SagaContext, Signal, Stage};
+pub use context::{
+    ActivityCall, ActivityError, DependencyWait, Phase, SagaContext, Signal, Stage, BREAKER_OPEN,
+};
 pub use interpreter::{run_saga, SagaOutcome};
 pub use model::{RetryPolicy, SagaDef, StepDef};
 pub use replay::{Command, ReplayContext, Resolution};

@@ -57,6 +57,24 @@ pub struct StepDef {
     pub compensation_timeout_ms: Option<u64>,
     /// Retry policy for the action.
     pub retry: RetryPolicy,
+    /// How long the action (or its compensation) may wait in all for an
+    /// open circuit breaker before its attempts count again, in ms;
+    /// `None`: [`DEFAULT_MAX_WAIT_MS`]. Left out of the stored form when
+    /// unset, so definitions written before it keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_ms: Option<u64>,
+}
+
+/// A step's `max_wait` when `sagas.toml` does not set one: 15 minutes,
+/// longer than a provider's usual incident, shorter than a customer waits
+/// for an order confirmation.
+pub const DEFAULT_MAX_WAIT_MS: u64 = 15 * 60 * 1_000;
+
+impl StepDef {
+    /// How long this step may wait for open breakers, in ms.
+    pub fn max_wait_ms(&self) -> u64 {
+        self.max_wait_ms.unwrap_or(DEFAULT_MAX_WAIT_MS)
+    }
 }
 
 /// A validated saga definition.

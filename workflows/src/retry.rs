@@ -46,6 +46,17 @@ impl RetryPolicy {
     }
 }
 
+/// A wait of `base_ms` lengthened by up to a fifth, deterministically per
+/// `(saga_id, key, n)`: the sagas an open breaker sent to wait come back
+/// spread out instead of all at the instant it lets probes through.
+pub fn spread_ms(base_ms: u64, saga_id: &str, key: &str, n: u32) -> u64 {
+    let mut seed = fnv1a64(saga_id.as_bytes());
+    seed ^= fnv1a64(key.as_bytes()).rotate_left(23);
+    seed ^= u64::from(n).rotate_left(47);
+    let frac = (splitmix64(seed) >> 11) as f64 / (1u64 << 53) as f64;
+    base_ms + (base_ms as f64 * 0.2 * frac).round() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

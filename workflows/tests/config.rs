@@ -63,7 +63,7 @@ fn shipped_sagas_load() {
 fn unknown_key() {
     assert_eq!(
         broken("unknown_key.toml"),
-        "tests/broken/unknown_key.toml:15: unknown field `timout`, expected one of `name`, `action`, `compensation`, `timeout`, `compensation_timeout`, `retry`; remove the key or fix its spelling"
+        "tests/broken/unknown_key.toml:15: unknown field `timout`, expected one of `name`, `action`, `compensation`, `timeout`, `compensation_timeout`, `max_wait`, `retry`; remove the key or fix its spelling"
     );
 }
 

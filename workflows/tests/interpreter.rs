@@ -2,8 +2,8 @@
 //! a scripted provider answers each activity call, timers fire at once.
 
 use sagaflow_workflows::{
-    run_saga, ActivityCall, ActivityError, Command, Phase, ReplayContext, Resolution, RetryPolicy,
-    SagaDef, SagaStatus, Signal, Stage, StepDef,
+    run_saga, ActivityCall, ActivityError, Command, DependencyWait, Phase, ReplayContext,
+    Resolution, RetryPolicy, SagaDef, SagaStatus, Signal, Stage, StepDef,
 };
 use serde_json::{json, Value};
 use std::future::Future;
@@ -28,6 +28,7 @@ fn step(name: &str, action: &str, compensation: Option<&str>, retry: RetryPolicy
         compensation: compensation.map(Into::into),
         timeout_ms: 1_000,
         compensation_timeout_ms: None,
+        max_wait_ms: None,
         retry,
     }
 }
@@ -948,4 +949,162 @@ mod generated {
             every_prefix_replays(&checkout(), &run);
         }
     }
+}
+
+/// The attempt numbers of every call of `activity`, in order.
+fn attempts_of(run: &Run, activity: &str) -> Vec<u32> {
+    run.calls
+        .iter()
+        .filter(|(a, _, _)| a == activity)
+        .map(|(_, _, attempt)| *attempt)
+        .collect()
+}
+
+fn refused(dependency: &str, retry_after_ms: u64) -> ActivityError {
+    ActivityError::breaker_open(DependencyWait {
+        dependency: dependency.into(),
+        since_ms: 1_000,
+        retry_after_ms,
+    })
+}
+
+/// A refusal by an open breaker is not an attempt: the saga waits about as
+/// long as the breaker says (spread by at most a fifth), as many times as
+/// it takes within `max_wait`, and the attempt number does not move.
+#[test]
+fn breaker_refusals_wait_without_spending_attempts() {
+    let mut refusals = 0;
+    let run = drive(
+        &checkout(),
+        |c| match c.activity.as_str() {
+            "payment.authorize" if refusals < 20 => {
+                refusals += 1;
+                Err(refused("payment", 3_000))
+            }
+            _ => ok(c),
+        },
+        &[],
+    );
+    assert_eq!(run.end, Some(SagaStatus::Completed));
+    assert_eq!(run.delays.len(), 20, "one durable wait per refusal");
+    assert!(
+        run.delays.iter().all(|d| (3_000..=3_600).contains(d)),
+        "{:?}",
+        run.delays
+    );
+    assert!(
+        run.delays.windows(2).any(|w| w[0] != w[1]),
+        "waits are spread per refusal: {:?}",
+        run.delays
+    );
+    let authorize = attempts_of(&run, "payment.authorize");
+    assert_eq!(
+        authorize,
+        vec![1; 21],
+        "20 refusals and the attempt that ran"
+    );
+}
+
+/// After `max_wait` of refusals the step's own policy counts them: the
+/// saga compensates as it would for any retryable failure, having waited
+/// no longer than `max_wait` for the breaker.
+#[test]
+fn max_wait_bounds_the_wait_then_refusals_count_as_attempts() {
+    let mut def = checkout();
+    def.steps[1].max_wait_ms = Some(10_000);
+    let run = drive(
+        &def,
+        |c| match c.activity.as_str() {
+            "payment.authorize" => Err(refused("payment", 3_000)),
+            _ => ok(c),
+        },
+        &[],
+    );
+    assert_eq!(run.end, Some(SagaStatus::Compensated));
+    let authorize = attempts_of(&run, "payment.authorize");
+    let waits = authorize.len() - 5;
+    assert_eq!(&authorize[waits..], [1, 2, 3, 4, 5]);
+    let waited: u64 = run.delays[..waits].iter().sum();
+    assert!(
+        (7_000..=10_000).contains(&waited),
+        "waited {waited} ms for a 10 s max_wait, never past it: {:?}",
+        run.delays
+    );
+    assert!(
+        names(&run).contains(&"undo:payment.void".to_owned()),
+        "a refused authorization counted as retryable: its void runs"
+    );
+}
+
+/// `max_wait = "0s"`: the step never waits, a refusal is a failed attempt.
+#[test]
+fn max_wait_zero_counts_a_refusal_at_once() {
+    let mut def = checkout();
+    def.steps[1].max_wait_ms = Some(0);
+    let run = drive(
+        &def,
+        |c| match c.activity.as_str() {
+            "payment.authorize" => Err(refused("payment", 3_000)),
+            _ => ok(c),
+        },
+        &[],
+    );
+    assert_eq!(run.end, Some(SagaStatus::Compensated));
+    assert_eq!(run.delays.len(), 4, "the policy's four backoffs only");
+    assert!(run.delays.iter().all(|d| *d <= 1_000), "{:?}", run.delays);
+}
+
+/// A compensation refused by an open breaker waits too, instead of
+/// spending the compensation policy and parking.
+#[test]
+fn compensations_wait_for_the_breaker_instead_of_parking() {
+    let mut refusals = 0;
+    let run = drive(
+        &checkout(),
+        |c| match c.activity.as_str() {
+            "orders.create" => Err(ActivityError::business("order_rejected", "no")),
+            "payment.void" if refusals < 12 => {
+                refusals += 1;
+                Err(refused("payment", 5_000))
+            }
+            _ => ok(c),
+        },
+        &[],
+    );
+    assert_eq!(run.end, Some(SagaStatus::Compensated));
+    assert!(
+        !run.statuses
+            .iter()
+            .any(|s| matches!(s, SagaStatus::Parked { .. })),
+        "12 refusals exceed the compensation policy's 4 attempts, but were not attempts"
+    );
+}
+
+/// A cancel reaches a saga waiting for a breaker before its pivot: it
+/// stops waiting and compensates, the refused step included (its outcome
+/// is as unknown as after any retryable failure).
+#[test]
+fn a_cancel_ends_a_breaker_wait_before_the_pivot() {
+    let run = drive_with(
+        &checkout(),
+        |c| match c.activity.as_str() {
+            "payment.authorize" => Err(refused("payment", 3_000)),
+            _ => ok(c),
+        },
+        &[],
+        |c, stage| match c {
+            Command::Timer { .. } if stage.cancellable => Some(Signal::Cancel),
+            _ => None,
+        },
+    );
+    assert_eq!(run.end, Some(SagaStatus::Compensated));
+    assert_eq!(
+        names(&run),
+        [
+            "stock.reserve",
+            "payment.authorize",
+            "undo:payment.void",
+            "undo:stock.release"
+        ]
+    );
 }

@@ -31,6 +31,8 @@ mod crash;
 mod dead_letter;
 /// The flash-sale demo and the inspection commands on its data.
 mod demo;
+/// Parked sagas do not hold intake back (issue 13).
+mod intake;
 /// Operator commands (cancel, resolve, retry) and their audit, on both
 /// engines, against a running worker.
 mod operator;

@@ -81,6 +81,7 @@ pub(super) fn noop_saga() -> SagaDef {
         compensation: compensation.then(|| "noop.ok".into()),
         timeout_ms: 10_000,
         compensation_timeout_ms: None,
+        max_wait_ms: None,
         retry: RetryPolicy::default(),
     };
     SagaDef {

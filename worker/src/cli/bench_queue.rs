@@ -23,12 +23,14 @@ use crate::trigger::servicebus::endpoint::Endpoint;
 use crate::trigger::servicebus::error::LinkError;
 use crate::trigger::servicebus::send::{send_all, Outgoing};
 use crate::trigger::servicebus::ServiceBusTrigger;
+use crate::trigger::Intake;
 use crate::trigger::TriggerStats;
 use anyhow::{anyhow, Result};
 use fe2o3_amqp::link::receiver::CreditMode;
 use fe2o3_amqp::types::messaging::Body;
 use fe2o3_amqp::types::primitives::Value;
 use sagaflow_activities::registry::register_noop;
+use sagaflow_activities::Breakers;
 use sagaflow_activities::Registry;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -196,7 +198,7 @@ pub fn bench_queue(
         let trigger = ServiceBusTrigger {
             endpoint: endpoint.clone(),
             settings: config.servicebus.clone(),
-            max_live: usize::MAX / 2,
+            intake: Intake::new(usize::MAX / 2, Breakers::none(), &def.def),
         };
         let began = Instant::now();
         let sender = spawn_sender(&endpoint, &address, bodies(&format!("{run}-s"), n));

@@ -205,7 +205,7 @@ pub(super) fn saga_document(source: &Source, view: &SagaView) -> Value {
     })
 }
 
-fn ms_to_utc(ms: u64) -> String {
+pub(crate) fn ms_to_utc(ms: u64) -> String {
     let secs = ms / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     format!("{h:02}:{m:02}:{s:02}.{:03}", ms % 1000)
@@ -263,6 +263,7 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
         events,
     } = source.saga(&args.id)?;
     let timeline = read::timeline(&def, &events, &saga.status);
+    let waiting = read::breaker_wait(&events, &saga.status);
     let commands = read::commands(&events);
     let (refund_of, refunded_by) = refund_links(source, &saga.id, input.as_ref());
     let mut out = std::io::stdout().lock();
@@ -274,6 +275,11 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
             "commands": commands,
             "refund_of": refund_of,
             "refunded_by": refunded_by,
+            "waiting": waiting.as_ref().map(|(dependency, since_ms)| serde_json::json!({
+                "for": "breaker",
+                "dependency": dependency,
+                "since_ms": since_ms,
+            })),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -285,6 +291,13 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
     )?;
     if let Some(r) = &saga.reason {
         writeln!(out, "  reason: {r}")?;
+    }
+    if let Some((dependency, since)) = &waiting {
+        writeln!(
+            out,
+            "  waiting: {dependency} breaker open since {} UTC (no attempt is spent while it waits, up to the step's max_wait)",
+            ms_to_utc(*since)
+        )?;
     }
     if let Some(of) = &refund_of {
         let text = |k: &str| of[k].as_str().unwrap_or("?").to_owned();

@@ -8,6 +8,7 @@ mod bulk;
 mod command;
 mod demo;
 mod dlq;
+pub(crate) mod health;
 mod inspect;
 mod reconcile;
 mod run;
@@ -106,6 +107,12 @@ enum Command {
     ///
     /// Example: sagaflow stats --json
     Stats(inspect::JsonArgs),
+    /// A running worker's circuit breakers (state, since when, sagas waiting) and intake, from its admin API
+    ///
+    /// Exit 0 when every breaker is closed, 1 when one is open or half-open.
+    ///
+    /// Example: sagaflow health --json
+    Health(health::HealthArgs),
     /// Retry the step or compensation a parked saga is parked on, with a fresh retry budget
     ///
     /// Example: sagaflow retry o-1042 --reason "payment provider back after INC-7"
@@ -187,6 +194,7 @@ impl Command {
                 | Command::Show(_)
                 | Command::History(_)
                 | Command::Stats(_)
+                | Command::Health(_)
                 | Command::Audit(_)
                 | Command::Retry(_)
                 | Command::Cancel(_)
@@ -233,7 +241,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let remote = args.admin.clone();
     if remote.is_some() && !args.command.speaks_admin() {
-        bail!("--admin applies to list, show, history, stats, audit, retry, cancel, resolve and refund; run this command on the worker's machine without --admin");
+        bail!("--admin applies to list, show, history, stats, health, audit, retry, cancel, resolve and refund; run this command on the worker's machine without --admin");
     }
     let source = |config: &Config, data: Option<PathBuf>| -> Result<inspect::Source> {
         Ok(match (&remote, config.profile.engine) {
@@ -269,6 +277,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Command::Show(s) => inspect::show(&source(&load(None)?, args.data)?, s),
         Command::History(s) => inspect::history(&source(&load(None)?, args.data)?, s),
         Command::Stats(s) => inspect::stats(&source(&load(None)?, args.data)?, s),
+        Command::Health(h) => health::health(&load(None)?, remote.as_deref(), h),
         Command::Retry(c) => with_data(Box::new(|source, data| {
             command::simple(source, data, Signal::Retry, c)
         })),

@@ -8,10 +8,10 @@ use crate::engine::temporal::worker::WorkerThread;
 use crate::engine::{Definition, Ended, Engine, Starter};
 use crate::trigger::embedded::{self, TriggerConfig};
 use crate::trigger::servicebus::ServiceBusTrigger;
-use crate::trigger::TriggerStats;
+use crate::trigger::{Intake, TriggerStats};
 use anyhow::{bail, Context, Result};
 use sagaflow_activities::queue::EmbeddedQueue;
-use sagaflow_activities::Order;
+use sagaflow_activities::{Breakers, Order};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,7 +28,7 @@ pub struct RunArgs {
     /// Exit once the queue is empty and no saga is running or compensating (parked ones wait for an operator)
     #[arg(long)]
     pub until_idle: bool,
-    /// Sagas in memory at most; the trigger takes no more messages above it
+    /// Sagas in progress at most (parked ones and those waiting for an open breaker do not count); the trigger takes no more messages above it
     #[arg(long, default_value_t = 1000)]
     pub max_live: usize,
     /// Serve the admin API on this IP:PORT instead of [admin] bind (port 0 picks a free one; the log says which)
@@ -143,7 +143,11 @@ impl Worker {
                     "Temporal worker polling"
                 );
                 let live = Arc::new(AtomicUsize::new(0));
-                let watcher = tokio::spawn(watch_open_sagas(client.clone(), live.clone()));
+                let watcher = tokio::spawn(watch_open_sagas(
+                    client.clone(),
+                    live.clone(),
+                    adapters.registry.breakers().clone(),
+                ));
                 let starter = Starter::Temporal(client.clone(), live);
                 (
                     EngineRun::Temporal {
@@ -157,6 +161,7 @@ impl Worker {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(TriggerStats::default());
+        let intake = Intake::new(max_live, adapters.registry.breakers().clone(), &def.def);
         let (queue, servicebus, trigger) = match config.profile.trigger {
             TriggerKind::Embedded => {
                 let queue = Arc::new(app::open_queue(paths)?);
@@ -165,7 +170,7 @@ impl Worker {
                     starter,
                     def,
                     TriggerConfig {
-                        max_live,
+                        intake: intake.clone(),
                         batch: 256,
                         lock: Duration::from_secs(60),
                     },
@@ -175,7 +180,7 @@ impl Worker {
                 (Some(queue), None, trigger)
             }
             TriggerKind::ServiceBus => {
-                let sb = ServiceBusTrigger::connect_check(&config.servicebus, max_live).await?;
+                let sb = ServiceBusTrigger::connect_check(&config.servicebus, intake).await?;
                 let trigger = tokio::spawn(sb.run(starter, def, stop.clone(), stats.clone()));
                 (None, Some(stats.clone()), trigger)
             }
@@ -285,16 +290,21 @@ impl Worker {
 /// without a message.
 const SERVICE_BUS_QUIET_MS: u64 = 1500;
 
-/// Keeps `live` at the number of sagas running or compensating on the
-/// cluster, so the trigger holds back when `--max-live` are in flight
+/// Keeps `live` at the number of sagas in progress on the cluster: running
+/// or compensating, less those waiting for one of this worker's open
+/// breakers, so the trigger holds back when `--max-live` are in progress
 /// (visibility lags a little, so this is approximate).
-async fn watch_open_sagas(client: TemporalClient, live: Arc<AtomicUsize>) {
+async fn watch_open_sagas(client: TemporalClient, live: Arc<AtomicUsize>, breakers: Breakers) {
     loop {
         if let (Ok(r), Ok(c)) = (
             client.count(Some("running")).await,
             client.count(Some("compensating")).await,
         ) {
-            live.store((r + c) as usize, Ordering::Relaxed);
+            let waiting: usize = breakers.snapshots().iter().map(|b| b.waiting).sum();
+            live.store(
+                ((r + c) as usize).saturating_sub(waiting),
+                Ordering::Relaxed,
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -308,6 +318,12 @@ pub fn run(config: Config, data: &Path, args: RunArgs) -> Result<ExitCode> {
         // First: a bind without its token refuses before anything starts.
         let _admin = super::admin::start(&config, data, args.admin_bind).await?;
         let mut worker = Worker::start(&config, &paths, &args.saga, args.max_live, None).await?;
+        if let Some(admin) = &_admin {
+            admin.health.attach(
+                worker._adapters.registry.breakers().clone(),
+                worker.stats.clone(),
+            );
+        }
         tracing::info!(data = %data.display(), saga = args.saga, engine = ?config.profile.engine, "worker running; Ctrl-C stops it");
         loop {
             tokio::select! {

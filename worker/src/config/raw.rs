@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) admin: RawAdmin,
     #[serde(default)]
+    pub(super) breakers: RawBreakers,
+    #[serde(default)]
     pub sagas: SagaTables,
 }
 
@@ -282,4 +284,40 @@ impl Default for RawAdmin {
 
 fn default_admin_token_env() -> String {
     "SAGAFLOW_ADMIN_TOKEN".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreakers {
+    #[serde(default = "yes")]
+    pub(super) enabled: bool,
+    #[serde(default)]
+    pub(super) payment: RawBreaker,
+    #[serde(default)]
+    pub(super) stock: RawBreaker,
+    #[serde(default)]
+    pub(super) orders: RawBreaker,
+}
+
+impl Default for RawBreakers {
+    fn default() -> Self {
+        RawBreakers {
+            enabled: true,
+            payment: RawBreaker::default(),
+            stock: RawBreaker::default(),
+            orders: RawBreaker::default(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreaker {
+    pub(super) enabled: Option<bool>,
+    pub(super) failures: Option<Spanned<i64>>,
+    pub(super) failure_rate: Option<Spanned<f64>>,
+    pub(super) window: Option<Spanned<String>>,
+    pub(super) open_for: Option<Spanned<String>>,
+    pub(super) probes: Option<Spanned<i64>>,
+    pub(super) count: Option<Vec<String>>,
 }

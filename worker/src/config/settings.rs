@@ -184,5 +184,13 @@ pub struct AdminSettings {
     pub token_env: String,
 }
 
+/// The circuit breakers (`[breakers]`): one per dependency that has one,
+/// in `DEPENDENCIES` order; empty when `enabled = false`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BreakerSettingsByDependency {
+    /// `(dependency, settings)` of each breaker that is on.
+    pub breakers: Vec<(String, sagaflow_activities::breaker::BreakerSettings)>,
+}
+
 /// Where the admin API listens unless `[admin] bind` says otherwise.
 pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:7070";

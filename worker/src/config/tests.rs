@@ -213,3 +213,44 @@ mod generated {
         }
     }
 }
+
+#[test]
+fn breakers_default_on_for_every_dependency_and_each_key_is_checked() {
+    let config = parse(PROFILE).unwrap();
+    let deps: Vec<&str> = config
+        .breakers
+        .breakers
+        .iter()
+        .map(|(d, _)| d.as_str())
+        .collect();
+    assert_eq!(deps, ["payment", "stock", "orders"]);
+    let payment = &config.breakers.breakers[0].1;
+    assert_eq!(
+        (payment.failures, payment.open_for_ms, payment.probes),
+        (5, 5_000, 1)
+    );
+
+    let off = parse(&format!("{PROFILE}[breakers]\nenabled = false\n")).unwrap();
+    assert!(off.breakers.breakers.is_empty());
+    let one_off = parse(&format!("{PROFILE}[breakers.stock]\nenabled = false\n")).unwrap();
+    assert_eq!(one_off.breakers.breakers.len(), 2);
+
+    let err = parse(&format!(
+        "{PROFILE}[breakers.payment]\nfailures = 0\nopen_for = \"10ms\"\nfailure_rate = 1.5\n"
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("sagas.toml:8: [breakers.payment]: failures is 0; use 1 to 10000"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sagas.toml:9: [breakers.payment]: open_for is 10ms"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sagas.toml:10: [breakers.payment]: failure_rate is 1.5"),
+        "{err}"
+    );
+    let err = parse(&format!("{PROFILE}[breakers.paymnet]\nprobes = 2\n")).unwrap_err();
+    assert!(err.contains("unknown field `paymnet`"), "{err}");
+}

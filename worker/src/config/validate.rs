@@ -2,12 +2,14 @@
 //! chosen adapter needs present. Saga definitions are validated by
 //! `sagaflow_workflows::config` through the same [`Diagnostics`].
 
-use super::raw::{RawConfig, RawServiceBus};
+use super::raw::{RawBreakers, RawConfig, RawServiceBus};
 use super::settings::{
-    AdminSettings, CosmosSettings, EmbeddedSettings, OrdersKind, PaymentKind, PaymentSettings,
-    Profile, RedisSettings, SandboxSettings, ServiceBusSettings, StockSettings, TemporalSettings,
+    AdminSettings, BreakerSettingsByDependency, CosmosSettings, EmbeddedSettings, OrdersKind,
+    PaymentKind, PaymentSettings, Profile, RedisSettings, SandboxSettings, ServiceBusSettings,
+    StockSettings, TemporalSettings,
 };
 use super::Config;
+use sagaflow_activities::breaker::BreakerSettings;
 use sagaflow_workflows::config::Diagnostics;
 use sagaflow_workflows::duration::parse_duration_ms;
 use toml::Spanned;
@@ -100,6 +102,7 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
     }
     let servicebus = servicebus(d, raw.servicebus);
     let admin = admin(d, raw.admin);
+    let breakers = breakers(d, raw.breakers);
     let search_lag_span = raw.payment.search_lag.as_ref().map_or(0..0, |v| v.span());
     let sagas = raw.sagas.validate(d, registered);
     if raw.profile.payment == PaymentKind::Http {
@@ -151,8 +154,90 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
             latency_ms,
         },
         admin,
+        breakers,
         sagas,
     }
+}
+
+/// `[breakers]`: one breaker per dependency, each key checked.
+fn breakers(d: &mut Diagnostics<'_>, raw: RawBreakers) -> BreakerSettingsByDependency {
+    let tables = [
+        ("payment", raw.payment),
+        ("stock", raw.stock),
+        ("orders", raw.orders),
+    ];
+    let mut breakers = Vec::new();
+    for (dependency, table) in tables {
+        let place = Some(format!("[breakers.{dependency}]"));
+        let mut s = BreakerSettings::default_for(dependency);
+        if let Some(f) = &table.failures {
+            match u32::try_from(*f.get_ref()) {
+                Ok(n @ 1..=10_000) => s.failures = n,
+                _ => d.error(
+                    f.span(),
+                    place.clone(),
+                    format!(
+                        "failures is {}; use 1 to 10000 (failures within the window that open the breaker)",
+                        f.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(r) = &table.failure_rate {
+            let rate = *r.get_ref();
+            if rate > 0.0 && rate <= 1.0 {
+                s.failure_rate = rate;
+            } else {
+                d.error(
+                    r.span(),
+                    place.clone(),
+                    format!("failure_rate is {rate}; use a fraction above 0.0, at most 1.0 (0.5: half the calls in the window failed)"),
+                );
+            }
+        }
+        if let Some(w) = &table.window {
+            s.window_ms = d.duration(w, &place, "window");
+            at_least(
+                d,
+                Some(w),
+                &format!("[breakers.{dependency}]"),
+                "window",
+                100,
+                "count failures over at least \"100ms\" (the default is \"10s\")",
+            );
+        }
+        if let Some(o) = &table.open_for {
+            s.open_for_ms = d.duration(o, &place, "open_for");
+            at_least(
+                d,
+                Some(o),
+                &format!("[breakers.{dependency}]"),
+                "open_for",
+                100,
+                "stay open at least \"100ms\" (the default is \"5s\")",
+            );
+        }
+        if let Some(p) = &table.probes {
+            match u32::try_from(*p.get_ref()) {
+                Ok(n @ 1..=1_000) => s.probes = n,
+                _ => d.error(
+                    p.span(),
+                    place.clone(),
+                    format!(
+                        "probes is {}; use 1 to 1000 (calls let through at once while half-open)",
+                        p.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(count) = table.count {
+            s.count = count;
+        }
+        if raw.enabled && table.enabled.unwrap_or(true) {
+            breakers.push((dependency.to_owned(), s));
+        }
+    }
+    BreakerSettingsByDependency { breakers }
 }
 
 fn servicebus(d: &mut Diagnostics<'_>, raw: RawServiceBus) -> ServiceBusSettings {

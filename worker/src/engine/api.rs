@@ -177,8 +177,9 @@ impl EngineHandle {
         .flatten()
     }
 
-    /// Sagas in memory right now (running, compensating or parked).
-    pub fn live(&self) -> usize {
+    /// Sagas in progress right now: running or compensating, neither
+    /// parked nor waiting for an open breaker.
+    pub fn in_progress(&self) -> usize {
         self.live.load(Ordering::Relaxed)
     }
 }

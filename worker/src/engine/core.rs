@@ -53,7 +53,8 @@ pub(crate) struct Core {
 
 impl Core {
     /// A core over `state`; records go to `batches`, ends to `ended`, the
-    /// number of live sagas to `live`.
+    /// number of sagas in progress (live, not parked, not waiting for a
+    /// breaker) to `live`.
     pub(crate) fn new(
         state: State,
         dispatcher: Dispatcher,
@@ -81,7 +82,7 @@ impl Core {
             self.state
                 .apply(Input::Recover(Box::new(saga)), now_ms(), &mut self.round);
         }
-        self.live.store(self.state.live(), Ordering::Relaxed);
+        self.live.store(self.state.in_progress(), Ordering::Relaxed);
         self.flush();
     }
 
@@ -112,7 +113,7 @@ impl Core {
             }
             self.fire_due_timers();
             self.flush();
-            self.live.store(self.state.live(), Ordering::Relaxed);
+            self.live.store(self.state.in_progress(), Ordering::Relaxed);
             if self.stopping && self.pending.is_empty() {
                 break;
             }

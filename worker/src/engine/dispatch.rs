@@ -1,5 +1,6 @@
 //! Activity dispatch: runs one attempt on the tokio runtime, bounded by a
-//! semaphore, with the step's time limit, and sends its result back to the
+//! semaphore, through its dependency's breaker and with the step's time
+//! limit ([`Registry::attempt`]), and sends its result back to the
 //! core exactly once (a panic or cancellation is a retryable error).
 
 use super::api::Msg;
@@ -10,7 +11,6 @@ use sagaflow_workflows::{ActivityCall, ActivityError};
 use serde_json::Value;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// Runs activity attempts for the core.
@@ -52,15 +52,7 @@ impl Dispatcher {
                 started_ms: now_ms(),
                 sent: false,
             };
-            let limit = Duration::from_millis(call.timeout_ms);
-            let result = match tokio::time::timeout(limit, registry.start(call)).await {
-                Ok(r) => r,
-                Err(_) => Err(ActivityError::retryable(
-                    "timeout",
-                    format!("no result within {}ms", limit.as_millis()),
-                )),
-            };
-            report.send(result);
+            report.send(registry.attempt(call).await);
         });
     }
 }

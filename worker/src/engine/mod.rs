@@ -104,11 +104,14 @@ impl Starter {
         Some(first == *order)
     }
 
-    /// Sagas in flight: in memory on the embedded engine, open on the
-    /// cluster (as visibility last said) on Temporal.
-    pub fn live(&self) -> usize {
+    /// Sagas in progress, which the trigger's `max_live` limits: neither
+    /// parked nor waiting for an open breaker. On the embedded engine the
+    /// core's count; on Temporal, running and compensating on the cluster
+    /// (as visibility last said) less those this worker's breakers
+    /// refused and that have not come back.
+    pub fn in_progress(&self) -> usize {
         match self {
-            Starter::Embedded(h) => h.live(),
+            Starter::Embedded(h) => h.in_progress(),
             Starter::Temporal(_, live) => live.load(Ordering::Relaxed),
         }
     }

@@ -172,14 +172,39 @@ pub struct TimelineEntry {
     /// ok, failed, running (attempts so far, none finished ok), resolved
     /// (done by hand, by an operator's `resolve`), or pending.
     pub status: &'static str,
-    /// Attempts made.
+    /// Attempts made (refusals by an open breaker are not attempts).
     pub attempts: u32,
+    /// Times an open breaker refused it (each followed by a durable wait).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub breaker_waits: u32,
     /// The last error, if any attempt failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// From the first attempt's start to the last attempt's end, in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What a saga that is not over waits for, when its last attempt was
+/// refused by an open circuit breaker: the dependency and since when the
+/// breaker has been open (ms since the Unix epoch).
+pub fn breaker_wait(events: &[EventRow], status: &str) -> Option<(String, u64)> {
+    if status != "running" && status != "compensating" {
+        return None;
+    }
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "activity_completed" || e.kind == "activity_failed")?;
+    let wait = &last.body["error"]["wait"];
+    Some((
+        wait["dependency"].as_str()?.to_owned(),
+        wait["since_ms"].as_u64()?,
+    ))
 }
 
 /// Builds the timeline of a saga from its definition and events: every
@@ -216,6 +241,7 @@ pub fn timeline(def: &SagaDef, events: &[EventRow], status: &str) -> Vec<Timelin
                     activity: b.activity.clone(),
                     status: "running",
                     attempts: 0,
+                    breaker_waits: 0,
                     last_error: None,
                     duration_ms: None,
                 });
@@ -224,6 +250,14 @@ pub fn timeline(def: &SagaDef, events: &[EventRow], status: &str) -> Vec<Timelin
             }
         };
         let t = &mut entries[i];
+        if b.error.as_ref().is_some_and(|e| e.wait.is_some()) {
+            t.breaker_waits += 1;
+            t.duration_ms = Some(e.at_ms.saturating_sub(first_start[i]));
+            if t.status != "ok" && t.status != "failed" {
+                t.status = "running";
+            }
+            continue;
+        }
         t.attempts += 1;
         t.duration_ms = Some(e.at_ms.saturating_sub(first_start[i]));
         match &b.error {
@@ -261,6 +295,7 @@ pub fn timeline(def: &SagaDef, events: &[EventRow], status: &str) -> Vec<Timelin
                     activity: step.action.clone(),
                     status: "pending",
                     attempts: 0,
+                    breaker_waits: 0,
                     last_error: None,
                     duration_ms: None,
                 },

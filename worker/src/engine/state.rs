@@ -143,6 +143,19 @@ struct Live {
     next_n: u32,
     /// The activity attempt in flight: what to journal when it returns.
     inflight: Option<(u32, CallMeta)>,
+    /// Parked on an operator command.
+    parked: bool,
+    /// Its last attempt was refused by an open breaker: it waits on a
+    /// timer for the dependency, doing nothing.
+    breaker_wait: bool,
+}
+
+impl Live {
+    /// Parked or waiting for a breaker: not "in progress" for the
+    /// trigger's limit.
+    fn idle(&self) -> bool {
+        self.parked || self.breaker_wait
+    }
 }
 
 struct CallMeta {
@@ -155,6 +168,8 @@ struct CallMeta {
 /// Every live saga and what makes starts idempotent.
 pub(crate) struct State {
     sagas: HashMap<Arc<str>, Live>,
+    /// How many of `sagas` are idle ([`Live::idle`]), kept as they change.
+    idle: usize,
     known: HashSet<Arc<str>>,
     written_defs: HashSet<String>,
 }
@@ -165,14 +180,44 @@ impl State {
     pub(crate) fn new(known: HashSet<Arc<str>>, written_defs: HashSet<String>) -> State {
         State {
             sagas: HashMap::new(),
+            idle: 0,
             known,
             written_defs,
         }
     }
 
     /// Sagas in memory (running, compensating or parked on a signal).
+    #[cfg(test)]
     pub(crate) fn live(&self) -> usize {
         self.sagas.len()
+    }
+
+    /// Sagas in progress: live, neither parked nor waiting for an open
+    /// breaker. The trigger's `max_live` limits these, so parked sagas
+    /// never stop intake.
+    pub(crate) fn in_progress(&self) -> usize {
+        self.sagas.len() - self.idle
+    }
+
+    /// Inserts a live saga, counting it if it is idle.
+    fn insert(&mut self, id: Arc<str>, live: Live) {
+        if live.idle() {
+            self.idle += 1;
+        }
+        if let Some(old) = self.sagas.insert(id, live) {
+            if old.idle() {
+                self.idle -= 1;
+            }
+        }
+    }
+
+    /// Removes a live saga, uncounting it if it was idle.
+    fn remove(&mut self, id: &str) -> Option<Live> {
+        let live = self.sagas.remove(id)?;
+        if live.idle() {
+            self.idle -= 1;
+        }
+        Some(live)
     }
 
     /// Whether `signal` applies to saga `saga_id` as it is in memory now,
@@ -271,7 +316,7 @@ impl State {
         }
         let live = new_live(id.clone(), def, input, now, 1);
         self.known.insert(id.clone());
-        self.sagas.insert(id.clone(), live);
+        self.insert(id.clone(), live);
         self.advance(&id, now, out);
     }
 
@@ -342,6 +387,15 @@ impl State {
             Ok(v) => (Some(v.clone()), None),
             Err(e) => (None, Some(e.clone())),
         };
+        let waits = error.as_ref().is_some_and(|e| e.wait.is_some());
+        if waits != live.breaker_wait {
+            live.breaker_wait = waits;
+            if waits {
+                self.idle += 1;
+            } else {
+                self.idle -= 1;
+            }
+        }
         let n = live.next_n;
         live.next_n += 1;
         live.ctx.resolve(
@@ -456,7 +510,7 @@ impl State {
         };
         let poll = poll_saga(live);
         if let Some(why) = live.ctx.divergence() {
-            let live = self.sagas.remove(saga_id).expect("present above");
+            let live = self.remove(saga_id).expect("present above");
             let reason = format!("replaying its journal diverged ({why})");
             park_unrun(&live.id, live.next_n, None, &reason, now, out);
             return;
@@ -464,12 +518,22 @@ impl State {
         if let Some(status) = live.ctx.take_status_change() {
             let n = live.next_n;
             live.next_n += 1;
+            let parked = matches!(status, SagaStatus::Parked { .. });
+            if parked != live.parked {
+                let was_idle = live.idle();
+                live.parked = parked;
+                match (was_idle, live.idle()) {
+                    (false, true) => self.idle += 1,
+                    (true, false) => self.idle -= 1,
+                    _ => {}
+                }
+            }
             out.records
                 .push(status_event(live.id.clone(), n, now, &status));
         }
         take_commands(live, &mut out.actions);
         if let Poll::Ready(outcome) = poll {
-            let live = self.sagas.remove(saga_id).expect("present above");
+            let live = self.remove(saga_id).expect("present above");
             out.actions.push(Action::Ended(Ended {
                 saga_id: live.id,
                 status: outcome.status,
@@ -518,12 +582,14 @@ impl State {
         };
         let mut live = new_live(id.clone(), def, input, saga.created_ms, next_n);
         let mut poll = poll_saga(&mut live);
+        let mut breaker_wait = false;
         for (_, at_ms, event) in saga.events {
             if poll.is_ready() || live.ctx.divergence().is_some() {
                 break;
             }
             match event.expect("checked above") {
                 EventKind::Attempt { seq, body } => {
+                    breaker_wait = body.error.as_ref().is_some_and(|e| e.wait.is_some());
                     let result = match (body.output, body.error) {
                         (_, Some(e)) => Err(e),
                         (Some(v), None) => Ok(v),
@@ -558,6 +624,8 @@ impl State {
             out.records
                 .push(status_event(id.clone(), n, now, &status_now));
         }
+        live.parked = matches!(status_now, SagaStatus::Parked { .. });
+        live.breaker_wait = breaker_wait;
         take_commands(&mut live, &mut out.actions);
         match poll {
             Poll::Ready(outcome) => out.actions.push(Action::Ended(Ended {
@@ -565,7 +633,7 @@ impl State {
                 status: outcome.status,
             })),
             Poll::Pending => {
-                self.sagas.insert(id, live);
+                self.insert(id, live);
             }
         }
     }
@@ -631,6 +699,8 @@ fn new_live(
         fut,
         next_n,
         inflight: None,
+        parked: false,
+        breaker_wait: false,
     }
 }
 

@@ -8,7 +8,7 @@
 //! point loses nothing (a redelivered message is a harmless duplicate start:
 //! the saga id is the order id).
 
-use super::{note_duplicate, TriggerStats};
+use super::{note_duplicate, Intake, TriggerStats, PAUSE_POLL};
 use crate::engine::{Definition, StartOutcome, Starter};
 use sagaflow_activities::queue::EmbeddedQueue;
 use sagaflow_activities::Order;
@@ -25,8 +25,8 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// How the trigger paces itself.
 #[derive(Debug, Clone)]
 pub struct TriggerConfig {
-    /// Live sagas above which no more messages are taken.
-    pub max_live: usize,
+    /// When and how many messages may be taken.
+    pub intake: Intake,
     /// Messages per receive.
     pub batch: usize,
     /// Lock duration of a received message.
@@ -49,14 +49,17 @@ pub async fn run(
     }
     let mut idle_wait = Duration::from_millis(5);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let room = config
-            .max_live
-            .saturating_sub(engine.live())
-            .min(config.batch);
-        if room == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            continue;
-        }
+        let room = match config.intake.room(&engine, 0) {
+            Ok(room) => {
+                stats.note_pause(None);
+                room.min(config.batch)
+            }
+            Err(pause) => {
+                stats.note_pause(Some(pause));
+                tokio::time::sleep(PAUSE_POLL).await;
+                continue;
+            }
+        };
         let q = queue.clone();
         let lock_ms = config.lock.as_millis() as u64;
         let deliveries = match tokio::task::spawn_blocking(move || q.receive(room, lock_ms)).await {

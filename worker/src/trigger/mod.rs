@@ -5,8 +5,11 @@ pub mod embedded;
 pub mod servicebus;
 
 use crate::engine::Starter;
-use sagaflow_activities::Order;
+use sagaflow_activities::{Breakers, Order};
+use sagaflow_workflows::SagaDef;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// What a trigger has done, for logs, idle checks and benchmarks (the
 /// connection fields are the Service Bus trigger's).
@@ -35,6 +38,96 @@ pub struct TriggerStats {
     pub last_message_ms: AtomicU64,
     /// When the current connection's receiver attached, ms since the epoch.
     pub connected_at_ms: AtomicU64,
+    /// Why intake is paused now (`None`: taking messages).
+    pub paused: Mutex<Option<Pause>>,
+}
+
+/// Why a trigger takes no messages for now: they stay on the queue, where
+/// KEDA and operators see them, not in the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pause {
+    /// A breaker new sagas would meet is open: they would only wait.
+    BreakerOpen(String),
+    /// `max_live` sagas are in progress.
+    Full(usize),
+}
+
+impl std::fmt::Display for Pause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pause::BreakerOpen(dependency) => {
+                write!(f, "the {dependency} circuit breaker is open")
+            }
+            Pause::Full(max) => write!(f, "{max} sagas are in progress (--max-live)"),
+        }
+    }
+}
+
+/// How long a trigger sleeps while paused before it looks again: short
+/// next to a breaker's open interval or a saga's run, long next to a
+/// busy loop.
+pub const PAUSE_POLL: Duration = Duration::from_millis(20);
+
+/// Decides whether a trigger may take messages, and how many: the one
+/// rule both triggers follow.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    /// Sagas in progress (not parked, not waiting for a breaker) above
+    /// which no more messages are taken.
+    pub max_live: usize,
+    breakers: Breakers,
+    /// The activities a new saga's forward steps call.
+    actions: Vec<String>,
+}
+
+impl Intake {
+    /// Intake for sagas of `def`, behind `breakers`.
+    pub fn new(max_live: usize, breakers: Breakers, def: &SagaDef) -> Intake {
+        Intake {
+            max_live,
+            breakers,
+            actions: def.steps.iter().map(|s| s.action.clone()).collect(),
+        }
+    }
+
+    /// How many more starts may be taken now, `unsettled` being those
+    /// taken but not yet counted by the engine; or why none.
+    pub fn room(&self, engine: &Starter, unsettled: usize) -> Result<usize, Pause> {
+        if let Some(dependency) = self
+            .breakers
+            .open_among(self.actions.iter().map(String::as_str))
+        {
+            return Err(Pause::BreakerOpen(dependency.to_owned()));
+        }
+        match self.max_live.checked_sub(engine.in_progress() + unsettled) {
+            Some(room) if room > 0 => Ok(room),
+            _ => Err(Pause::Full(self.max_live)),
+        }
+    }
+}
+
+impl TriggerStats {
+    /// Records the trigger's pause (or `None`: resumed), logging a change
+    /// once; a pause for a full worker is routine and logged at debug.
+    pub fn note_pause(&self, now: Option<Pause>) {
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        if *paused == now {
+            return;
+        }
+        match (&*paused, &now) {
+            (_, Some(p @ Pause::BreakerOpen(_))) => {
+                tracing::warn!(
+                    "intake paused: {p}; orders stay on the queue until it lets probes through"
+                )
+            }
+            (Some(Pause::BreakerOpen(_)), _) => {
+                tracing::info!("intake resumed: the breaker lets calls through")
+            }
+            (_, Some(p)) => tracing::debug!("intake paused: {p}"),
+            _ => {}
+        }
+        *paused = now;
+    }
 }
 
 impl TriggerStats {

@@ -75,6 +75,7 @@ struct RawStep {
     compensation: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     compensation_timeout: Option<Spanned<String>>,
+    max_wait: Option<Spanned<String>>,
     retry: Option<Spanned<RawRetry>>,
 }
 
@@ -172,6 +173,12 @@ impl SagaValidator<'_, '_> {
                 },
                 (None, _) => None,
             };
+            // "0" is allowed: the step never waits, an open breaker counts
+            // as a failed attempt at once.
+            let max_wait_ms = raw
+                .max_wait
+                .as_ref()
+                .map(|t| self.d.duration(t, &place, "max_wait"));
             let retry = match &raw.retry {
                 Some(r) => self.retry(r, &place),
                 None => RetryPolicy::default(),
@@ -184,6 +191,7 @@ impl SagaValidator<'_, '_> {
                 timeout_ms,
                 compensation_timeout_ms,
                 retry,
+                max_wait_ms,
             });
         }
         let pivot_given = saga.pivot.is_some();

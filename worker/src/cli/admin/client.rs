@@ -84,6 +84,11 @@ impl AdminClient {
         percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
     }
 
+    /// `GET /api/health`.
+    pub fn health(&self) -> Result<crate::cli::health::Health> {
+        self.get("api/health", &[])
+    }
+
     /// `GET /api/sagas`.
     pub fn list(&self, status: Option<&str>, limit: usize) -> Result<Vec<SagaRow>> {
         let mut q = vec![("limit", limit.to_string())];

@@ -33,11 +33,15 @@ pub(crate) struct AdminState {
     config: Config,
     data: std::path::PathBuf,
     token: Option<Token>,
+    /// The running worker's breakers and intake, once it has started.
+    health: Arc<super::health::HealthView>,
 }
 
 /// A running admin server; dropping it stops it.
 pub struct AdminServer {
     task: tokio::task::JoinHandle<()>,
+    /// Where the worker makes its breakers and intake visible.
+    pub health: Arc<super::health::HealthView>,
 }
 
 impl Drop for AdminServer {
@@ -85,7 +89,9 @@ pub async fn start(
         config: config.clone(),
         data: data.to_owned(),
         token,
+        health: Arc::default(),
     });
+    let health = state.health.clone();
     tracing::info!(
         address = %addr,
         token_required = state.token.is_some(),
@@ -97,5 +103,5 @@ pub async fn start(
             tracing::error!(error = %e, "admin API stopped");
         }
     });
-    Ok(Some(AdminServer { task }))
+    Ok(Some(AdminServer { task, health }))
 }

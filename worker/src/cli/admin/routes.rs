@@ -30,6 +30,7 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/api/sagas/:id/history", get(history))
         .route("/api/sagas/:id/:command", post(command))
         .route("/api/stats", get(stats))
+        .route("/api/health", get(health))
         .route("/api/audit", get(audit))
         .route("/api/bulk/:command", post(bulk_command))
         .fallback(not_found)
@@ -149,6 +150,19 @@ async fn saga(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
 async fn history(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
     let events = blocking(&state, move |s| Ok(s.source.saga(&id)?.events)).await?;
     Ok(Json(events).into_response())
+}
+
+/// `GET /api/health`: the worker's breakers and intake (503 while it is
+/// still starting).
+async fn health(State(state): State<Shared>) -> Response {
+    match state.health.now() {
+        Some(health) => Json(health).into_response(),
+        None => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "the worker is still starting; ask again in a moment"})),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /api/stats`.

@@ -25,6 +25,7 @@ fn def() -> Arc<Definition> {
                 compensation: Some("stock.release".into()),
                 timeout_ms: 1_000,
                 compensation_timeout_ms: None,
+                max_wait_ms: None,
                 retry: RetryPolicy {
                     max_attempts: 3,
                     ..RetryPolicy::default()
@@ -36,6 +37,7 @@ fn def() -> Arc<Definition> {
                 compensation: None,
                 timeout_ms: 1_000,
                 compensation_timeout_ms: None,
+                max_wait_ms: None,
                 retry: RetryPolicy::default(),
             },
             StepDef {
@@ -44,6 +46,7 @@ fn def() -> Arc<Definition> {
                 compensation: None,
                 timeout_ms: 1_000,
                 compensation_timeout_ms: None,
+                max_wait_ms: None,
                 retry: once,
             },
         ],
@@ -745,4 +748,70 @@ fn a_refund_from_the_inbox_starts_its_saga_once_and_audits_it() {
         applied.detail
     );
     assert!(again.actions.is_empty());
+}
+
+/// The trigger's limit counts sagas in progress: a parked saga, or one
+/// waiting for an open breaker, is live but not in progress, and counts
+/// again as soon as it goes on.
+#[test]
+fn parked_and_breaker_waiting_sagas_are_not_in_progress() {
+    let mut state = fresh();
+    start(&mut state, "parks", 1);
+    start(&mut state, "waits", 2);
+    start(&mut state, "runs", 3);
+    assert_eq!((state.live(), state.in_progress()), (3, 3));
+    apply(&mut state, done("parks", 0, Ok(json!({}))));
+    apply(&mut state, done("parks", 1, Ok(json!({}))));
+    apply(
+        &mut state,
+        done("parks", 2, Err(ActivityError::retryable("redis", "down"))),
+    );
+    assert_eq!((state.live(), state.in_progress()), (3, 2), "parked");
+    let refused = ActivityError::breaker_open(sagaflow_workflows::DependencyWait {
+        dependency: "stock".into(),
+        since_ms: NOW,
+        retry_after_ms: 5_000,
+    });
+    let out = apply(&mut state, done("waits", 0, Err(refused.clone())));
+    assert_eq!(actions(&out), vec!["timer 1"], "a durable wait");
+    assert_eq!((state.live(), state.in_progress()), (3, 1), "waiting");
+    // Its timer fires and the breaker refuses it again: still waiting.
+    apply(
+        &mut state,
+        Input::TimerFired {
+            saga_id: Arc::from("waits"),
+            seq: 1,
+            at_ms: NOW + 5_000,
+        },
+    );
+    let out = apply(&mut state, done("waits", 2, Err(refused)));
+    assert_eq!(actions(&out), vec!["timer 3"]);
+    assert_eq!(state.in_progress(), 1);
+    apply(
+        &mut state,
+        Input::TimerFired {
+            saga_id: Arc::from("waits"),
+            seq: 3,
+            at_ms: NOW + 10_000,
+        },
+    );
+    let out = apply(&mut state, done("waits", 4, Ok(json!({}))));
+    assert_eq!(actions(&out), vec!["dispatch 5 payment.capture#1"]);
+    assert_eq!(state.in_progress(), 2, "let through: in progress again");
+    // The parked saga is retried: in progress again; when it ends it
+    // leaves both counts.
+    let out = apply(
+        &mut state,
+        Input::Signal {
+            saga_id: "parks".into(),
+            command: Ok(cmd(Signal::Retry)),
+            inbox_id: 7,
+        },
+    );
+    assert_eq!(state.in_progress(), 3);
+    let Some(Action::Dispatch { seq, .. }) = out.actions.first() else {
+        panic!("the retry dispatches the step again: {:?}", actions(&out));
+    };
+    apply(&mut state, done("parks", *seq, Ok(json!({}))));
+    assert_eq!((state.live(), state.in_progress()), (2, 2));
 }

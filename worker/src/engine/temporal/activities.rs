@@ -51,17 +51,10 @@ impl<const N: usize> ExecutableActivity for Slot<N> {
     ) -> BoxFuture<'static, Result<Value, ActivityError>> {
         let this = receiver.expect("slots are registered with an instance");
         async move {
-            // The attempt's time limit is enforced here, as on the embedded
-            // engine; the server's start-to-close timeout (a little longer)
-            // only catches a worker that died.
-            let limit = std::time::Duration::from_millis(call.timeout_ms);
-            let result = match tokio::time::timeout(limit, this.registry.start(call)).await {
-                Ok(result) => result,
-                Err(_) => Err(sagaflow_workflows::ActivityError::retryable(
-                    "timeout",
-                    format!("no result within {}ms", limit.as_millis()),
-                )),
-            };
+            // The breaker and the attempt's time limit are applied here, as
+            // on the embedded engine; the server's start-to-close timeout
+            // (a little longer) only catches a worker that died.
+            let result = this.registry.attempt(call).await;
             result.map_err(|e| {
                 ActivityError::application(
                     ApplicationFailure::builder(e.message.clone())

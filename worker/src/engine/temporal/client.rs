@@ -649,6 +649,7 @@ fn failure_error(failure: Option<&Failure>) -> ActivityError {
                 kind: app.r#type.clone(),
                 message: failure.message.clone(),
                 retryable: !app.non_retryable,
+                wait: None,
             };
         }
         if let Some(FailureInfo::TimeoutFailureInfo(_)) = &failure.failure_info {

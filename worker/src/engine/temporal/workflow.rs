@@ -201,6 +201,13 @@ impl SagaContext for TemporalSaga {
         self.ctx.state_mut(|s| s.inbox.pop_front())
     }
 
+    /// The SDK's patching API: a history recorded before the change (no
+    /// marker where the interpreter asks) replays the old way; a new run
+    /// records the marker and takes the new one.
+    fn patched(&self, change: &'static str) -> bool {
+        self.ctx.patched(change)
+    }
+
     fn set_stage(&self, stage: &Stage) {
         if self.ctx.state(|s| s.stage != *stage) {
             self.ctx.state_mut(|s| s.stage = *stage);

@@ -27,7 +27,7 @@ use self::deadletter::DeadLetterer;
 use self::endpoint::{Endpoint, EndpointError, Link};
 use self::error::LinkError;
 use self::message::body_bytes;
-use super::{note_duplicate, TriggerStats};
+use super::{note_duplicate, Intake, Pause, TriggerStats, PAUSE_POLL};
 use crate::config::ServiceBusSettings;
 use crate::engine::{Definition, StartOutcome, Starter};
 use backon::BackoffBuilder;
@@ -47,8 +47,8 @@ pub struct ServiceBusTrigger {
     pub endpoint: Endpoint,
     /// Queue and limits.
     pub settings: ServiceBusSettings,
-    /// Live sagas above which no more messages are taken.
-    pub max_live: usize,
+    /// When and how many messages may be taken.
+    pub intake: Intake,
 }
 
 /// Reconnect delays: 100 ms doubling to 10 s, with jitter, forever.
@@ -67,7 +67,7 @@ impl ServiceBusTrigger {
     /// not at the first order.
     pub async fn connect_check(
         settings: &ServiceBusSettings,
-        max_live: usize,
+        intake: Intake,
     ) -> Result<ServiceBusTrigger, EndpointError> {
         let endpoint = Endpoint::from_env(&settings.connection_env)?;
         if let Some(path) = &endpoint.entity_path {
@@ -103,7 +103,7 @@ impl ServiceBusTrigger {
         result.map(|()| ServiceBusTrigger {
             endpoint,
             settings: settings.clone(),
-            max_live,
+            intake,
         })
     }
 
@@ -200,6 +200,31 @@ impl ServiceBusTrigger {
                 let _ = receiver.close().await;
                 return Ok(());
             }
+            // Starts not yet acknowledged count too: the broker hands over a
+            // whole prefetch in microseconds, long before the engine has
+            // registered any of them.
+            match self
+                .intake
+                .room(engine, stats.in_flight.load(Ordering::Relaxed))
+            {
+                Ok(_) => stats.note_pause(None),
+                Err(pause) => {
+                    if matches!(pause, Pause::BreakerOpen(_)) && credit > 0 {
+                        // Stop the broker pushing more: new orders wait on
+                        // the queue, visible to KEDA and operators, not in
+                        // this worker's buffer. Credit is granted again
+                        // when intake resumes.
+                        receiver
+                            .set_credit(0)
+                            .await
+                            .map_err(|e| LinkError::transfer("withdrawing credit", e))?;
+                        credit = 0;
+                    }
+                    stats.note_pause(Some(pause));
+                    tokio::time::sleep(PAUSE_POLL).await;
+                    continue;
+                }
+            }
             let unsettled = stats.in_flight.load(Ordering::Relaxed) as u32;
             let room = prefetch.saturating_sub(unsettled);
             if credit <= prefetch / 2 && room > credit {
@@ -210,21 +235,17 @@ impl ServiceBusTrigger {
                 credit = room;
             }
             if credit == 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
-            }
-            // Starts not yet acknowledged count too: the broker hands over a
-            // whole prefetch in microseconds, long before the engine has
-            // registered any of them.
-            if engine.live() + stats.in_flight.load(Ordering::Relaxed) >= self.max_live {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                // Every message granted is still being started.
+                tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
             let delivery = tokio::select! {
                 d = receiver.recv::<Body<Value>>() => d.map_err(|e| LinkError::transfer("receive", e))?,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
             };
-            credit -= 1;
+            // Messages already on the wire when credit was withdrawn
+            // still arrive.
+            credit = credit.saturating_sub(1);
             stats.received.fetch_add(1, Ordering::Relaxed);
             stats
                 .last_message_ms

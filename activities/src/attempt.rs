@@ -1,0 +1,166 @@
+//! One activity attempt as both engines run it: the dependency's circuit
+//! breaker first, then the activity under the step's time limit, then the
+//! outcome back to the breaker.
+//!
+//! [`Breakers`] holds one [`Breaker`] per dependency for the whole worker
+//! (on Temporal, per worker process); an activity belongs to the
+//! dependency its name starts with (`payment.authorize` -> `payment`).
+
+use crate::breaker::{Breaker, BreakerSettings, BreakerSnapshot, Ticket, Transition};
+use crate::Registry;
+use sagaflow_workflows::{ActivityCall, ActivityError};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The dependencies a breaker may guard, as activity name prefixes.
+pub const DEPENDENCIES: [&str; 3] = ["payment", "stock", "orders"];
+
+/// The worker's breakers, by dependency. Cloning is cheap.
+#[derive(Clone, Default, Debug)]
+pub struct Breakers {
+    by_dependency: BTreeMap<String, Arc<Breaker>>,
+}
+
+impl Breakers {
+    /// No breakers: every call goes through (`[breakers] enabled = false`).
+    pub fn none() -> Breakers {
+        Breakers::default()
+    }
+
+    /// One closed breaker per `(dependency, settings)`.
+    pub fn new(settings: impl IntoIterator<Item = (String, BreakerSettings)>) -> Breakers {
+        let now = wall_ms();
+        Breakers {
+            by_dependency: settings
+                .into_iter()
+                .map(|(dep, s)| {
+                    let breaker = Arc::new(Breaker::new(&dep, s, now));
+                    (dep, breaker)
+                })
+                .collect(),
+        }
+    }
+
+    /// The breaker guarding `activity`, if any.
+    pub fn for_activity(&self, activity: &str) -> Option<&Breaker> {
+        let dependency = activity.split('.').next()?;
+        self.by_dependency.get(dependency).map(|b| &**b)
+    }
+
+    /// Every breaker's state now, by dependency.
+    pub fn snapshots(&self) -> Vec<BreakerSnapshot> {
+        let now = wall_ms();
+        self.by_dependency
+            .values()
+            .map(|b| b.snapshot(now))
+            .collect()
+    }
+
+    /// The first breaker among those guarding `activities` that refuses
+    /// every call now: new sagas would only wait on it.
+    pub fn open_among<'a>(&self, activities: impl IntoIterator<Item = &'a str>) -> Option<&str> {
+        let now = wall_ms();
+        activities
+            .into_iter()
+            .filter_map(|a| self.for_activity(a))
+            .find(|b| b.is_open(now))
+            .map(Breaker::dependency)
+    }
+
+    /// True when no breaker is configured.
+    pub fn is_empty(&self) -> bool {
+        self.by_dependency.is_empty()
+    }
+}
+
+/// Runs one attempt of `call`: refused at once while its dependency's
+/// breaker is open (the error carries the wait), else run under the
+/// call's time limit (`timeout` when it passes), its outcome given back
+/// to the breaker.
+pub async fn run_attempt(
+    registry: &Registry,
+    breakers: &Breakers,
+    call: ActivityCall,
+) -> Result<Value, ActivityError> {
+    let limit = Duration::from_millis(call.timeout_ms);
+    let Some(breaker) = breakers.for_activity(&call.activity) else {
+        return timed(registry, call, limit).await;
+    };
+    let saga_id = call.input["saga_id"].as_str().unwrap_or("");
+    let (admitted, transition) = breaker.admit(wall_ms(), saga_id);
+    log(transition);
+    let ticket = match admitted {
+        Ok(ticket) => ticket,
+        Err(wait) => return Err(ActivityError::breaker_open(wait)),
+    };
+    let mut outcome = Outcome {
+        breaker,
+        ticket,
+        recorded: false,
+    };
+    let result = timed(registry, call, limit).await;
+    outcome.record(result.as_ref().err());
+    result
+}
+
+async fn timed(
+    registry: &Registry,
+    call: ActivityCall,
+    limit: Duration,
+) -> Result<Value, ActivityError> {
+    match tokio::time::timeout(limit, registry.start(call)).await {
+        Ok(result) => result,
+        Err(_) => Err(ActivityError::retryable(
+            "timeout",
+            format!("no result within {}ms", limit.as_millis()),
+        )),
+    }
+}
+
+/// Gives a ticket back exactly once: an attempt dropped before its end (a
+/// panic, a cancelled task) counts as a timeout, so a probe is never lost
+/// and the breaker never stays half-open with its probes "out".
+struct Outcome<'a> {
+    breaker: &'a Breaker,
+    ticket: Ticket,
+    recorded: bool,
+}
+
+impl Outcome<'_> {
+    fn record(&mut self, error: Option<&ActivityError>) {
+        self.recorded = true;
+        log(self.breaker.record(self.ticket, wall_ms(), error));
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(Some(&ActivityError::retryable(
+                "timeout",
+                "the attempt was dropped before its end",
+            )));
+        }
+    }
+}
+
+/// Each state change is logged once, where it happens.
+fn log(transition: Option<Transition>) {
+    if let Some(t) = transition {
+        let (from, to) = (t.from.name(), t.to.name());
+        if t.to == crate::breaker::BreakerState::Open {
+            tracing::warn!(dependency = %t.dependency, from, to, "circuit breaker opened: {}", t.why);
+        } else {
+            tracing::info!(dependency = %t.dependency, from, to, "circuit breaker {to}: {}", t.why);
+        }
+    }
+}
+
+/// The worker's clock, in ms since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
