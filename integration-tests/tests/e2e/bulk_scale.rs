@@ -13,11 +13,17 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// `commit_stock` gives up after two quick attempts, so a store that
-/// refuses commits parks the saga (it is past the pivot) at once.
-const COMMIT_GIVES_UP: [(&str, &str); 1] = [(
+/// refuses commits parks the saga (it is past the pivot) at once. The
+/// stock breaker is off: its commits failing would open it (a breaker
+/// guards the whole store), and the sagas would wait for it instead of
+/// parking, which is what this test needs.
+const COMMIT_GIVES_UP: [(&str, &str); 2] = [
+    ("[breakers.stock]\nopen_for = \"5s\"", "[breakers.stock]\nenabled = false"),
+    (
     "action = \"stock.commit\"\ntimeout = \"2s\"\nretry = { initial_interval = \"100ms\", backoff_coefficient = 2.0, max_interval = \"30s\", max_attempts = 0 }",
     "action = \"stock.commit\"\ntimeout = \"2s\"\nretry = { initial_interval = \"10ms\", max_attempts = 2 }",
-)];
+    ),
+];
 
 const UNITS: usize = 1_000;
 const TERMS: &str = "status=parked and step=commit_stock and error~injected fault";
