@@ -37,6 +37,7 @@ Examples:
   sagaflow show o-1042                            one saga's timeline, commands and refund links
   sagaflow history o-1042 --json                  its raw journal (or Temporal history)
   sagaflow stats                                  counts by status, throughput, latency
+  sagaflow health                                 a running worker's circuit breakers and intake
   sagaflow retry o-1042 --reason \"INC-7 over\"     run the parked step again
   sagaflow cancel o-1043 --reason \"customer call\" stop before the pivot and compensate
   sagaflow resolve o-1044 --step commit_stock --reason \"done in the WMS\"
