@@ -8,7 +8,7 @@
 
 use crate::breaker::{Breaker, BreakerSettings, BreakerSnapshot, Ticket, Transition};
 use crate::Registry;
-use sagaflow_workflows::{ActivityCall, ActivityError};
+use sagaflow_workflows::{ActivityCall, ActivityError, DependencyWait};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -88,8 +88,10 @@ pub async fn run_attempt(
     let Some(breaker) = breakers.for_activity(&call.activity) else {
         return timed(registry, call, limit).await;
     };
-    let saga_id = call.input["saga_id"].as_str().unwrap_or("");
-    let (admitted, transition) = breaker.admit(wall_ms(), saga_id);
+    // Owned: the call moves into the activity, and a saga sent to wait is
+    // remembered by id.
+    let saga_id = call.input["saga_id"].as_str().unwrap_or("").to_owned();
+    let (admitted, transition) = breaker.admit(wall_ms(), &saga_id);
     log(transition);
     let ticket = match admitted {
         Ok(ticket) => ticket,
@@ -98,10 +100,16 @@ pub async fn run_attempt(
     let mut outcome = Outcome {
         breaker,
         ticket,
+        saga_id: &saga_id,
         recorded: false,
     };
-    let result = timed(registry, call, limit).await;
-    outcome.record(result.as_ref().err());
+    let mut result = timed(registry, call, limit).await;
+    let wait = outcome.record(result.as_ref().err());
+    if let Err(error) = &mut result {
+        // The dependency is down: the saga waits for it, as a refused one
+        // does, instead of spending its attempts on the outage.
+        error.wait = wait;
+    }
     result
 }
 
@@ -125,13 +133,18 @@ async fn timed(
 struct Outcome<'a> {
     breaker: &'a Breaker,
     ticket: Ticket,
+    saga_id: &'a str,
     recorded: bool,
 }
 
 impl Outcome<'_> {
-    fn record(&mut self, error: Option<&ActivityError>) {
+    fn record(&mut self, error: Option<&ActivityError>) -> Option<DependencyWait> {
         self.recorded = true;
-        log(self.breaker.record(self.ticket, wall_ms(), error));
+        let recorded = self
+            .breaker
+            .record(self.ticket, wall_ms(), self.saga_id, error);
+        log(recorded.transition);
+        recorded.wait
     }
 }
 

@@ -105,6 +105,16 @@ impl BreakerState {
     }
 }
 
+/// What taking back a ticket decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The state change the outcome caused, for the caller to log.
+    pub transition: Option<Transition>,
+    /// Set when the call failed and the breaker is open now: the saga
+    /// waits for the dependency instead of counting the attempt.
+    pub wait: Option<DependencyWait>,
+}
+
 /// A change of state, for the caller to log (once each).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
@@ -261,31 +271,64 @@ impl Breaker {
             }
             Some(retry_after_ms) => {
                 inner.refused_total += 1;
-                let back_by = now_ms + retry_after_ms + retry_after_ms / 5 + WAITING_GRACE_MS;
-                if inner.waiting.len() >= 4096 && !inner.waiting.contains_key(saga_id) {
-                    inner.waiting.retain(|_, by| *by >= now_ms);
-                }
-                inner.waiting.insert(saga_id.to_owned(), back_by);
-                Err(DependencyWait {
-                    dependency: self.dependency.clone(),
-                    since_ms: inner.since_ms,
-                    retry_after_ms,
-                })
+                Err(self.send_to_wait(&mut inner, now_ms, saga_id, retry_after_ms))
             }
         };
         (verdict, transition)
     }
 
+    /// Counts `saga_id` among the sagas waiting until it should be back,
+    /// and tells it how long to wait.
+    fn send_to_wait(
+        &self,
+        inner: &mut Inner,
+        now_ms: u64,
+        saga_id: &str,
+        retry_after_ms: u64,
+    ) -> DependencyWait {
+        let back_by = now_ms + retry_after_ms + retry_after_ms / 5 + WAITING_GRACE_MS;
+        if inner.waiting.len() >= 4096 && !inner.waiting.contains_key(saga_id) {
+            inner.waiting.retain(|_, by| *by >= now_ms);
+        }
+        inner.waiting.insert(saga_id.to_owned(), back_by);
+        DependencyWait {
+            dependency: self.dependency.clone(),
+            since_ms: inner.since_ms,
+            retry_after_ms,
+        }
+    }
+
     /// Takes back a ticket with its call's outcome (`None`: success) at
-    /// `now_ms`; returns the state change it caused, if any.
+    /// `now_ms`, for saga `saga_id`: the state change it caused, if any,
+    /// and, when the call failed in a way that counts and the breaker is
+    /// open now (this failure opened it, reopened it as a failed probe, or
+    /// others did while the call ran), the wait to send the saga to. The
+    /// dependency is down: the saga should wait for it rather than spend
+    /// its retry attempts.
     pub fn record(
         &self,
         ticket: Ticket,
         now_ms: u64,
+        saga_id: &str,
         error: Option<&ActivityError>,
-    ) -> Option<Transition> {
+    ) -> Recorded {
         let failed = error.is_some_and(|e| self.settings.counts(e));
         let mut inner = self.lock();
+        let transition = self.take_back(&mut inner, ticket, now_ms, failed, error);
+        let open_for = inner.open_until_ms.saturating_sub(now_ms);
+        let wait = (failed && inner.state == BreakerState::Open && open_for > 0)
+            .then(|| self.send_to_wait(&mut inner, now_ms, saga_id, open_for));
+        Recorded { transition, wait }
+    }
+
+    fn take_back(
+        &self,
+        inner: &mut Inner,
+        ticket: Ticket,
+        now_ms: u64,
+        failed: bool,
+        error: Option<&ActivityError>,
+    ) -> Option<Transition> {
         match ticket {
             Ticket::Probe => {
                 inner.probes_out = inner.probes_out.saturating_sub(1);

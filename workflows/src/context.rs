@@ -62,8 +62,9 @@ pub struct ActivityError {
     pub message: String,
     /// Whether trying again may succeed.
     pub retryable: bool,
-    /// Set when the attempt was not made at all: the dependency's circuit
-    /// breaker is open. The interpreter then waits durably, without
+    /// Set when the dependency's circuit breaker is open: the attempt was
+    /// refused (kind [`BREAKER_OPEN`]), or made and failed while the
+    /// dependency is down. The interpreter then waits durably, without
     /// counting the attempt, up to the step's `max_wait`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<DependencyWait>,

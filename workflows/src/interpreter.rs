@@ -18,7 +18,10 @@
 //!   [`DependencyWait`]) was not made: the saga waits on a durable timer
 //!   until the breaker lets probes through, without spending an attempt,
 //!   for at most the step's `max_wait` in all; after that such a refusal
-//!   counts as a failed attempt and the policy decides as usual;
+//!   counts as a failed attempt and the policy decides as usual. An
+//!   attempt that was made and failed while the breaker is open (the
+//!   failure that opened it, a failed probe) carries the wait too: the
+//!   saga waits the same way and the policy does not count that attempt;
 //! - an operator `cancel` is honoured only up to the pivot: the step in
 //!   progress finishes, then the completed steps are compensated; a saga
 //!   waiting to retry a step stops waiting and compensates at once. The
@@ -27,7 +30,7 @@
 //! Deterministic: the function only reacts to what the context returns.
 
 use crate::context::{
-    ActivityCall, ActivityError, DependencyWait, Phase, SagaContext, Signal, Stage,
+    ActivityCall, ActivityError, DependencyWait, Phase, SagaContext, Signal, Stage, BREAKER_OPEN,
 };
 use crate::model::SagaDef;
 use crate::status::SagaStatus;
@@ -287,6 +290,9 @@ async fn attempt_until_done<C: SagaContext>(
     let idempotency_key = format!("{}/{}{}", ctx.saga_id(), step.name, key_suffix);
     let jitter_key = format!("{}{}", step.name, key_suffix);
     let mut attempt = first_attempt;
+    // Attempts made that failed while the dependency's breaker was open:
+    // the outage's, not the step's, so the retry policy does not count them.
+    let mut outage_attempts = 0;
     // Saga time of the first refusal by an open breaker, and refusals
     // since: the wait for breakers is bounded per step by `max_wait`.
     let mut breaker_wait: Option<(u64, u32)> = None;
@@ -316,14 +322,21 @@ async fn attempt_until_done<C: SagaContext>(
                             breaker_delay(wait, left, ctx.saga_id(), &jitter_key, *refusals);
                         ctx.set_stage(&waiting);
                         wait_unless_cancelled(ctx, delay, up_to_pivot).await?;
+                        // A refused call was not made and keeps its number;
+                        // one made (a failed probe, the failure that opened
+                        // the breaker) is numbered but not counted.
+                        if error.kind != BREAKER_OPEN {
+                            attempt += 1;
+                            outage_attempts += 1;
+                        }
                         continue;
                     }
                 }
-                let tries_in_round = attempt - first_attempt + 1;
+                let tries_in_round = attempt - first_attempt + 1 - outage_attempts;
                 if !policy.should_retry(tries_in_round, &error) {
                     return Err(Failure::Gave(error, attempt));
                 }
-                let delay = policy.delay_ms(attempt, ctx.saga_id(), &jitter_key);
+                let delay = policy.delay_ms(attempt - outage_attempts, ctx.saga_id(), &jitter_key);
                 ctx.set_stage(&waiting);
                 wait_unless_cancelled(ctx, delay, up_to_pivot).await?;
                 attempt += 1;

@@ -1005,6 +1005,42 @@ fn breaker_refusals_wait_without_spending_attempts() {
     );
 }
 
+/// An attempt that was made and failed while the breaker is open (a
+/// failed probe, the failure that opened it) waits like a refusal and is
+/// not counted: a saga that probes in every open interval of a long
+/// outage does not run out of attempts. It keeps its own number.
+#[test]
+fn failed_probes_wait_and_are_numbered_but_not_counted() {
+    let mut probes = 0;
+    let run = drive(
+        &checkout(),
+        |c| match c.activity.as_str() {
+            "payment.authorize" if probes < 8 => {
+                probes += 1;
+                let mut failed = ActivityError::retryable("http_503", "unavailable");
+                failed.wait = refused("payment", 5_000).wait;
+                Err(failed)
+            }
+            _ => ok(c),
+        },
+        &[],
+    );
+    assert_eq!(
+        run.end,
+        Some(SagaStatus::Completed),
+        "8 failed probes exceed the policy's 5 attempts, but were not counted"
+    );
+    assert_eq!(
+        attempts_of(&run, "payment.authorize"),
+        (1..=9).collect::<Vec<u32>>()
+    );
+    assert!(
+        run.delays.iter().all(|d| (5_000..=6_000).contains(d)),
+        "the breaker's waits, not the policy's backoff: {:?}",
+        run.delays
+    );
+}
+
 /// After `max_wait` of refusals the step's own policy counts them: the
 /// saga compensates as it would for any retryable failure, having waited
 /// no longer than `max_wait` for the breaker.

@@ -18,7 +18,8 @@ fn declined() -> ActivityError {
 /// Lets a call through at `now` and records `error` as its outcome.
 fn call(b: &Breaker, now: u64, error: Option<ActivityError>) -> Option<Transition> {
     let (ticket, _) = b.admit(now, "s");
-    b.record(ticket.expect("let through"), now, error.as_ref())
+    b.record(ticket.expect("let through"), now, "s", error.as_ref())
+        .transition
 }
 
 fn open_it(b: &Breaker, now: u64) {
@@ -45,7 +46,11 @@ fn closed_opens_after_the_configured_failures() {
         5_000 - 6,
         "until the open interval ends"
     );
-    assert_eq!(b.snapshot(10).waiting, 1);
+    assert_eq!(
+        b.snapshot(10).waiting,
+        2,
+        "the saga whose failure opened it, and s2"
+    );
 }
 
 #[test]
@@ -100,7 +105,10 @@ fn open_turns_half_open_after_its_interval_and_a_good_probe_closes_it() {
     let (other, t) = b.admit(5_005, "s2");
     assert_eq!(t, None);
     assert_eq!(other.expect_err("probes are out").retry_after_ms, 1_000);
-    let t = b.record(Ticket::Probe, 5_100, None).expect("closes");
+    let t = b
+        .record(Ticket::Probe, 5_100, "s", None)
+        .transition
+        .expect("closes");
     assert_eq!(
         (t.from, t.to),
         (BreakerState::HalfOpen, BreakerState::Closed)
@@ -119,10 +127,11 @@ fn a_failed_probe_opens_it_again_keeping_the_outage_start() {
     let b = Breaker::new("payment", settings(), 0);
     open_it(&b, 1_000);
     let (probe, _) = b.admit(6_004, "s");
-    let t = b
-        .record(probe.unwrap(), 6_050, Some(&outage()))
-        .expect("opens again");
+    let recorded = b.record(probe.unwrap(), 6_050, "s", Some(&outage()));
+    let t = recorded.transition.expect("opens again");
     assert_eq!((t.from, t.to), (BreakerState::HalfOpen, BreakerState::Open));
+    let probe_wait = recorded.wait.expect("the failed probe's saga waits too");
+    assert_eq!(probe_wait.retry_after_ms, 5_000, "for the new interval");
     let wait = b.admit(6_060, "s").0.expect_err("open again");
     assert_eq!(
         wait.since_ms, 1_004,
@@ -151,7 +160,7 @@ fn during_an_outage_at_most_the_probes_go_through_per_open_interval() {
         }
         out.retain(|(ticket, done)| {
             if *done <= now {
-                b.record(*ticket, now, Some(&outage()));
+                b.record(*ticket, now, "s", Some(&outage()));
                 false
             } else {
                 true
@@ -178,8 +187,40 @@ fn a_call_let_through_before_it_opened_does_not_close_it() {
     let b = Breaker::new("payment", settings(), 0);
     let (early, _) = b.admit(0, "early");
     open_it(&b, 1);
-    assert_eq!(b.record(early.unwrap(), 100, None), None);
+    assert_eq!(b.record(early.unwrap(), 100, "s", None).transition, None);
     assert_eq!(b.snapshot(100).state, BreakerState::Open);
+}
+
+/// A call that fails while the dependency is down (the failure that
+/// opens the breaker, or one let through before others opened it) sends
+/// its saga to wait; a success, a decline, or a failure while it is
+/// closed does not.
+#[test]
+fn a_failure_that_finds_it_open_sends_the_saga_to_wait() {
+    let b = Breaker::new("payment", settings(), 0);
+    let (in_flight, _) = b.admit(0, "slow");
+    for i in 0..4 {
+        let (t, _) = b.admit(i, "s");
+        let r = b.record(t.unwrap(), i, "s", Some(&outage()));
+        assert_eq!(r.wait, None, "closed: the retry policy decides");
+    }
+    let (t, _) = b.admit(4, "opener");
+    let r = b.record(t.unwrap(), 4, "opener", Some(&outage()));
+    assert!(r.transition.is_some());
+    assert_eq!(
+        r.wait.expect("the opening failure waits").retry_after_ms,
+        5_000
+    );
+    let late = b.record(in_flight.unwrap(), 1_004, "slow", Some(&outage()));
+    assert_eq!(late.transition, None);
+    assert_eq!(late.wait.expect("found it open").retry_after_ms, 4_000);
+    assert_eq!(b.snapshot(1_004).waiting, 2, "both are counted as waiting");
+    let closed = Breaker::new("payment", settings(), 0);
+    let (t, _) = closed.admit(0, "d");
+    assert_eq!(
+        closed.record(t.unwrap(), 0, "d", Some(&declined())).wait,
+        None
+    );
 }
 
 #[test]

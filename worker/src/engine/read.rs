@@ -6,7 +6,7 @@
 
 use super::journal::AttemptBody;
 use rusqlite::{params, Connection, OptionalExtension};
-use sagaflow_workflows::{Phase, SagaDef};
+use sagaflow_workflows::{Phase, SagaDef, BREAKER_OPEN};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -252,6 +252,9 @@ pub fn timeline(def: &SagaDef, events: &[EventRow], status: &str) -> Vec<Timelin
         let t = &mut entries[i];
         if b.error.as_ref().is_some_and(|e| e.wait.is_some()) {
             t.breaker_waits += 1;
+        }
+        // Refused by an open breaker: a wait, not an attempt.
+        if b.error.as_ref().is_some_and(|e| e.kind == BREAKER_OPEN) {
             t.duration_ms = Some(e.at_ms.saturating_sub(first_start[i]));
             if t.status != "ok" && t.status != "failed" {
                 t.status = "running";
@@ -390,3 +393,6 @@ pub fn percentile(sorted: &[u64], q: f64) -> u64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
 }
+
+#[cfg(test)]
+mod tests;
