@@ -44,5 +44,8 @@ scripts/services.sh
 step "build (release, once)"
 cargo build --release --locked --workspace --all-targets
 
+step "deployment files (offline: hadolint, kubernetes-validate, KEDA's CRDs)"
+scripts/check-deploy.sh
+
 step "tests"
 cargo test --release --locked --workspace

@@ -33,4 +33,4 @@ pub mod stock;
 
 pub use attempt::{run_attempt, Breakers};
 pub use order::{Order, Rejection};
-pub use registry::{ActivityFuture, Registry};
+pub use registry::{ActivityFuture, AttemptObserver, AttemptRecorder, Registry};

@@ -209,6 +209,15 @@ impl From<Arc<CosmosOrders>> for Orders {
 }
 
 impl Orders {
+    /// Whether the store answers now (the worker's `/readyz`).
+    pub async fn ping(&self) -> Result<(), ActivityError> {
+        match self {
+            // A file in the data directory: it answers while the process runs.
+            Orders::Embedded(_) => Ok(()),
+            Orders::Cosmos(c) => c.ping().await,
+        }
+    }
+
     /// Writes the order once; a retry returns the existing order; an order
     /// cancelled first fails with `order_cancelled`.
     pub async fn create(&self, order: &Order) -> Result<Value, ActivityError> {

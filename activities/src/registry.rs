@@ -1,12 +1,27 @@
 //! The activity registry: the names `sagas.toml` may use, and what runs.
 
 use crate::attempt::{run_attempt, Breakers};
-use sagaflow_workflows::{ActivityCall, ActivityError};
+use sagaflow_workflows::{ActivityCall, ActivityError, Phase};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Told about every attempt both engines run (the worker's metrics).
+/// Called on the activity's task: it must not block.
+pub trait AttemptObserver: Send + Sync {
+    /// What records the attempts of `step`'s `activity` in `phase`: looked
+    /// up before the attempt (the call then moves into the activity).
+    fn recorder(&self, step: &str, activity: &str, phase: Phase) -> Arc<dyn AttemptRecorder>;
+}
+
+/// Records one step's attempts.
+pub trait AttemptRecorder: Send + Sync {
+    /// One attempt ended with `result` after `elapsed`.
+    fn record(&self, result: &Result<Value, ActivityError>, elapsed: Duration);
+}
 
 /// What an activity returns.
 pub type ActivityFuture = Pin<Box<dyn Future<Output = Result<Value, ActivityError>> + Send>>;
@@ -19,6 +34,7 @@ type ActivityFn = Arc<dyn Fn(ActivityCall) -> ActivityFuture + Send + Sync>;
 pub struct Registry {
     activities: BTreeMap<String, ActivityFn>,
     breakers: Breakers,
+    observer: Option<Arc<dyn AttemptObserver>>,
 }
 
 impl Registry {
@@ -47,10 +63,23 @@ impl Registry {
         &self.breakers
     }
 
+    /// Tells `observer` about every attempt (none by default).
+    pub fn set_observer(&mut self, observer: Arc<dyn AttemptObserver>) {
+        self.observer = Some(observer);
+    }
+
     /// Runs one attempt as the engines do: through the dependency's
-    /// breaker and under the call's time limit ([`run_attempt`]).
+    /// breaker and under the call's time limit ([`run_attempt`]), told to
+    /// the observer, if any.
     pub async fn attempt(&self, call: ActivityCall) -> Result<Value, ActivityError> {
-        run_attempt(self, &self.breakers, call).await
+        let Some(observer) = &self.observer else {
+            return run_attempt(self, &self.breakers, call).await;
+        };
+        let recorder = observer.recorder(&call.step, &call.activity, call.phase);
+        let began = Instant::now();
+        let result = run_attempt(self, &self.breakers, call).await;
+        recorder.record(&result, began.elapsed());
+        result
     }
 
     /// Starts the activity named in `call`, with no breaker or time limit; an unknown name is a

@@ -245,6 +245,15 @@ impl From<Arc<RedisStock>> for Stock {
 }
 
 impl Stock {
+    /// Whether the store answers now (the worker's `/readyz`).
+    pub async fn ping(&self) -> Result<(), StockError> {
+        match self {
+            // A file in the data directory: it answers while the process runs.
+            Stock::Embedded(_) => Ok(()),
+            Stock::Redis(r) => r.ping().await,
+        }
+    }
+
     /// Sets the stock of each SKU (initial = available). For demos and tests.
     pub async fn seed(&self, stock: &[(String, i64)]) -> Result<(), StockError> {
         match self {

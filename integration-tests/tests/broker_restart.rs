@@ -1,5 +1,8 @@
 //! Restarting the broker in the middle of a run: the worker reconnects by
-//! itself and the run completes with every invariant intact.
+//! itself and the run completes with every invariant intact; its `/readyz`
+//! turns unready while the broker is down and ready again after, and
+//! `/healthz` answers throughout; SIGTERM (what Kubernetes sends) stops it
+//! cleanly.
 //!
 //! A test binary of its own because it restarts the shared RabbitMQ node:
 //! cargo runs test binaries one after another, so no other broker test is
@@ -17,8 +20,62 @@ mod common;
 use books::{check_books, check_journal};
 use broker::*;
 use common::*;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// `GET PATH` of the admin server at `addr` (host:port): status and body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// The broker check's `ok` in a `/readyz` answer.
+fn broker_ok(body: &str) -> Option<bool> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "broker")?["ok"]
+        .as_bool()
+}
+
+/// Polls `GET /readyz` until it answers `want`; panics after `within`.
+fn wait_ready(addr: &str, want: u16, within: Duration, what: &str) -> String {
+    let began = Instant::now();
+    loop {
+        let (status, body) = get(addr, "/readyz");
+        if status == want {
+            return body;
+        }
+        assert!(
+            began.elapsed() < within,
+            "/readyz did not answer {want} {what} within {within:?}: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 #[test]
 fn the_worker_reconnects_after_a_broker_restart_and_the_run_completes() {
@@ -41,11 +98,21 @@ fn the_worker_reconnects_after_a_broker_restart_and_the_run_completes() {
     // link that still looks open, which that heuristic would take for an
     // empty queue. The test stops the worker itself once every order has
     // become a saga that ended.
-    let mut child = sb_command(&["run", "--max-live", "20", "--config", &c, "--data", &d])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = sb_command(&[
+        "run",
+        "--max-live",
+        "20",
+        "--admin-bind",
+        "127.0.0.1:0",
+        "--config",
+        &c,
+        "--data",
+        &d,
+    ])
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_millis(1_500));
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -62,8 +129,33 @@ fn the_worker_reconnects_after_a_broker_restart_and_the_run_completes() {
         before > 0 && s["running"].as_u64().unwrap() + s["compensating"].as_u64().unwrap() > 0,
         "the run is under way when the broker stops: {s}"
     );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let admin = text
+        .split("admin API listening on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the worker logged no admin address:\n{text}"))
+        .to_owned();
+    let ready = wait_ready(&admin, 200, Duration::from_secs(10), "before the restart");
+    assert_eq!(broker_ok(&ready), Some(true), "{ready}");
     eprintln!("restarting the broker with {before} sagas started");
-    restart_broker(Duration::from_secs(3));
+    rabbitmqctl(&["stop_app"]);
+    let unready = wait_ready(&admin, 503, Duration::from_secs(15), "with the broker down");
+    assert_eq!(
+        broker_ok(&unready),
+        Some(false),
+        "the broker is what is missing: {unready}"
+    );
+    assert_eq!(get(&admin, "/healthz").0, 200, "the process still answers");
+    std::thread::sleep(Duration::from_secs(2));
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+    wait_ready(
+        &admin,
+        200,
+        Duration::from_secs(60),
+        "after the broker restarted",
+    );
 
     let began = Instant::now();
     loop {
@@ -90,9 +182,9 @@ fn the_worker_reconnects_after_a_broker_restart_and_the_run_completes() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    // Ctrl-C: the graceful stop a user would use.
+    // SIGTERM: the graceful stop Kubernetes asks for.
     let interrupted = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(interrupted.success());

@@ -92,6 +92,7 @@ pub async fn start_adapters(config: &Config, paths: &DataPaths) -> Result<Adapte
         open_payment(config, paths, sandbox_knobs(config), config.sandbox.port).await?;
     payment::http::register(&mut registry, Arc::new(client));
     registry.set_breakers(Breakers::new(config.breakers.breakers.iter().cloned()));
+    registry.set_observer(crate::metrics::global().clone());
     Ok(Adapters {
         registry: Arc::new(registry),
         stock: stock_backend,

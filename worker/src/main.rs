@@ -8,6 +8,7 @@ mod app;
 mod cli;
 mod config;
 mod engine;
+mod metrics;
 mod reconcile;
 mod trigger;
 

@@ -164,6 +164,12 @@ impl CosmosOrders {
         cosmos_error(&self.name, e)
     }
 
+    /// Whether the container answers now (the worker's `/readyz`): a
+    /// point read of an id no order has, which costs one request unit.
+    pub async fn ping(&self) -> Result<(), ActivityError> {
+        self.read("sagaflow-readyz").await.map(|_| ())
+    }
+
     /// Writes the order document once; a retry returns the existing order.
     pub async fn create(&self, order: &Order) -> Result<Value, ActivityError> {
         let id = order.order_id.as_str();

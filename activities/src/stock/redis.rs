@@ -206,6 +206,19 @@ fn sku_keys(p: &str, sku: &str) -> SkuKeys {
 }
 
 impl RedisStock {
+    /// Whether the server answers a PING now (the worker's `/readyz`).
+    pub async fn ping(&self) -> Result<(), StockError> {
+        let mut conn = self.conn.clone();
+        ::redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| StockError::Redis {
+                url: self.shown_url.clone(),
+                reason: e.to_string(),
+            })
+    }
+
     /// What `redis-benchmark` needs to run the reserve script exactly as
     /// [`RedisStock::reserve`] does for a one-line order: the script's SHA1
     /// (loaded at connect) and the keys of `sku`, in the script's order.

@@ -33,6 +33,8 @@ mod dead_letter;
 mod demo;
 /// Parked sagas do not hold intake back (issue 13).
 mod intake;
+/// `/metrics` agrees with `stats` and with the journal, attempt by attempt.
+mod metrics;
 /// Operator commands (cancel, resolve, retry) and their audit, on both
 /// engines, against a running worker.
 mod operator;

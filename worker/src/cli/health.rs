@@ -63,12 +63,30 @@ impl From<BreakerSnapshot> for BreakerRow {
 #[derive(Default)]
 pub struct HealthView {
     parts: OnceLock<(Breakers, Arc<TriggerStats>)>,
+    ready: OnceLock<super::ready::Readiness>,
 }
 
 impl HealthView {
-    /// Makes the worker's breakers and trigger visible.
-    pub fn attach(&self, breakers: Breakers, stats: Arc<TriggerStats>) {
+    /// Makes the worker's breakers and trigger visible, and what `/readyz`
+    /// checks.
+    pub fn attach(
+        &self,
+        breakers: Breakers,
+        stats: Arc<TriggerStats>,
+        ready: super::ready::Readiness,
+    ) {
         let _ = self.parts.set((breakers, stats));
+        let _ = self.ready.set(ready);
+    }
+
+    /// The worker's breakers and trigger counters, once it has started.
+    pub fn parts(&self) -> Option<&(Breakers, Arc<TriggerStats>)> {
+        self.parts.get()
+    }
+
+    /// What `/readyz` checks, once the worker has started.
+    pub fn readiness(&self) -> Option<&super::ready::Readiness> {
+        self.ready.get()
     }
 
     /// Now, or `None` while the worker is starting.

@@ -10,6 +10,7 @@ mod demo;
 mod dlq;
 pub(crate) mod health;
 mod inspect;
+mod ready;
 mod reconcile;
 mod run;
 mod sandbox;

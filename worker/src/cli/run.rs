@@ -1,5 +1,6 @@
 //! `sagaflow run` (the worker) and `sagaflow submit` (the producer).
 
+use super::ready::{EngineCheck, Readiness};
 use crate::app::{self, Adapters, DataPaths};
 use crate::config::{Config, EngineKind, TriggerKind};
 use crate::engine::liveness::Liveness;
@@ -15,7 +16,7 @@ use sagaflow_activities::{Breakers, Order};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,6 +87,8 @@ pub struct Worker {
     pub servicebus: Option<Arc<TriggerStats>>,
     /// What the trigger did, either kind.
     pub stats: Arc<TriggerStats>,
+    /// What `/readyz` checks.
+    pub readiness: Readiness,
     stop: Arc<AtomicBool>,
     trigger: tokio::task::JoinHandle<()>,
     reaper: tokio::task::JoinHandle<()>,
@@ -118,7 +121,7 @@ impl Worker {
                 }
             }
         }
-        let (engine, starter) = match config.profile.engine {
+        let (engine, starter, engine_check) = match config.profile.engine {
             EngineKind::Embedded => {
                 let engine =
                     app::start_engine(config, paths, adapters.registry.clone(), ended, None)?;
@@ -129,8 +132,9 @@ impl Worker {
                     );
                 }
                 let starter = Starter::Embedded(engine.handle());
+                let check = EngineCheck::Embedded(engine.handle());
                 let journal = crate::engine::journal::open_reader(&paths.journal())?;
-                (EngineRun::Embedded { engine, journal }, starter)
+                (EngineRun::Embedded { engine, journal }, starter, check)
             }
             EngineKind::Temporal => {
                 let client = TemporalClient::connect(&config.temporal).await?;
@@ -143,12 +147,14 @@ impl Worker {
                     "Temporal worker polling"
                 );
                 let live = Arc::new(AtomicUsize::new(0));
+                let answered_at = Arc::new(AtomicU64::new(0));
                 let watcher = tokio::spawn(watch_open_sagas(
                     client.clone(),
                     live.clone(),
                     adapters.registry.breakers().clone(),
+                    answered_at.clone(),
                 ));
-                let starter = Starter::Temporal(client.clone(), live);
+                let starter = Starter::Temporal(client.clone(), live.clone());
                 (
                     EngineRun::Temporal {
                         client,
@@ -156,6 +162,7 @@ impl Worker {
                         watcher,
                     },
                     starter,
+                    EngineCheck::Temporal { answered_at, live },
                 )
             }
         };
@@ -194,7 +201,14 @@ impl Worker {
             liveness,
             config.stock.reservation_ttl_ms,
         );
+        let readiness = Readiness {
+            engine: engine_check,
+            broker: servicebus.clone(),
+            stock: adapters.stock.clone(),
+            orders: adapters.orders.clone(),
+        };
         Ok(Worker {
+            readiness,
             _adapters: adapters,
             engine,
             queue,
@@ -294,12 +308,19 @@ const SERVICE_BUS_QUIET_MS: u64 = 1500;
 /// or compensating, less those waiting for one of this worker's open
 /// breakers, so the trigger holds back when `--max-live` are in progress
 /// (visibility lags a little, so this is approximate).
-async fn watch_open_sagas(client: TemporalClient, live: Arc<AtomicUsize>, breakers: Breakers) {
+/// `answered_at` keeps when visibility last answered, for `/readyz`.
+async fn watch_open_sagas(
+    client: TemporalClient,
+    live: Arc<AtomicUsize>,
+    breakers: Breakers,
+    answered_at: Arc<AtomicU64>,
+) {
     loop {
         if let (Ok(r), Ok(c)) = (
             client.count(Some("running")).await,
             client.count(Some("compensating")).await,
         ) {
+            answered_at.store(sagaflow_activities::attempt::wall_ms(), Ordering::Relaxed);
             let waiting: usize = breakers.snapshots().iter().map(|b| b.waiting).sum();
             live.store(
                 ((r + c) as usize).saturating_sub(waiting),
@@ -322,12 +343,16 @@ pub fn run(config: Config, data: &Path, args: RunArgs) -> Result<ExitCode> {
             admin.health.attach(
                 worker._adapters.registry.breakers().clone(),
                 worker.stats.clone(),
+                worker.readiness.clone(),
             );
         }
-        tracing::info!(data = %data.display(), saga = args.saga, engine = ?config.profile.engine, "worker running; Ctrl-C stops it");
+        tracing::info!(data = %data.display(), saga = args.saga, engine = ?config.profile.engine, "worker running; Ctrl-C (or SIGTERM) stops it");
+        let mut terminate = terminate_signal()?;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
+                // What Kubernetes, systemd and `docker stop` send.
+                _ = terminate.recv() => break,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
                     if args.until_idle && worker.is_idle().await? {
                         break;
@@ -339,6 +364,29 @@ pub fn run(config: Config, data: &Path, args: RunArgs) -> Result<ExitCode> {
         worker.stop().await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// SIGTERM, where there is one.
+#[cfg(unix)]
+fn terminate_signal() -> Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::terminate()).context("cannot listen for SIGTERM")
+}
+
+/// No SIGTERM here: a stream that never yields.
+#[cfg(not(unix))]
+fn terminate_signal() -> Result<NeverSignal> {
+    Ok(NeverSignal)
+}
+
+#[cfg(not(unix))]
+struct NeverSignal;
+
+#[cfg(not(unix))]
+impl NeverSignal {
+    async fn recv(&mut self) -> Option<()> {
+        std::future::pending().await
+    }
 }
 
 /// Reads FILE, or stdin for `-`.

@@ -66,6 +66,8 @@ pub struct Definition {
     pub hash: String,
     /// Canonical JSON (stored once per hash).
     pub json: String,
+    /// The saga's name, shared (metrics labels).
+    pub name: Arc<str>,
 }
 
 impl Definition {
@@ -73,7 +75,13 @@ impl Definition {
     pub fn new(def: SagaDef) -> Arc<Definition> {
         let json = serde_json::to_string(&def).expect("definitions serialize");
         let hash = def.hash();
-        Arc::new(Definition { def, hash, json })
+        let name = Arc::from(def.name.as_str());
+        Arc::new(Definition {
+            def,
+            hash,
+            json,
+            name,
+        })
     }
 }
 
@@ -93,6 +101,10 @@ pub struct Ended {
     pub saga_id: Arc<str>,
     /// `Completed` or `Compensated`.
     pub status: SagaStatus,
+    /// The saga's name.
+    pub saga: Arc<str>,
+    /// When it started (ms since the Unix epoch).
+    pub started_ms: u64,
 }
 
 /// How the core answers a start: the caller's end of a oneshot.
@@ -127,6 +139,9 @@ impl CommitSink for Sink {
 pub struct EngineHandle {
     pub(crate) tx: Sender<Msg>,
     pub(crate) live: Arc<AtomicUsize>,
+    /// False once the core has stopped (asked to, or a journal commit
+    /// failed): the worker's `/readyz`.
+    pub(crate) running: Arc<std::sync::atomic::AtomicBool>,
     /// The journal, for reading what a saga started from.
     pub(crate) journal: Arc<std::path::Path>,
 }
@@ -181,5 +196,11 @@ impl EngineHandle {
     /// parked nor waiting for an open breaker.
     pub fn in_progress(&self) -> usize {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// Whether the engine takes and journals work: false once its core has
+    /// stopped, asked to or because a journal commit failed.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
     }
 }

@@ -17,7 +17,7 @@
 use super::api::{Ack, Ended, Msg};
 use super::dispatch::Dispatcher;
 use super::journal::Batch;
-use super::state::{Action, Effects, Input, Recovered, State};
+use super::state::{Action, Effects, Input, Observed, Recovered, State};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -161,7 +161,12 @@ impl Core {
 
     /// Ends the round: records go to the writer; actions wait for them.
     fn flush(&mut self) {
-        let round = std::mem::take(&mut self.round);
+        let mut round = std::mem::take(&mut self.round);
+        // The metrics learn what the round decided when it is durable, so
+        // they never count a start or a park the journal lost.
+        round
+            .actions
+            .extend(round.observed.drain(..).map(Action::Observe));
         if round.records.is_empty() {
             if round.actions.is_empty() {
                 return;
@@ -217,9 +222,17 @@ impl Core {
                 let _ = ack.send(outcome);
             }
             Action::Ended(e) => {
+                let took = Duration::from_millis(now_ms().saturating_sub(e.started_ms));
+                crate::metrics::global().saga_ended(&e.saga, e.status.name(), took);
                 if let Some(tx) = &self.ended {
                     let _ = tx.send(e);
                 }
+            }
+            Action::Observe(Observed::Started { saga }) => {
+                crate::metrics::global().saga_started(&saga);
+            }
+            Action::Observe(Observed::Parked { saga, step, phase }) => {
+                crate::metrics::global().saga_parked(&saga, &step, phase);
             }
             Action::Stop { why } => {
                 // Memory may be ahead of disk: only recovery from the

@@ -452,6 +452,7 @@ pub fn run_writer(
         while let Ok(more) = batches.try_recv() {
             waiting.push(more);
         }
+        let began = std::time::Instant::now();
         let result = if group_commit {
             write_group(&mut conn, &waiting)
         } else {
@@ -463,6 +464,8 @@ pub fn run_writer(
             sink.failed(e.to_string());
             return;
         }
+        let records = waiting.iter().map(|b| b.records.len()).sum();
+        crate::metrics::global().journal_committed(records, began.elapsed());
         sink.committed(waiting.drain(..).map(|b| b.id).collect());
     }
 }

@@ -57,6 +57,7 @@ impl Engine {
             .spawn(move || journal::run_writer(writer_conn, batch_rx, sink, group_commit))
             .expect("spawn journal writer");
         let live = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicBool::new(true));
         // Live sagas are not `Send` (their futures hold `Rc`s): the core is
         // built, recovers and runs on its own thread, and reports recovery
         // back before taking messages.
@@ -64,6 +65,7 @@ impl Engine {
         let core_thread = {
             let tx = tx.clone();
             let live = live.clone();
+            let running = running.clone();
             std::thread::Builder::new()
                 .name("sagaflow-core".into())
                 .spawn(move || {
@@ -95,6 +97,8 @@ impl Engine {
                             let _ = ready_tx.send(Err(error));
                         }
                     }
+                    // Stopped, or a journal commit failed: not ready.
+                    running.store(false, Ordering::Relaxed);
                 })
                 .expect("spawn engine core")
         };
@@ -119,6 +123,7 @@ impl Engine {
             handle: EngineHandle {
                 tx,
                 live,
+                running,
                 journal: journal_path,
             },
             core: Some(core_thread),

@@ -111,6 +111,7 @@ fn definition(hash: String, body: String) -> Result<Arc<Definition>, String> {
     serde_json::from_str::<SagaDef>(&body)
         .map(|def| {
             Arc::new(Definition {
+                name: Arc::from(def.name.as_str()),
                 def,
                 hash: hash.clone(),
                 json: body,

@@ -113,14 +113,31 @@ pub(crate) enum Action<A> {
     Ended(Ended),
     /// Stop the process: only recovery from the journal can continue safely.
     Stop { why: String },
+    /// Tell the metrics (the core turns [`Effects::observed`] into these).
+    Observe(Observed),
+}
+
+/// What the metrics learn once the records that made it true are
+/// committed (ends come as [`Action::Ended`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Observed {
+    /// A saga of this name started.
+    Started { saga: Arc<str> },
+    /// A saga parked on `step` in `phase`.
+    Parked {
+        saga: Arc<str>,
+        step: Arc<str>,
+        phase: Phase,
+    },
 }
 
 /// What applying messages decided: records for the journal, actions for
-/// after their commit. The loop reuses one across a round (no allocation
-/// per message).
+/// after their commit, and what the metrics learn then. The loop reuses
+/// one across a round (no allocation per message).
 pub(crate) struct Effects<A> {
     pub(crate) records: Vec<Record>,
     pub(crate) actions: Vec<Action<A>>,
+    pub(crate) observed: Vec<Observed>,
 }
 
 impl<A> Default for Effects<A> {
@@ -128,6 +145,7 @@ impl<A> Default for Effects<A> {
         Effects {
             records: Vec::new(),
             actions: Vec::new(),
+            observed: Vec::new(),
         }
     }
 }
@@ -140,6 +158,8 @@ struct Live {
     def: Arc<Definition>,
     ctx: ReplayContext,
     fut: SagaFuture,
+    /// When it started (ms since the Unix epoch).
+    started_ms: u64,
     next_n: u32,
     /// The activity attempt in flight: what to journal when it returns.
     inflight: Option<(u32, CallMeta)>,
@@ -314,6 +334,9 @@ impl State {
         if let Some(ack) = ack {
             out.actions.push(Action::Ack(ack, StartOutcome::Started));
         }
+        out.observed.push(Observed::Started {
+            saga: def.name.clone(),
+        });
         let live = new_live(id.clone(), def, input, now, 1);
         self.known.insert(id.clone());
         self.insert(id.clone(), live);
@@ -519,6 +542,16 @@ impl State {
             let n = live.next_n;
             live.next_n += 1;
             let parked = matches!(status, SagaStatus::Parked { .. });
+            if parked {
+                let stage = live.ctx.stage();
+                if let (Some(step), Some(phase)) = (stage.step, stage.phase) {
+                    out.observed.push(Observed::Parked {
+                        saga: live.def.name.clone(),
+                        step: Arc::from(live.def.def.steps[step].name.as_str()),
+                        phase,
+                    });
+                }
+            }
             if parked != live.parked {
                 let was_idle = live.idle();
                 live.parked = parked;
@@ -537,6 +570,8 @@ impl State {
             out.actions.push(Action::Ended(Ended {
                 saga_id: live.id,
                 status: outcome.status,
+                saga: live.def.name.clone(),
+                started_ms: live.started_ms,
             }));
         }
     }
@@ -631,6 +666,8 @@ impl State {
             Poll::Ready(outcome) => out.actions.push(Action::Ended(Ended {
                 saga_id: id,
                 status: outcome.status,
+                saga: live.def.name.clone(),
+                started_ms: live.started_ms,
             })),
             Poll::Pending => {
                 self.insert(id, live);
@@ -697,6 +734,7 @@ fn new_live(
         def,
         ctx,
         fut,
+        started_ms,
         next_n,
         inflight: None,
         parked: false,

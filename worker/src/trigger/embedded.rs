@@ -77,6 +77,9 @@ pub async fn run(
             continue;
         }
         idle_wait = Duration::from_millis(5);
+        stats
+            .received
+            .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
         let mut starts = Vec::with_capacity(deliveries.len());
         let mut settled = Vec::with_capacity(deliveries.len());
         for d in deliveries {
@@ -120,6 +123,7 @@ pub async fn run(
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, message = id, "saga start failed; the message will be delivered again");
+                    stats.abandoned.fetch_add(1, Ordering::Relaxed);
                     let _ = queue.abandon(id);
                 }
                 Err(_) => return,

@@ -22,8 +22,14 @@ use std::sync::Arc;
 
 type Shared = Arc<AdminState>;
 
-/// Every route, behind the token check.
+/// Every route: `/api` behind the token check; the probes without it, as
+/// the kubelet and scrapers call them, exposing no saga data.
 pub(super) fn router(state: Shared) -> Router {
+    let probes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state.clone());
     Router::new()
         .route("/api/sagas", get(list))
         .route("/api/sagas/:id", get(saga))
@@ -36,6 +42,45 @@ pub(super) fn router(state: Shared) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
+        .merge(probes)
+}
+
+/// `GET /metrics`: the worker's metrics in OpenMetrics text
+/// (`crate::metrics`), the scrape-time figures read now.
+async fn metrics(State(state): State<Shared>) -> Response {
+    let parts = state.health.parts();
+    let scrape = crate::metrics::Scrape {
+        trigger: parts.map(|(_, stats)| &**stats),
+        breakers: parts.map(|(breakers, _)| breakers),
+        in_progress: state.health.readiness().map(|r| r.in_progress()),
+    };
+    let text = crate::metrics::global().render(&scrape);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+/// `GET /healthz`: the process answers.
+async fn healthz() -> Response {
+    (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+}
+
+/// `GET /readyz`: 200 when every part the profile uses answers, else 503;
+/// either way each part's check (`crate::cli::ready`).
+async fn readyz(State(state): State<Shared>) -> Response {
+    let Some(readiness) = state.health.readiness() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "checks": [{"name": "worker", "ok": false, "detail": "starting"}]})),
+        )
+            .into_response();
+    };
+    let checks = readiness.check().await;
+    let ready = checks.iter().all(|c| c.ok);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"ready": ready, "checks": checks}))).into_response()
 }
 
 /// An answer that is not a success.

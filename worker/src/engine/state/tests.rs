@@ -115,6 +115,7 @@ fn actions(out: &Effects<u32>) -> Vec<String> {
             Action::Ack(n, StartOutcome::Duplicate) => format!("ack {n} duplicate"),
             Action::Ended(e) => format!("ended {}", e.status.name()),
             Action::Stop { .. } => "stop".into(),
+            Action::Observe(o) => format!("observe {o:?}"),
         })
         .collect()
 }
