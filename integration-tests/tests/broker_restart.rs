@@ -20,36 +20,8 @@ mod common;
 use books::{check_books, check_journal};
 use broker::*;
 use common::*;
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// `GET PATH` of the admin server at `addr` (host:port): status and body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
-}
 
 /// The broker check's `ok` in a `/readyz` answer.
 fn broker_ok(body: &str) -> Option<bool> {
@@ -65,7 +37,7 @@ fn broker_ok(body: &str) -> Option<bool> {
 fn wait_ready(addr: &str, want: u16, within: Duration, what: &str) -> String {
     let began = Instant::now();
     loop {
-        let (status, body) = get(addr, "/readyz");
+        let (status, _, body) = http_get(addr, "/readyz");
         if status == want {
             return body;
         }
@@ -129,13 +101,7 @@ fn the_worker_reconnects_after_a_broker_restart_and_the_run_completes() {
         before > 0 && s["running"].as_u64().unwrap() + s["compensating"].as_u64().unwrap() > 0,
         "the run is under way when the broker stops: {s}"
     );
-    let text = std::fs::read_to_string(&log).unwrap();
-    let admin = text
-        .split("admin API listening on http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("the worker logged no admin address:\n{text}"))
-        .to_owned();
+    let admin = admin_address(&log, &mut child);
     let ready = wait_ready(&admin, 200, Duration::from_secs(10), "before the restart");
     assert_eq!(broker_ok(&ready), Some(true), "{ready}");
     eprintln!("restarting the broker with {before} sagas started");
@@ -146,7 +112,11 @@ fn the_worker_reconnects_after_a_broker_restart_and_the_run_completes() {
         Some(false),
         "the broker is what is missing: {unready}"
     );
-    assert_eq!(get(&admin, "/healthz").0, 200, "the process still answers");
+    assert_eq!(
+        http_get(&admin, "/healthz").0,
+        200,
+        "the process still answers"
+    );
     std::thread::sleep(Duration::from_secs(2));
     rabbitmqctl(&["start_app"]);
     rabbitmqctl(&["await_startup"]);

@@ -1,4 +1,5 @@
-//! `/metrics` (issue 14) against what the run really did: a worker sells
+//! `/metrics` (issue 14) against what the run really did (and the worker's
+//! `--log-format json` lines): a worker sells
 //! 600 orders (one in 23 with a declined card, stock for half of them, the
 //! payment sandbox failing a tenth of its POSTs so steps are retried), and
 //! `/metrics`, scraped while it runs and once it is done, must agree with
@@ -8,22 +9,12 @@ use crate::broker::{order_json, seed_stock};
 use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `GET path` of `addr`: status, Content-Type and body.
 fn get(addr: &str, path: &str) -> (u16, String, String) {
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw).unwrap();
-    let status = raw[9..12].parse().unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let (status, head, body) = http_get(addr, path);
     let content_type = head
         .lines()
         .find_map(|l| {
@@ -32,7 +23,7 @@ fn get(addr: &str, path: &str) -> (u16, String, String) {
                 .map(str::to_owned)
         })
         .unwrap_or_default();
-    (status, content_type, body.to_owned())
+    (status, content_type, body)
 }
 
 /// Every sample of `name` (exact metric name) as labels -> value.
@@ -81,6 +72,8 @@ fn metrics_agree_with_stats_and_with_the_journal() {
     let mut worker = Command::new(bin())
         .args([
             "run",
+            "--log-format",
+            "json",
             "--admin-bind",
             "127.0.0.1:0",
             "--max-live",
@@ -95,17 +88,7 @@ fn metrics_agree_with_stats_and_with_the_journal() {
         .spawn()
         .unwrap();
     let began = Instant::now();
-    let addr = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(rest) = text.split("admin API listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(20) && worker.try_wait().unwrap().is_none(),
-            "the worker served no admin API:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let addr = admin_address(&log, &mut worker);
 
     // While it runs: served without a token, in OpenMetrics text.
     let (status, content_type, during) = get(&addr, "/metrics");
@@ -140,6 +123,17 @@ fn metrics_agree_with_stats_and_with_the_journal() {
         .args(["-TERM", &worker.id().to_string()])
         .status();
     assert!(worker.wait().unwrap().success());
+    // `--log-format json`: every line the worker logged is one JSON object.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for line in logged.lines() {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(logged.lines().count() >= 3, "{logged}");
 
     // Sagas: the counters agree with the journal's summary, and every
     // saga started is accounted for.

@@ -80,3 +80,53 @@ pub fn config_with(dir: &Path, replace: &[(&str, &str)]) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// `GET path` of `addr` (host:port) over HTTP/1.1, no token: status, the
+/// response's head and body; status 0 when nothing answers.
+#[allow(dead_code)] // not every test binary calls a worker's admin port
+pub fn http_get(addr: &str, path: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new(), String::new());
+    };
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    let _ = conn.read_to_string(&mut raw);
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The address a worker started with `--admin-bind 127.0.0.1:0` logged
+/// ("admin API listening on http://ADDR"), once it has; panics with the
+/// log if the worker exits or logs none within 20 s.
+#[allow(dead_code)]
+pub fn admin_address(log: &Path, worker: &mut std::process::Child) -> String {
+    let began = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        // Text or JSON log lines: the address ends where its characters do.
+        if let Some(rest) = text.split("admin API listening on http://").nth(1) {
+            return rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c))
+                .collect();
+        }
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(20)
+                && worker.try_wait().unwrap().is_none(),
+            "the worker served no admin API:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -72,8 +72,21 @@ pub struct Args {
     /// Send list, show, history, stats, audit and the operator commands to a running worker's admin API at URL (token from [admin] token_env)
     #[arg(long, global = true, value_name = "URL", env = "SAGAFLOW_ADMIN_URL")]
     admin: Option<String>,
+    /// Log lines on stderr: text for people, or json (one object per line,
+    /// with the span fields: saga_id, step, ...) for a log pipeline
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SAGAFLOW_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 // Parsed once per process: the size of the largest variant (`sandbox`, with
@@ -229,7 +242,7 @@ pub fn parse() -> Args {
 
 /// Runs one subcommand.
 pub fn run(args: Args) -> Result<ExitCode> {
-    init_tracing(matches!(args.command, Command::Run(_)));
+    init_tracing(matches!(args.command, Command::Run(_)), args.log_format);
     let config_path = args.config.clone();
     let engine = args.engine;
     let load = |p: Option<&Path>| -> Result<Config> {
@@ -338,16 +351,24 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 }
 
-fn init_tracing(worker: bool) {
+fn init_tracing(worker: bool, format: LogFormat) {
     let default = if worker { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only on a terminal: a log file or a pipe gets plain text.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        // Colours only on a terminal: a log file or a pipe gets plain text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 fn data_dir(config: &Config, flag: Option<PathBuf>) -> PathBuf {
