@@ -30,6 +30,7 @@ pub mod queue;
 pub mod registry;
 pub mod sqlite;
 pub mod stock;
+pub mod trace;
 
 pub use attempt::{run_attempt, Breakers};
 pub use order::{Order, Rejection};

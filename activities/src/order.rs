@@ -34,6 +34,14 @@ pub struct Order {
     /// it undoes. An order message carrying it is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund: Option<RefundOf>,
+    /// The W3C trace context of the message that carried the order (its
+    /// `traceparent` or `Diagnostic-Id` application property, or this
+    /// field of the body); each attempt calls the provider in that trace
+    /// ([`crate::trace`]). One that is not valid is dropped, never a
+    /// reason to refuse the order. Not part of what makes two messages
+    /// the same order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The sale a refund saga undoes.
@@ -184,8 +192,15 @@ impl Order {
                 fields.insert("order_id".into(), serde_json::Value::String(id.to_owned()));
             }
         }
-        let order = Order::deserialize(value)
+        let mut order = Order::deserialize(value)
             .map_err(|e| Rejection::new("InvalidOrder", format!("not a valid order: {e}")))?;
+        if !order
+            .traceparent
+            .as_deref()
+            .is_some_and(crate::trace::is_valid)
+        {
+            order.traceparent = None;
+        }
         order
             .check()
             .map_err(|e| Rejection::new("InvalidOrder", e))?;

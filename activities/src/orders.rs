@@ -287,6 +287,7 @@ mod tests {
             currency: "usd".into(),
             payment_method: "pm_card_visa".into(),
             refund: None,
+            traceparent: None,
         }
     }
 

@@ -72,12 +72,17 @@ impl Registry {
     /// breaker and under the call's time limit ([`run_attempt`]), told to
     /// the observer, if any.
     pub async fn attempt(&self, call: ActivityCall) -> Result<Value, ActivityError> {
+        // The order's trace, continued by this attempt (`crate::trace`).
+        let traceparent = call.input["order"]["traceparent"]
+            .as_str()
+            .and_then(|t| crate::trace::child(t, &call.idempotency_key, call.attempt));
         let Some(observer) = &self.observer else {
-            return run_attempt(self, &self.breakers, call).await;
+            return crate::trace::scope(traceparent, run_attempt(self, &self.breakers, call)).await;
         };
         let recorder = observer.recorder(&call.step, &call.activity, call.phase);
         let began = Instant::now();
-        let result = run_attempt(self, &self.breakers, call).await;
+        let result =
+            crate::trace::scope(traceparent, run_attempt(self, &self.breakers, call)).await;
         recorder.record(&result, began.elapsed());
         result
     }

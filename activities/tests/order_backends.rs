@@ -100,6 +100,7 @@ fn order(id: &str) -> Order {
         currency: "usd".into(),
         payment_method: "pm_card_visa".into(),
         refund: None,
+        traceparent: None,
     }
 }
 

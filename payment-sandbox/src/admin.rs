@@ -7,6 +7,9 @@
 //!   `{"requests": [[AT_MS, USER_AGENT, "METHOD /path"], ...], "not_kept":
 //!   N}`, so a test
 //!   can count the calls each worker made while the provider was down;
+//! - `GET /_sandbox/traces`: the `traceparent` of every API request that
+//!   carried one, `{"requests": [[AT_MS, "METHOD /path", TRACEPARENT],
+//!   ...]}`, so a test can follow an order's trace to the provider;
 //! - `POST /_sandbox/knobs` with a JSON [`crate::KnobsPatch`] body: changes
 //!   the knobs it names and answers the knobs after it; a rate outside
 //!   0..=1 or an unknown knob is a 400 and changes nothing.
@@ -36,6 +39,10 @@ pub(crate) async fn handle(shared: &Shared, request: Request) -> Response {
     }
     let outcome = match (parts.method.clone(), parts.uri.path()) {
         (Method::GET, "/_sandbox/knobs") => knobs_json(shared),
+        (Method::GET, "/_sandbox/traces") => Outcome::new(
+            200,
+            json!(*shared.traced.lock().unwrap_or_else(|e| e.into_inner())),
+        ),
         (Method::GET, "/_sandbox/turned_away") => Outcome::new(
             200,
             json!(*shared
@@ -64,7 +71,7 @@ pub(crate) async fn handle(shared: &Shared, request: Request) -> Response {
                 "invalid_request_error",
                 None,
                 &format!(
-                    "Unrecognized admin call ({method}: {path}); the sandbox serves GET and POST /_sandbox/knobs and GET /_sandbox/turned_away."
+                    "Unrecognized admin call ({method}: {path}); the sandbox serves GET and POST /_sandbox/knobs, GET /_sandbox/turned_away and GET /_sandbox/traces."
                 ),
                 None,
             ),

@@ -60,7 +60,7 @@ mod wire;
 pub use intents::CAPTURE_EXPIRES_CARD;
 pub use knobs::{ErrorSide, Knobs, KnobsPatch};
 pub use ledger::{read_ledger, read_requests, PaymentLedger, RequestRecord};
-pub use server::{Sandbox, SandboxConfig, TurnedAway, TURNED_AWAY_KEPT};
+pub use server::{Sandbox, SandboxConfig, Traced, TurnedAway, TURNED_AWAY_KEPT};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -54,6 +54,18 @@ pub(crate) struct Shared {
     request_log: bool,
     /// Every API request an outage turned away: when, and from whom.
     pub(crate) turned_away: Mutex<TurnedAway>,
+    /// The W3C trace context of every API request that carried one.
+    pub(crate) traced: Mutex<Traced>,
+}
+
+/// The `traceparent` headers of the API requests that carried one (the
+/// first [`TURNED_AWAY_KEPT`]), so a test can follow an order's trace
+/// from its queue message to the provider.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Traced {
+    /// `(ms since the Unix epoch, "METHOD /path", traceparent)` of each,
+    /// in arrival order.
+    pub requests: Vec<(u64, String, String)>,
 }
 
 /// The requests an outage turned away (the first [`TURNED_AWAY_KEPT`]),
@@ -141,6 +153,7 @@ impl Sandbox {
             rng: Rng::from_clock(),
             request_log: config.request_log,
             turned_away: Mutex::new(TurnedAway::default()),
+            traced: Mutex::new(Traced::default()),
         });
         let app = Router::new()
             .fallback(handle)
@@ -255,6 +268,20 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         return crate::admin::handle(&shared, request).await;
     }
     let (parts, body) = request.into_parts();
+    if let Some(traceparent) = parts
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut traced = shared.traced.lock().unwrap_or_else(|e| e.into_inner());
+        if traced.requests.len() < TURNED_AWAY_KEPT {
+            let call = format!("{} {}", parts.method, parts.uri.path());
+            traced.requests.push((at, call, traceparent.to_owned()));
+        }
+    }
     let current = shared.knobs.current();
     let post = parts.method == Method::POST;
     let faults = Faults::roll(&current, &shared.rng, post);

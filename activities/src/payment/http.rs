@@ -583,9 +583,12 @@ impl PaymentClient {
 
     async fn send(
         &self,
-        request: reqwest::RequestBuilder,
+        mut request: reqwest::RequestBuilder,
         what: &str,
     ) -> Result<Answer, ActivityError> {
+        if let Some(traceparent) = crate::trace::current() {
+            request = request.header("traceparent", traceparent);
+        }
         let response = request
             .send()
             .await

@@ -277,3 +277,134 @@ fn sigkill_with_unsettled_messages_loses_and_repeats_nothing() {
     );
     delete_queues(&queue);
 }
+
+/// The W3C trace context a message carries (`traceparent`, as a producer
+/// sets it) goes on with its saga to the payment provider: every request
+/// the order's attempts make carries the same trace id, each under an
+/// attempt's own parent id; an order sent without one calls without one.
+#[test]
+fn the_trace_a_message_carries_reaches_the_payment_provider() {
+    const KEY: &str = "sk_test_trace_e2e";
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{TRACE}-00f067aa0ba902b7-01");
+    let queue = fresh_queue("sb-e2e-trace");
+    let dir = data_dir("sb-trace");
+    let d = dir.to_str().unwrap().to_owned();
+    let sandbox = crate::sandbox::StandaloneSandbox::start(&dir.join("provider"), KEY, &[]);
+    let base_url = format!("base_url = \"{}\"", sandbox.url);
+    let config = servicebus_config(
+        &dir,
+        &queue,
+        &[
+            ("payment = \"sandbox\"", "payment = \"http\""),
+            ("base_url = \"\"", base_url.as_str()),
+        ],
+    );
+    let c = config.to_str().unwrap().to_owned();
+    seed_stock(&config, &d, 1, 10);
+    let traced = dir.join("traced.jsonl");
+    let plain = dir.join("plain.jsonl");
+    write_lines(&traced, &[order_json("trace-1", 0, 1)]);
+    write_lines(&plain, &[order_json("plain-1", 1, 1)]);
+    let property = format!("traceparent={traceparent}");
+    sb_ok(&[
+        "send",
+        traced.to_str().unwrap(),
+        "--property",
+        &property,
+        "--config",
+        &c,
+    ]);
+    sb_ok(&["send", plain.to_str().unwrap(), "--config", &c]);
+
+    let log = dir.join("worker.log");
+    let status = sb_command(&["run", "--until-idle", "--config", &c, "--data", &d])
+        .env("SAGAFLOW_PAYMENT_API_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let s = stats(&c, &d);
+    assert_eq!(
+        (s["total"].as_u64(), s["completed"].as_u64()),
+        (Some(2), Some(2)),
+        "{s}"
+    );
+
+    // What the provider saw, from its own record of the headers.
+    let addr = sandbox.url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        conn,
+        "GET /_sandbox/traces HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let requests = body["requests"].as_array().unwrap();
+    let calls: Vec<&str> = requests.iter().map(|r| r[1].as_str().unwrap()).collect();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("POST /v1/payment_intents"))
+            && calls.iter().any(|c| c.ends_with("/capture")),
+        "the authorization and the capture carried the trace: {calls:?}"
+    );
+    let mut parents = std::collections::BTreeSet::new();
+    for r in requests {
+        let tp = r[2].as_str().unwrap();
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(parts.len(), 4, "{tp}");
+        assert_eq!(
+            parts[1], TRACE,
+            "every traced request is in the message's trace: {tp}"
+        );
+        assert_ne!(
+            parts[2], "00f067aa0ba902b7",
+            "a child of the producer's span: {tp}"
+        );
+        assert_eq!(parts[3], "01", "{tp}");
+        parents.insert(parts[2].to_owned());
+    }
+    assert!(
+        parents.len() >= 2,
+        "each attempt has its own parent id: {parents:?}"
+    );
+    // Only the traced order's requests carried it: the plain one made as
+    // many calls, none traced.
+    let ledger = sandbox.ledger();
+    let all_posts = ledger["requests"].as_array().map_or(0, Vec::len);
+    let traced_posts = calls.iter().filter(|c| c.starts_with("POST")).count();
+    assert!(
+        all_posts == 0 || traced_posts < all_posts,
+        "the order without a trace calls without one: {traced_posts} of {all_posts}"
+    );
+
+    // The saga keeps the context with its order, for every later attempt
+    // and every replay.
+    let journal = rusqlite::Connection::open(dir.join("journal.db")).unwrap();
+    let input = |id: &str| -> String {
+        journal
+            .query_row("SELECT input FROM sagas WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(
+        input("trace-1").contains(&traceparent),
+        "{}",
+        input("trace-1")
+    );
+    assert!(
+        !input("plain-1").contains("traceparent"),
+        "{}",
+        input("plain-1")
+    );
+    delete_queues(&queue);
+}

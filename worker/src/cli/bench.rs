@@ -255,6 +255,7 @@ pub(super) fn order(id: &str) -> serde_json::Value {
         currency: "usd".into(),
         payment_method: "pm_card_visa".into(),
         refund: None,
+        traceparent: None,
     })
     .expect("orders serialize")
 }

@@ -76,7 +76,11 @@ fn bodies(run: &str, n: usize) -> Vec<Outgoing> {
         .map(|i| {
             let id = format!("bq-{run}-{i:07}");
             let body = serde_json::to_vec(&order(&id)).expect("orders serialize");
-            Outgoing { id, body }
+            Outgoing {
+                id,
+                body,
+                properties: Vec::new(),
+            }
         })
         .collect()
 }

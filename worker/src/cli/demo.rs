@@ -143,6 +143,7 @@ fn generate_orders(prefix: &str, n: usize, skus: usize, decline_rate: f64) -> Ve
                     "pm_card_visa".into()
                 },
                 refund: None,
+                traceparent: None,
             }
         })
         .collect()

@@ -53,6 +53,20 @@ pub struct SendArgs {
     /// Send each line as it is, without checking it (the worker dead-letters malformed ones)
     #[arg(long)]
     pub raw: bool,
+    /// Set a string application property on every message, e.g.
+    /// --property traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+    /// (the worker continues that trace); repeatable
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub property: Vec<(String, String)>,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!(
+            "{text:?} is not KEY=VALUE; for example --property traceparent=00-...-01"
+        )),
+    }
 }
 
 /// `sagaflow dlq ...`.
@@ -173,6 +187,7 @@ pub fn send(config: &Config, args: SendArgs) -> Result<ExitCode> {
         outgoing.push(Outgoing {
             id,
             body: m.into_bytes(),
+            properties: args.property.clone(),
         });
     }
     if !bad.is_empty() {

@@ -85,9 +85,10 @@ pub fn broker_death_reason(message: &AmqpMessage) -> Option<String> {
     })
 }
 
-/// A durable JSON message with `id` as its message id.
-pub fn order_message(id: &str, body: Vec<u8>) -> Message<Data> {
-    Message::builder()
+/// A durable JSON message with `id` as its message id and `properties`
+/// as string application properties (`traceparent`, say).
+pub fn order_message(id: &str, body: Vec<u8>, properties: &[(String, String)]) -> Message<Data> {
+    let mut message = Message::builder()
         .header(Header {
             durable: true,
             ..Default::default()
@@ -98,7 +99,17 @@ pub fn order_message(id: &str, body: Vec<u8>) -> Message<Data> {
             ..Default::default()
         })
         .data(Binary::from(body))
-        .build()
+        .build();
+    if !properties.is_empty() {
+        let mut props = ApplicationProperties(Default::default());
+        for (key, value) in properties {
+            props
+                .0
+                .insert(key.clone(), SimpleValue::String(value.clone()));
+        }
+        message.application_properties = Some(props);
+    }
+    message
 }
 
 /// `message` with the dead-letter properties set (or, with `None`,

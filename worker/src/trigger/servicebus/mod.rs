@@ -260,7 +260,14 @@ impl ServiceBusTrigger {
                 )),
             };
             match parsed {
-                Ok(order) => {
+                Ok(mut order) => {
+                    // The producer's trace, as W3C or the Azure SDKs send it.
+                    if order.traceparent.is_none() {
+                        order.traceparent = ["traceparent", "Diagnostic-Id"]
+                            .iter()
+                            .filter_map(|key| message::app_property(&message, key))
+                            .find(|t| sagaflow_activities::trace::is_valid(t));
+                    }
                     stats.in_flight.fetch_add(1, Ordering::Relaxed);
                     let (engine, def, disposer, stats) =
                         (engine.clone(), def.clone(), disposer.clone(), stats.clone());

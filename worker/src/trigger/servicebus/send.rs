@@ -17,6 +17,8 @@ pub struct Outgoing {
     pub id: String,
     /// JSON body.
     pub body: Vec<u8>,
+    /// String application properties.
+    pub properties: Vec<(String, String)>,
 }
 
 /// Sends `messages` to `address`, pipelined, and returns once the broker
@@ -52,7 +54,7 @@ pub async fn send_all(
                 }
             }
             let fut = sender
-                .send_batchable(order_message(&m.id, m.body))
+                .send_batchable(order_message(&m.id, m.body, &m.properties))
                 .await
                 .map_err(|e| LinkError::transfer(format!("sending {}", m.id), e))?;
             pending.push_back(fut);
