@@ -68,11 +68,6 @@ impl Breakers {
             .find(|b| b.is_open(now))
             .map(Breaker::dependency)
     }
-
-    /// True when no breaker is configured.
-    pub fn is_empty(&self) -> bool {
-        self.by_dependency.is_empty()
-    }
 }
 
 /// Runs one attempt of `call`: refused at once while its dependency's
