@@ -45,12 +45,47 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 pub fn child(traceparent: &str, key: &str, attempt: u32) -> Option<String> {
     let trace = trace_id(traceparent)?;
     let flags = &traceparent[53..55];
+    let span = attempt_span_id(key, attempt);
+    Some(format!("00-{trace}-{span:016x}-{flags}"))
+}
+
+// The span ids of a saga's trace. They are derived, not drawn, so the
+// span a worker reports after a crash has the id its children (reported
+// before it, perhaps by another worker) name as their parent, and the id
+// the provider saw is the attempt's span id.
+
+/// The span id of attempt `attempt` under idempotency key `key`: the
+/// parent id its provider requests carry ([`child`]).
+pub fn attempt_span_id(key: &str, attempt: u32) -> u64 {
+    fnv(&[key.as_bytes(), &attempt.to_le_bytes()])
+}
+
+/// The span id of the run of a step's action or compensation (key `key`)
+/// that began with attempt `first_attempt`.
+pub fn step_span_id(key: &str, first_attempt: u32) -> u64 {
+    fnv(&[key.as_bytes(), b"#run", &first_attempt.to_le_bytes()])
+}
+
+/// The span id of saga `saga_id`.
+pub fn saga_span_id(saga_id: &str) -> u64 {
+    fnv(&[saga_id.as_bytes(), b"#saga"])
+}
+
+/// The trace id of a saga whose order came without a trace context.
+pub fn saga_trace_id(saga_id: &str) -> u128 {
+    let high = fnv(&[saga_id.as_bytes(), b"#trace-high"]);
+    let low = fnv(&[saga_id.as_bytes(), b"#trace-low"]);
+    (u128::from(high) << 64) | u128::from(low)
+}
+
+/// 64-bit FNV-1a over `parts` in order; never 0 (not a valid span id).
+fn fnv(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes().chain(attempt.to_le_bytes()) {
-        h ^= u64::from(b);
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    Some(format!("00-{trace}-{:016x}-{flags}", h.max(1)))
+    h.max(1)
 }
 
 /// Runs `f` with `traceparent` as the current context.
@@ -98,6 +133,34 @@ mod tests {
         assert_eq!(trace_id(&a), trace_id(TP));
         assert!(a.ends_with("-01"));
         assert_ne!(&a[36..52], &TP[36..52], "a new parent id");
+    }
+
+    #[test]
+    fn a_childs_parent_id_is_its_attempts_span_id() {
+        let a = child(TP, "o-1/authorize_payment", 3).unwrap();
+        let id = attempt_span_id("o-1/authorize_payment", 3);
+        assert_eq!(&a[36..52], format!("{id:016x}"));
+    }
+
+    #[test]
+    fn the_derived_ids_differ_by_what_they_name() {
+        let ids = [
+            attempt_span_id("o-1/pay", 1),
+            attempt_span_id("o-1/pay", 2),
+            attempt_span_id("o-1/pay/compensate", 1),
+            step_span_id("o-1/pay", 1),
+            step_span_id("o-1/pay", 4),
+            saga_span_id("o-1"),
+            saga_span_id("o-2"),
+        ];
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "{ids:x?}");
+        assert_eq!(saga_trace_id("o-1"), saga_trace_id("o-1"));
+        assert_ne!(saga_trace_id("o-1"), saga_trace_id("o-2"));
+        assert_ne!(
+            saga_trace_id("o-1") >> 64,
+            saga_trace_id("o-1") & u128::from(u64::MAX)
+        );
     }
 
     #[tokio::test]

@@ -27,8 +27,9 @@ mod tests;
 pub use sagaflow_workflows::config::{ConfigError, ConfigErrors};
 pub use settings::{
     AdminSettings, BreakerSettingsByDependency, CosmosSettings, EmbeddedSettings, EngineKind,
-    OrdersKind, PaymentKind, PaymentSettings, Profile, RedisSettings, SandboxSettings,
-    ServiceBusSettings, StockKind, StockSettings, TemporalSettings, TriggerKind,
+    OrdersKind, OtlpProtocol, PaymentKind, PaymentSettings, Profile, RedisSettings,
+    SandboxSettings, ServiceBusSettings, StockKind, StockSettings, TelemetrySettings,
+    TemporalSettings, TriggerKind,
 };
 
 use sagaflow_workflows::config::{parse_toml, Diagnostics};
@@ -63,6 +64,8 @@ pub struct Config {
     pub admin: AdminSettings,
     /// The circuit breakers in front of the dependencies.
     pub breakers: BreakerSettingsByDependency,
+    /// Where the saga traces go.
+    pub telemetry: TelemetrySettings,
     /// Saga definitions by name.
     pub sagas: BTreeMap<String, SagaDef>,
 }

@@ -10,6 +10,7 @@ mod config;
 mod engine;
 mod metrics;
 mod reconcile;
+mod telemetry;
 mod trigger;
 
 use std::process::ExitCode;

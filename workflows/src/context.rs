@@ -326,7 +326,20 @@ pub trait SagaContext {
         let _ = change;
         true
     }
+
+    /// Whether the engine wants to hear what ended ([`Self::finished`]):
+    /// the interpreter builds no report otherwise. No by default.
+    fn traced(&self) -> bool {
+        false
+    }
+
+    /// A piece of the saga's work ended (for its trace). It must not
+    /// change what the saga does next: engines only record it.
+    fn finished(&self, work: Finished) {
+        let _ = work;
+    }
 }
 
+use crate::finished::Finished;
 use crate::model::StepDef;
 use crate::status::SagaStatus;

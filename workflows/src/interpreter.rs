@@ -32,6 +32,7 @@
 use crate::context::{
     ActivityCall, ActivityError, DependencyWait, Phase, SagaContext, Signal, Stage, BREAKER_OPEN,
 };
+use crate::finished::{Finished, Work};
 use crate::model::SagaDef;
 use crate::status::SagaStatus;
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,33 @@ pub struct SagaOutcome {
 /// Runs a saga to its end. Parked sagas stay inside this future, waiting
 /// for an operator command, so it returns only a terminal status.
 pub async fn run_saga<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> SagaOutcome {
+    let began = ctx.now_ms();
+    let outcome = run_steps(ctx, def, order).await;
+    if ctx.traced() {
+        let status = outcome.status.name();
+        report(ctx, def, order, began, Work::Saga { status });
+    }
+    outcome
+}
+
+/// Tells the engine that `work`, begun at saga time `started_ms`, ended
+/// now (only called when it asked: [`SagaContext::traced`]).
+fn report<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value, started_ms: u64, work: Work) {
+    ctx.finished(Finished {
+        saga_id: ctx.saga_id().to_owned(),
+        saga: def.name.clone(),
+        traceparent: order
+            .get("traceparent")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        started_ms,
+        ended_ms: ctx.now_ms(),
+        work,
+    });
+}
+
+/// [`run_saga`]'s steps, and what follows when one fails.
+async fn run_steps<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> SagaOutcome {
     let mut outputs: Vec<Option<Value>> = vec![None; def.steps.len()];
     ctx.set_status(SagaStatus::Running);
     let mut index = 0;
@@ -250,8 +278,48 @@ enum Failure {
 
 /// Runs attempts of one step's action or compensation until one succeeds,
 /// the policy says stop, or (an action up to the pivot, between attempts)
-/// an operator cancels.
+/// an operator cancels; reports the run when the engine traces.
 async fn attempt_until_done<C: SagaContext>(
+    ctx: &C,
+    def: &SagaDef,
+    index: usize,
+    phase: Phase,
+    first_attempt: u32,
+    inputs: (&Value, Option<u64>),
+    outputs: &[Option<Value>],
+) -> Result<Value, Failure> {
+    let began = ctx.now_ms();
+    let result = attempts(ctx, def, index, phase, first_attempt, inputs, outputs).await;
+    if ctx.traced() {
+        let step = &def.steps[index];
+        let work = Work::Step {
+            step: step.name.clone(),
+            phase,
+            key: idempotency_key(ctx, &step.name, phase),
+            first_attempt,
+            outcome: match &result {
+                Ok(_) => "completed",
+                Err(Failure::Gave(..)) => "failed",
+                Err(Failure::Cancelled) => "cancelled",
+            },
+        };
+        report(ctx, def, inputs.0, began, work);
+    }
+    result
+}
+
+/// The idempotency key of a step's action or compensation: stable across
+/// its attempts, retries and crashes.
+fn idempotency_key<C: SagaContext>(ctx: &C, step: &str, phase: Phase) -> String {
+    let suffix = match phase {
+        Phase::Action => "",
+        Phase::Compensation => "/compensate",
+    };
+    format!("{}/{}{}", ctx.saga_id(), step, suffix)
+}
+
+/// [`attempt_until_done`]'s attempts.
+async fn attempts<C: SagaContext>(
     ctx: &C,
     def: &SagaDef,
     index: usize,
@@ -287,7 +355,7 @@ async fn attempt_until_done<C: SagaContext>(
         cancellable: up_to_pivot,
         ..running
     };
-    let idempotency_key = format!("{}/{}{}", ctx.saga_id(), step.name, key_suffix);
+    let idempotency_key = idempotency_key(ctx, &step.name, phase);
     let jitter_key = format!("{}{}", step.name, key_suffix);
     let mut attempt = first_attempt;
     // Attempts made that failed while the dependency's breaker was open:
@@ -307,7 +375,20 @@ async fn attempt_until_done<C: SagaContext>(
             idempotency_key: idempotency_key.clone(),
             input: activity_input(ctx.saga_id(), def, order, outputs, unknown_since),
         };
-        match ctx.call_activity(call).await {
+        let began = ctx.now_ms();
+        let result = ctx.call_activity(call).await;
+        if ctx.traced() {
+            let work = Work::Attempt {
+                step: step.name.clone(),
+                phase,
+                key: idempotency_key.clone(),
+                first_attempt,
+                attempt,
+                error: result.as_ref().err().cloned(),
+            };
+            report(ctx, def, order, began, work);
+        }
+        match result {
             Ok(output) => return Ok(output),
             Err(error) => {
                 if let Some(wait) = &error.wait {

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod context;
 pub mod duration;
+pub mod finished;
 pub mod interpreter;
 pub mod model;
 pub mod replay;
@@ -23,6 +24,7 @@ pub use config::{ConfigError, ConfigErrors};
 pub use context::{
     ActivityCall, ActivityError, DependencyWait, Phase, SagaContext, Signal, Stage, BREAKER_OPEN,
 };
+pub use finished::{Finished, Work};
 pub use interpreter::{run_saga, SagaOutcome};
 pub use model::{RetryPolicy, SagaDef, StepDef};
 pub use replay::{Command, ReplayContext, Resolution};

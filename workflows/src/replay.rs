@@ -22,6 +22,7 @@
 //!   says why.
 
 use crate::context::{ActivityCall, ActivityError, SagaContext, Signal, Stage};
+use crate::finished::Finished;
 use crate::status::SagaStatus;
 use serde_json::Value;
 use std::cell::RefCell;
@@ -83,6 +84,10 @@ struct State {
     /// The operation the saga awaits (numbered, not yet resolved).
     outstanding: Option<u32>,
     divergence: Option<String>,
+    /// Whether the engine wants reports of ended work, and those not yet
+    /// taken.
+    traced: bool,
+    finished: Vec<Finished>,
 }
 
 /// A cheap, clonable handle: the engine keeps one, the saga future owns
@@ -109,6 +114,8 @@ impl ReplayContext {
                 stage: Stage::default(),
                 outstanding: None,
                 divergence: None,
+                traced: false,
+                finished: Vec::new(),
             })),
         }
     }
@@ -192,6 +199,19 @@ impl ReplayContext {
     /// Where the saga stands, for checking operator commands.
     pub fn stage(&self) -> Stage {
         self.state.borrow().stage
+    }
+
+    /// Asks the saga for reports of its ended work ([`Finished`]), or
+    /// stops asking.
+    pub fn set_traced(&self, on: bool) {
+        self.state.borrow_mut().traced = on;
+    }
+
+    /// Hands the reports of ended work since the last call to `f`, oldest
+    /// first.
+    pub fn take_finished(&self, f: impl FnMut(Finished)) {
+        let taken = std::mem::take(&mut self.state.borrow_mut().finished);
+        taken.into_iter().for_each(f);
     }
 
     /// Why replay diverged from the recorded history, if it did.
@@ -352,6 +372,14 @@ impl SagaContext for ReplayContext {
 
     fn set_stage(&self, stage: &Stage) {
         self.state.borrow_mut().stage = *stage;
+    }
+
+    fn traced(&self) -> bool {
+        self.state.borrow().traced
+    }
+
+    fn finished(&self, work: Finished) {
+        self.state.borrow_mut().finished.push(work);
     }
 
     fn set_status(&self, status: SagaStatus) {

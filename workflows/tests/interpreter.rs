@@ -2,8 +2,8 @@
 //! a scripted provider answers each activity call, timers fire at once.
 
 use sagaflow_workflows::{
-    run_saga, ActivityCall, ActivityError, Command, DependencyWait, Phase, ReplayContext,
-    Resolution, RetryPolicy, SagaDef, SagaStatus, Signal, Stage, StepDef,
+    run_saga, ActivityCall, ActivityError, Command, DependencyWait, Finished, Phase, ReplayContext,
+    Resolution, RetryPolicy, SagaDef, SagaStatus, Signal, Stage, StepDef, Work,
 };
 use serde_json::{json, Value};
 use std::future::Future;
@@ -87,6 +87,9 @@ struct Run {
     statuses: Vec<SagaStatus>,
     /// The final status (terminal, or where it stopped).
     end: Option<SagaStatus>,
+    /// What the saga reported as its work ended (every run traces, so
+    /// every test also checks that tracing changes no decision).
+    finished: Vec<Finished>,
 }
 
 /// Drives the saga: each activity call is answered by `answer`, each timer
@@ -111,6 +114,7 @@ fn drive_with(
     mut interrupt: impl FnMut(&Command, &Stage) -> Option<Signal>,
 ) -> Run {
     let ctx = ReplayContext::new("saga-1", 1_000);
+    ctx.set_traced(true);
     let order = json!({"order_id": "saga-1"});
     let mut fut = pin!(run_saga(&ctx, def, &order));
     let mut cx = Context::from_waker(Waker::noop());
@@ -123,6 +127,7 @@ fn drive_with(
         if let Some(s) = ctx.take_status_change() {
             run.statuses.push(s);
         }
+        ctx.take_finished(|f| run.finished.push(f));
         assert_eq!(ctx.divergence(), None);
         if let Poll::Ready(outcome) = poll {
             run.end = Some(outcome.status);
@@ -1143,4 +1148,161 @@ fn a_cancel_ends_a_breaker_wait_before_the_pivot() {
             "undo:stock.release"
         ]
     );
+}
+
+/// One report as a line: what, which run or attempt, how it ended.
+fn described(f: &Finished) -> String {
+    match &f.work {
+        Work::Saga { status } => format!("saga {status}"),
+        Work::Step {
+            step,
+            phase,
+            first_attempt,
+            outcome,
+            ..
+        } => format!("{} {step} from #{first_attempt}: {outcome}", phase.name()),
+        Work::Attempt {
+            step,
+            phase,
+            attempt,
+            error,
+            ..
+        } => format!(
+            "{} {step} #{attempt}: {}",
+            phase.name(),
+            error.as_ref().map_or("ok", |e| e.kind.as_str())
+        ),
+    }
+}
+
+#[test]
+fn ended_work_is_reported_attempt_by_attempt_run_by_run_then_the_saga() {
+    let mut failed_once = false;
+    let run = drive(
+        &checkout(),
+        |call| match call.activity.as_str() {
+            "payment.authorize" if !failed_once => {
+                failed_once = true;
+                Err(ActivityError::retryable("provider_unavailable", "503"))
+            }
+            "orders.create" => Err(ActivityError::business("conflict", "the order exists")),
+            _ => ok(call),
+        },
+        &[],
+    );
+    assert_eq!(run.end, Some(SagaStatus::Compensated));
+    let lines: Vec<String> = run.finished.iter().map(described).collect();
+    assert_eq!(
+        lines,
+        [
+            "action reserve_stock #1: ok",
+            "action reserve_stock from #1: completed",
+            "action authorize_payment #1: provider_unavailable",
+            "action authorize_payment #2: ok",
+            "action authorize_payment from #1: completed",
+            "action create_order #1: conflict",
+            "action create_order from #1: failed",
+            "compensation authorize_payment #1: ok",
+            "compensation authorize_payment from #1: completed",
+            "compensation reserve_stock #1: ok",
+            "compensation reserve_stock from #1: completed",
+            "saga compensated",
+        ]
+    );
+    let saga = run.finished.last().unwrap();
+    assert_eq!(
+        (saga.saga_id.as_str(), saga.saga.as_str()),
+        ("saga-1", "checkout")
+    );
+    assert_eq!(saga.started_ms, 1_000, "the saga's own start");
+    assert_eq!(saga.traceparent, None);
+    // Saga times nest: each attempt within its run, each run within the
+    // saga; the retry began after the first attempt ended (a timer).
+    for f in &run.finished {
+        assert!(f.started_ms <= f.ended_ms, "{f:?}");
+        assert!(saga.started_ms <= f.started_ms && f.ended_ms <= saga.ended_ms);
+        if let Work::Attempt {
+            key, first_attempt, ..
+        } = &f.work
+        {
+            let run_of = run
+                .finished
+                .iter()
+                .find(|r| {
+                    matches!(&r.work, Work::Step { key: k, first_attempt: n, .. } if k == key && n == first_attempt)
+                })
+                .unwrap_or_else(|| panic!("no run for {f:?}"));
+            assert!(run_of.started_ms <= f.started_ms && f.ended_ms <= run_of.ended_ms);
+        }
+    }
+    let authorize: Vec<&Finished> = run
+        .finished
+        .iter()
+        .filter(|f| {
+            matches!(&f.work, Work::Attempt { step, phase: Phase::Action, .. } if step == "authorize_payment")
+        })
+        .collect();
+    assert!(authorize[1].started_ms > authorize[0].ended_ms);
+    assert!(matches!(
+        &run.finished[7].work,
+        Work::Attempt { key, .. } if key == "saga-1/authorize_payment/compensate"
+    ));
+}
+
+#[test]
+fn a_retried_parked_step_is_reported_as_a_second_run() {
+    let mut calls = 0;
+    let run = drive(
+        &checkout(),
+        |call| match call.activity.as_str() {
+            "stock.commit" => {
+                calls += 1;
+                if calls <= 3 {
+                    Err(ActivityError::retryable("provider_unavailable", "503"))
+                } else {
+                    ok(call)
+                }
+            }
+            _ => ok(call),
+        },
+        &[Signal::Retry],
+    );
+    assert_eq!(run.end, Some(SagaStatus::Completed));
+    let runs: Vec<String> = run
+        .finished
+        .iter()
+        .filter(|f| matches!(&f.work, Work::Step { step, .. } if step == "commit_stock"))
+        .map(described)
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            "action commit_stock from #1: failed",
+            "action commit_stock from #4: completed"
+        ]
+    );
+}
+
+#[test]
+fn nothing_is_reported_unless_the_engine_traces() {
+    let ctx = ReplayContext::new("saga-1", 1_000);
+    let order = json!({"order_id": "saga-1"});
+    let def = checkout();
+    let mut fut = pin!(run_saga(&ctx, &def, &order));
+    let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    let Some(Command::Activity { seq, call }) = ctx.take_commands().pop() else {
+        panic!("the first step is asked for");
+    };
+    ctx.resolve(
+        seq,
+        Resolution::Activity {
+            activity: call.activity,
+            result: Ok(json!({})),
+            at_ms: 1_001,
+        },
+    );
+    let _ = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    let mut reported = 0;
+    ctx.take_finished(|_| reported += 1);
+    assert_eq!(reported, 0);
 }

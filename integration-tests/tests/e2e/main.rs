@@ -9,6 +9,9 @@ mod books;
 mod broker;
 #[path = "../shared/common.rs"]
 mod common;
+/// A minimal OTLP/HTTP receiver: the spans the worker exports.
+#[path = "../shared/otlp.rs"]
+mod otlp;
 /// A redis-server of a test's own, which it can crash.
 #[path = "../shared/redis_server.rs"]
 mod redis_server;

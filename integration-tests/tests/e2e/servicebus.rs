@@ -279,33 +279,61 @@ fn sigkill_with_unsettled_messages_loses_and_repeats_nothing() {
 }
 
 /// The W3C trace context a message carries (`traceparent`, as a producer
-/// sets it) goes on with its saga to the payment provider: every request
-/// the order's attempts make carries the same trace id, each under an
-/// attempt's own parent id; an order sent without one calls without one.
+/// sets it) goes on with its saga to the payment provider and to the
+/// trace collector: every request the order's attempts make carries the
+/// same trace id, each under its attempt's span id; the spans the worker
+/// exports over OTLP nest saga > step > attempt in that trace, under the
+/// producer's span. An order sent without one calls without one, and its
+/// spans form a trace of their own.
 #[test]
-fn the_trace_a_message_carries_reaches_the_payment_provider() {
+fn the_trace_a_message_carries_reaches_the_provider_and_the_collector() {
+    trace_through("embedded");
+}
+
+/// The same on the Temporal engine.
+#[test]
+fn the_trace_a_message_carries_reaches_the_provider_and_the_collector_on_temporal() {
+    if std::net::TcpStream::connect("127.0.0.1:7233").is_err() {
+        panic!("Temporal is not running on 127.0.0.1:7233: start it with `scripts/services.sh temporal`");
+    }
+    trace_through("temporal");
+}
+
+fn trace_through(engine: &str) {
     const KEY: &str = "sk_test_trace_e2e";
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let traceparent = format!("00-{TRACE}-00f067aa0ba902b7-01");
-    let queue = fresh_queue("sb-e2e-trace");
-    let dir = data_dir("sb-trace");
+    const PRODUCER_SPAN: &str = "00f067aa0ba902b7";
+    let traceparent = format!("00-{TRACE}-{PRODUCER_SPAN}-01");
+    let unique = format!("trace-{engine}-{}", std::process::id());
+    let queue = fresh_queue(&format!("sb-e2e-trace-{engine}"));
+    let dir = data_dir(&format!("sb-trace-{engine}"));
     let d = dir.to_str().unwrap().to_owned();
     let sandbox = crate::sandbox::StandaloneSandbox::start(&dir.join("provider"), KEY, &[]);
+    let collector = crate::otlp::OtlpReceiver::start();
     let base_url = format!("base_url = \"{}\"", sandbox.url);
+    let endpoint = format!("endpoint = \"{}\"", collector.url);
+    let engine_line = format!("engine = \"{engine}\"");
+    let task_queue = format!("task_queue = \"{unique}\"");
     let config = servicebus_config(
         &dir,
         &queue,
         &[
             ("payment = \"sandbox\"", "payment = \"http\""),
             ("base_url = \"\"", base_url.as_str()),
+            ("endpoint = \"\"", endpoint.as_str()),
+            ("protocol = \"http/protobuf\"", "protocol = \"http/json\""),
+            ("engine = \"embedded\"", engine_line.as_str()),
+            ("task_queue = \"sagaflow\"", task_queue.as_str()),
         ],
     );
     let c = config.to_str().unwrap().to_owned();
     seed_stock(&config, &d, 1, 10);
+    let traced_id = format!("{unique}-traced");
+    let plain_id = format!("{unique}-plain");
     let traced = dir.join("traced.jsonl");
     let plain = dir.join("plain.jsonl");
-    write_lines(&traced, &[order_json("trace-1", 0, 1)]);
-    write_lines(&plain, &[order_json("plain-1", 1, 1)]);
+    write_lines(&traced, &[order_json(&traced_id, 0, 1)]);
+    write_lines(&plain, &[order_json(&plain_id, 1, 1)]);
     let property = format!("traceparent={traceparent}");
     sb_ok(&[
         "send",
@@ -338,17 +366,10 @@ fn the_trace_a_message_carries_reaches_the_payment_provider() {
 
     // What the provider saw, from its own record of the headers.
     let addr = sandbox.url.trim_start_matches("http://");
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    use std::io::{Read, Write};
-    write!(
-        conn,
-        "GET /_sandbox/traces HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw).unwrap();
-    let body: serde_json::Value =
-        serde_json::from_str(raw.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let auth = format!("Bearer {KEY}");
+    let (code, _, body) = http_get_with(addr, "/_sandbox/traces", &[("Authorization", &auth)]);
+    assert_eq!(code, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     let requests = body["requests"].as_array().unwrap();
     let calls: Vec<&str> = requests.iter().map(|r| r[1].as_str().unwrap()).collect();
     assert!(
@@ -358,7 +379,7 @@ fn the_trace_a_message_carries_reaches_the_payment_provider() {
             && calls.iter().any(|c| c.ends_with("/capture")),
         "the authorization and the capture carried the trace: {calls:?}"
     );
-    let mut parents = std::collections::BTreeSet::new();
+    let mut provider_parents = std::collections::BTreeSet::new();
     for r in requests {
         let tp = r[2].as_str().unwrap();
         let parts: Vec<&str> = tp.split('-').collect();
@@ -368,15 +389,15 @@ fn the_trace_a_message_carries_reaches_the_payment_provider() {
             "every traced request is in the message's trace: {tp}"
         );
         assert_ne!(
-            parts[2], "00f067aa0ba902b7",
+            parts[2], PRODUCER_SPAN,
             "a child of the producer's span: {tp}"
         );
         assert_eq!(parts[3], "01", "{tp}");
-        parents.insert(parts[2].to_owned());
+        provider_parents.insert(parts[2].to_owned());
     }
     assert!(
-        parents.len() >= 2,
-        "each attempt has its own parent id: {parents:?}"
+        provider_parents.len() >= 2,
+        "each attempt has its own parent id: {provider_parents:?}"
     );
     // Only the traced order's requests carried it: the plain one made as
     // many calls, none traced.
@@ -388,23 +409,154 @@ fn the_trace_a_message_carries_reaches_the_payment_provider() {
         "the order without a trace calls without one: {traced_posts} of {all_posts}"
     );
 
-    // The saga keeps the context with its order, for every later attempt
-    // and every replay.
-    let journal = rusqlite::Connection::open(dir.join("journal.db")).unwrap();
-    let input = |id: &str| -> String {
-        journal
-            .query_row("SELECT input FROM sagas WHERE id = ?1", [id], |r| r.get(0))
-            .unwrap()
+    // What the collector got: both sagas' spans, each saga's nested.
+    let of = |spans: &[crate::otlp::ReceivedSpan], id: &str| -> Vec<crate::otlp::ReceivedSpan> {
+        spans
+            .iter()
+            .filter(|s| s.attribute("sagaflow.saga.id").as_deref() == Some(id))
+            .cloned()
+            .collect()
     };
-    assert!(
-        input("trace-1").contains(&traceparent),
-        "{}",
-        input("trace-1")
+    let has_saga_span = |spans: &[crate::otlp::ReceivedSpan], id: &str| {
+        of(spans, id).iter().any(|s| s.name.starts_with("saga "))
+    };
+    let spans = collector.wait_for(Duration::from_secs(15), |spans| {
+        has_saga_span(spans, &traced_id) && has_saga_span(spans, &plain_id)
+    });
+    let requests_seen = collector.requests();
+    let traced_spans = of(&spans, &traced_id);
+    let shown = || {
+        traced_spans
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}<-{} {}",
+                    s.trace_id, s.span_id, s.parent_span_id, s.name
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let sagas: Vec<_> = traced_spans
+        .iter()
+        .filter(|s| s.name.starts_with("saga "))
+        .collect();
+    assert_eq!(
+        sagas.len(),
+        1,
+        "one saga span; requests {requests_seen:?}:\n{}",
+        shown()
     );
-    assert!(
-        !input("plain-1").contains("traceparent"),
-        "{}",
-        input("plain-1")
+    let saga = sagas[0];
+    assert_eq!(saga.name, "saga checkout");
+    assert_eq!(saga.service, "sagaflow");
+    assert_eq!(
+        saga.attribute("sagaflow.outcome").as_deref(),
+        Some("completed")
     );
+    assert_eq!(
+        saga.parent_span_id, PRODUCER_SPAN,
+        "the saga continues the producer's span"
+    );
+    for span in &traced_spans {
+        assert_eq!(
+            span.trace_id,
+            TRACE,
+            "every span is in the message's trace:\n{}",
+            shown()
+        );
+        assert_eq!(span.service, "sagaflow");
+    }
+    let steps: Vec<_> = traced_spans
+        .iter()
+        .filter(|s| s.name.starts_with("step "))
+        .collect();
+    let step_names: std::collections::BTreeSet<String> = steps
+        .iter()
+        .filter_map(|s| s.attribute("sagaflow.step"))
+        .collect();
+    assert_eq!(
+        step_names.len(),
+        5,
+        "a span for each of the checkout's five steps:\n{}",
+        shown()
+    );
+    for step in &steps {
+        assert_eq!(
+            step.parent_span_id,
+            saga.span_id,
+            "{}:\n{}",
+            step.name,
+            shown()
+        );
+        assert_eq!(
+            step.attribute("sagaflow.outcome").as_deref(),
+            Some("completed")
+        );
+    }
+    let attempts: Vec<_> = traced_spans
+        .iter()
+        .filter(|s| s.name.starts_with("attempt "))
+        .collect();
+    assert!(attempts.len() >= 5, "{}", shown());
+    for attempt in &attempts {
+        let parent = steps
+            .iter()
+            .find(|s| s.span_id == attempt.parent_span_id)
+            .unwrap_or_else(|| panic!("{} has no step parent:\n{}", attempt.name, shown()));
+        assert_eq!(
+            parent.attribute("sagaflow.step"),
+            attempt.attribute("sagaflow.step")
+        );
+        assert!(attempt.attribute("sagaflow.attempt").is_some());
+        assert!(attempt.attribute("sagaflow.outcome").is_some());
+    }
+    // The provider's parent ids are the payment attempts' span ids.
+    let payment_attempts: std::collections::BTreeSet<String> = attempts
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.attribute("sagaflow.step").as_deref(),
+                Some("authorize_payment" | "capture_payment")
+            )
+        })
+        .map(|a| a.span_id.clone())
+        .collect();
+    assert!(
+        provider_parents.is_subset(&payment_attempts),
+        "the provider saw {provider_parents:?}; the payment attempts' spans are {payment_attempts:?}"
+    );
+    // The order without a context: a trace of its own, rooted at its saga.
+    let plain_spans = of(&spans, &plain_id);
+    let plain_saga = plain_spans
+        .iter()
+        .find(|s| s.name.starts_with("saga "))
+        .expect("the plain order's saga span");
+    assert_ne!(plain_saga.trace_id, TRACE);
+    assert!(plain_saga.parent_span_id.is_empty(), "{:?}", plain_saga.raw);
+    assert!(plain_spans
+        .iter()
+        .all(|s| s.trace_id == plain_saga.trace_id));
+
+    if engine == "embedded" {
+        // The saga keeps the context with its order, for every later
+        // attempt and every replay.
+        let journal = rusqlite::Connection::open(dir.join("journal.db")).unwrap();
+        let input = |id: &str| -> String {
+            journal
+                .query_row("SELECT input FROM sagas WHERE id = ?1", [id], |r| r.get(0))
+                .unwrap()
+        };
+        assert!(
+            input(&traced_id).contains(&traceparent),
+            "{}",
+            input(&traced_id)
+        );
+        assert!(
+            !input(&plain_id).contains("traceparent"),
+            "{}",
+            input(&plain_id)
+        );
+    }
     delete_queues(&queue);
 }

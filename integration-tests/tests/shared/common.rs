@@ -85,15 +85,25 @@ pub fn config_with(dir: &Path, replace: &[(&str, &str)]) -> PathBuf {
 /// response's head and body; status 0 when nothing answers.
 #[allow(dead_code)] // not every test binary calls a worker's admin port
 pub fn http_get(addr: &str, path: &str) -> (u16, String, String) {
+    http_get_with(addr, path, &[])
+}
+
+/// [`http_get`] with request headers.
+#[allow(dead_code)]
+pub fn http_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
     use std::io::{Read, Write};
     let Ok(mut conn) = std::net::TcpStream::connect(addr) else {
         return (0, String::new(), String::new());
     };
     conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         conn,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();

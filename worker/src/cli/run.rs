@@ -106,6 +106,8 @@ impl Worker {
         ended: Option<tokio::sync::mpsc::UnboundedSender<Ended>>,
     ) -> Result<Worker> {
         let def = Definition::new(config.saga(saga).map_err(anyhow::Error::msg)?.clone());
+        // Before the engine: it asks whether sagas report for traces.
+        crate::telemetry::start(&config.telemetry)?;
         let adapters = app::start_adapters(config, paths).await?;
         for saga in config.sagas.values() {
             for step in &saga.steps {
@@ -296,6 +298,7 @@ impl Worker {
                 }
             }
         }
+        let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
         Ok(())
     }
 }

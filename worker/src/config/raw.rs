@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) breakers: RawBreakers,
     #[serde(default)]
+    pub(super) telemetry: RawTelemetry,
+    #[serde(default)]
     pub sagas: SagaTables,
 }
 
@@ -284,6 +286,16 @@ impl Default for RawAdmin {
 
 fn default_admin_token_env() -> String {
     "SAGAFLOW_ADMIN_TOKEN".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTelemetry {
+    pub(super) endpoint: Option<Spanned<String>>,
+    pub(super) protocol: Option<Spanned<String>>,
+    pub(super) service_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) headers_env: String,
 }
 
 #[derive(Deserialize)]

@@ -192,5 +192,31 @@ pub struct BreakerSettingsByDependency {
     pub breakers: Vec<(String, sagaflow_activities::breaker::BreakerSettings)>,
 }
 
+/// OpenTelemetry trace export (`[telemetry]`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TelemetrySettings {
+    /// The OTLP/HTTP traces URL (the configured endpoint with
+    /// `/v1/traces` added); `None`: no export.
+    pub traces_url: Option<String>,
+    /// How spans are encoded.
+    pub protocol: OtlpProtocol,
+    /// The `service.name` resource attribute. Default "sagaflow".
+    pub service_name: String,
+    /// The environment variable holding extra request headers
+    /// (`key=value,key2=value2`, as `OTEL_EXPORTER_OTLP_HEADERS`), e.g. a
+    /// vendor's API key; `None` when not named.
+    pub headers_env: Option<String>,
+}
+
+/// The OTLP/HTTP encodings (`[telemetry] protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    /// "http/protobuf": binary protobuf, the OTLP default.
+    #[default]
+    HttpProtobuf,
+    /// "http/json": protobuf's JSON mapping.
+    HttpJson,
+}
+
 /// Where the admin API listens unless `[admin] bind` says otherwise.
 pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:7070";

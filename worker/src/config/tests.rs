@@ -254,3 +254,64 @@ fn breakers_default_on_for_every_dependency_and_each_key_is_checked() {
     let err = parse(&format!("{PROFILE}[breakers.paymnet]\nprobes = 2\n")).unwrap_err();
     assert!(err.contains("unknown field `paymnet`"), "{err}");
 }
+
+#[test]
+fn telemetry_is_off_unless_an_endpoint_is_named() {
+    let config = parse(PROFILE).unwrap();
+    assert_eq!(config.telemetry.traces_url, None);
+    assert_eq!(config.telemetry.service_name, "sagaflow");
+    let shipped = Config::load_file(&manifest_dir().join("../sagas.toml"), &BUILTIN_ACTIVITIES)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(shipped.telemetry.traces_url, None);
+}
+
+#[test]
+fn telemetry_endpoint_gets_the_traces_path_once() {
+    for (written, url) in [
+        (
+            "http://otel-collector:4318",
+            "http://otel-collector:4318/v1/traces",
+        ),
+        (
+            "http://otel-collector:4318/",
+            "http://otel-collector:4318/v1/traces",
+        ),
+        (
+            "https://otlp.example.com/v1/traces",
+            "https://otlp.example.com/v1/traces",
+        ),
+    ] {
+        let text = format!(
+            "{PROFILE}\n[telemetry]\nendpoint = \"{written}\"\nprotocol = \"http/json\"\nservice_name = \"checkout\"\nheaders_env = \"OTLP_HEADERS\"\n"
+        );
+        let t = parse(&text).unwrap().telemetry;
+        assert_eq!(t.traces_url.as_deref(), Some(url));
+        assert_eq!(t.protocol, super::OtlpProtocol::HttpJson);
+        assert_eq!(t.service_name, "checkout");
+        assert_eq!(t.headers_env.as_deref(), Some("OTLP_HEADERS"));
+    }
+}
+
+#[test]
+fn telemetry_mistakes_say_what_to_write() {
+    let err = parse(&format!(
+        "{PROFILE}\n[telemetry]\nendpoint = \"otel:4318\"\n"
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("sagas.toml:9: [telemetry]: endpoint \"otel:4318\" is not an http(s) URL; write the OTLP/HTTP receiver's address, e.g. \"http://otel-collector:4318\""),
+        "{err}"
+    );
+    let err = parse(&format!(
+        "{PROFILE}\n[telemetry]\nendpoint = \"http://c:4317\"\nprotocol = \"grpc\"\n"
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("sagas.toml:10: [telemetry]: protocol \"grpc\" is not supported; point endpoint at the collector's OTLP/HTTP port (4318)"),
+        "{err}"
+    );
+    let err = parse(&format!("{PROFILE}\n[telemetry]\nprotocol = \"json\"\n")).unwrap_err();
+    assert!(err.contains("protocol \"json\" is not one of"), "{err}");
+    let err = parse(&format!("{PROFILE}\n[telemetry]\nservice_name = \" \"\n")).unwrap_err();
+    assert!(err.contains("service_name is empty"), "{err}");
+}

@@ -2,11 +2,11 @@
 //! chosen adapter needs present. Saga definitions are validated by
 //! `sagaflow_workflows::config` through the same [`Diagnostics`].
 
-use super::raw::{RawBreakers, RawConfig, RawServiceBus};
+use super::raw::{RawBreakers, RawConfig, RawServiceBus, RawTelemetry};
 use super::settings::{
     AdminSettings, BreakerSettingsByDependency, CosmosSettings, EmbeddedSettings, OrdersKind,
-    PaymentKind, PaymentSettings, Profile, RedisSettings, SandboxSettings, ServiceBusSettings,
-    StockSettings, TemporalSettings,
+    OtlpProtocol, PaymentKind, PaymentSettings, Profile, RedisSettings, SandboxSettings,
+    ServiceBusSettings, StockSettings, TelemetrySettings, TemporalSettings,
 };
 use super::Config;
 use sagaflow_activities::breaker::BreakerSettings;
@@ -103,6 +103,7 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
     let servicebus = servicebus(d, raw.servicebus);
     let admin = admin(d, raw.admin);
     let breakers = breakers(d, raw.breakers);
+    let telemetry = telemetry(d, raw.telemetry);
     let search_lag_span = raw.payment.search_lag.as_ref().map_or(0..0, |v| v.span());
     let sagas = raw.sagas.validate(d, registered);
     if raw.profile.payment == PaymentKind::Http {
@@ -155,7 +156,83 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
         },
         admin,
         breakers,
+        telemetry,
         sagas,
+    }
+}
+
+/// `[telemetry]`: `endpoint` is an http(s) URL of an OTLP/HTTP receiver
+/// (a collector's port 4318, say); the traces path is added unless it is
+/// there. gRPC is not built in, and saying so beats a silent nothing.
+fn telemetry(d: &mut Diagnostics<'_>, raw: RawTelemetry) -> TelemetrySettings {
+    let place = Some("[telemetry]".to_owned());
+    let protocol = match raw
+        .protocol
+        .as_ref()
+        .map(|p| (p.get_ref().trim(), p.span()))
+    {
+        None | Some(("http/protobuf", _)) => OtlpProtocol::HttpProtobuf,
+        Some(("http/json", _)) => OtlpProtocol::HttpJson,
+        Some(("grpc", span)) => {
+            d.error(
+                span,
+                place.clone(),
+                "protocol \"grpc\" is not supported; point endpoint at the collector's OTLP/HTTP port (4318) and write protocol = \"http/protobuf\"".into(),
+            );
+            OtlpProtocol::HttpProtobuf
+        }
+        Some((other, span)) => {
+            d.error(
+                span,
+                place.clone(),
+                format!("protocol \"{other}\" is not one of \"http/protobuf\" or \"http/json\""),
+            );
+            OtlpProtocol::HttpProtobuf
+        }
+    };
+    let traces_url = raw.endpoint.as_ref().and_then(|e| {
+        let text = e.get_ref().trim();
+        if text.is_empty() {
+            return None;
+        }
+        match url::Url::parse(text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                let base = text.trim_end_matches('/');
+                Some(if base.ends_with("/v1/traces") {
+                    base.to_owned()
+                } else {
+                    format!("{base}/v1/traces")
+                })
+            }
+            _ => {
+                d.error(
+                    e.span(),
+                    place.clone(),
+                    format!("endpoint \"{text}\" is not an http(s) URL; write the OTLP/HTTP receiver's address, e.g. \"http://otel-collector:4318\", or leave it empty for no export"),
+                );
+                None
+            }
+        }
+    });
+    let service_name = match &raw.service_name {
+        Some(name) if name.get_ref().trim().is_empty() => {
+            d.error(
+                name.span(),
+                place,
+                "service_name is empty; name the service its spans belong to, e.g. \"sagaflow\""
+                    .into(),
+            );
+            String::new()
+        }
+        Some(name) => name.get_ref().trim().to_owned(),
+        None => "sagaflow".to_owned(),
+    };
+    let headers_env = Some(raw.headers_env.trim().to_owned()).filter(|h| !h.is_empty());
+    TelemetrySettings {
+        traces_url,
+        protocol,
+        service_name,
+        headers_env,
     }
 }
 

@@ -234,6 +234,7 @@ impl Core {
             Action::Observe(Observed::Parked { saga, step, phase }) => {
                 crate::metrics::global().saga_parked(&saga, &step, phase);
             }
+            Action::Observe(Observed::Finished(work)) => crate::telemetry::record(&work),
             Action::Stop { why } => {
                 // Memory may be ahead of disk: only recovery from the
                 // journal can continue safely.

@@ -77,13 +77,9 @@ impl Engine {
                             runtime,
                             config.max_concurrent_activities,
                         );
-                        let mut core = Core::new(
-                            State::new(journal.known, journal.written_defs),
-                            dispatcher,
-                            batch_tx,
-                            ended,
-                            live,
-                        );
+                        let mut state = State::new(journal.known, journal.written_defs);
+                        state.trace(crate::telemetry::enabled());
+                        let mut core = Core::new(state, dispatcher, batch_tx, ended, live);
                         core.recover(journal.open);
                         (core, opened)
                     });

@@ -29,8 +29,8 @@ use super::api::{Definition, Ended, StartOutcome};
 use super::command::{CommandRequest, StartRequest};
 use super::journal::{Applied, AttemptBody, EventKind, Record};
 use sagaflow_workflows::{
-    run_saga, ActivityCall, ActivityError, Command, Phase, ReplayContext, Resolution, SagaOutcome,
-    SagaStatus, Signal,
+    run_saga, ActivityCall, ActivityError, Command, Finished, Phase, ReplayContext, Resolution,
+    SagaOutcome, SagaStatus, Signal,
 };
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -129,6 +129,9 @@ pub(crate) enum Observed {
         step: Arc<str>,
         phase: Phase,
     },
+    /// A piece of a saga's work ended (the trace's spans; only when the
+    /// state traces: [`State::trace`]).
+    Finished(Box<Finished>),
 }
 
 /// What applying messages decided: records for the journal, actions for
@@ -192,6 +195,8 @@ pub(crate) struct State {
     idle: usize,
     known: HashSet<Arc<str>>,
     written_defs: HashSet<String>,
+    /// Whether sagas report their ended work ([`Observed::Finished`]).
+    traced: bool,
 }
 
 impl State {
@@ -203,7 +208,15 @@ impl State {
             idle: 0,
             known,
             written_defs,
+            traced: false,
         }
+    }
+
+    /// Has sagas report their ended work from now on, as
+    /// [`Observed::Finished`] (for the trace); work replayed while a saga
+    /// recovers is not reported again.
+    pub(crate) fn trace(&mut self, on: bool) {
+        self.traced = on;
     }
 
     /// Sagas in memory (running, compensating or parked on a signal).
@@ -338,6 +351,7 @@ impl State {
             saga: def.name.clone(),
         });
         let live = new_live(id.clone(), def, input, now, 1);
+        live.ctx.set_traced(self.traced);
         self.known.insert(id.clone());
         self.insert(id.clone(), live);
         self.advance(&id, now, out);
@@ -532,6 +546,10 @@ impl State {
             return;
         };
         let poll = poll_saga(live);
+        if self.traced {
+            live.ctx
+                .take_finished(|f| out.observed.push(Observed::Finished(Box::new(f))));
+        }
         if let Some(why) = live.ctx.divergence() {
             let live = self.remove(saga_id).expect("present above");
             let reason = format!("replaying its journal diverged ({why})");
@@ -616,6 +634,7 @@ impl State {
             unreachable!("checked above");
         };
         let mut live = new_live(id.clone(), def, input, saga.created_ms, next_n);
+        live.ctx.set_traced(self.traced);
         let mut poll = poll_saga(&mut live);
         let mut breaker_wait = false;
         for (_, at_ms, event) in saga.events {
@@ -650,6 +669,8 @@ impl State {
             park_unrun(&id, live.next_n, last_status.as_ref(), &reason, now, out);
             return;
         }
+        // Reported before the crash, or lost with it: not reported twice.
+        live.ctx.take_finished(drop);
         let replayed_status = live.ctx.take_status_change();
         let status_now = live.ctx.status();
         if replayed_status.is_some() && status_now != last_status.unwrap_or(SagaStatus::Running) {

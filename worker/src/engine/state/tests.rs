@@ -816,3 +816,79 @@ fn parked_and_breaker_waiting_sagas_are_not_in_progress() {
     apply(&mut state, done("parks", *seq, Ok(json!({}))));
     assert_eq!((state.live(), state.in_progress()), (2, 2));
 }
+
+/// The reports of ended work among `out`'s observations, as
+/// "attempt STEP#N", "step STEP" or "saga STATUS".
+fn reports(out: &Effects<u32>) -> Vec<String> {
+    out.observed
+        .iter()
+        .filter_map(|o| match o {
+            Observed::Finished(f) => Some(match &f.work {
+                sagaflow_workflows::Work::Saga { status } => format!("saga {status}"),
+                sagaflow_workflows::Work::Step { step, .. } => format!("step {step}"),
+                sagaflow_workflows::Work::Attempt { step, attempt, .. } => {
+                    format!("attempt {step}#{attempt}")
+                }
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_tracing_state_reports_ended_work_as_it_is_journaled() {
+    let mut state = fresh();
+    state.trace(true);
+    let out = start(&mut state, "o1", 1);
+    assert_eq!(reports(&out), Vec::<String>::new());
+    let out = apply(&mut state, done("o1", 0, Ok(json!({}))));
+    assert_eq!(reports(&out), ["attempt reserve#1", "step reserve"]);
+    apply(&mut state, done("o1", 1, Ok(json!({}))));
+    let out = apply(&mut state, done("o1", 2, Ok(json!({}))));
+    assert_eq!(
+        reports(&out),
+        ["attempt ship#1", "step ship", "saga completed"]
+    );
+    // Not tracing: nothing is built at all.
+    let mut quiet = fresh();
+    start(&mut quiet, "o2", 1);
+    let out = apply(&mut quiet, done("o2", 0, Ok(json!({}))));
+    assert!(out
+        .observed
+        .iter()
+        .all(|o| !matches!(o, Observed::Finished(_))));
+}
+
+#[test]
+fn recovery_does_not_report_replayed_work_again() {
+    let mut state = fresh();
+    state.trace(true);
+    let out = apply(
+        &mut state,
+        recovered(vec![
+            ev(0, EventKind::Started),
+            ev(1, attempt(0, "reserve", "stock.reserve", Ok(json!({})))),
+        ]),
+    );
+    assert_eq!(
+        reports(&out),
+        Vec::<String>::new(),
+        "reported before the crash"
+    );
+    assert_eq!(actions(&out), vec!["dispatch 1 payment.capture#1"]);
+    // Work that ends after recovery is reported, with the saga's start.
+    let out = apply(&mut state, done("o1", 1, Ok(json!({}))));
+    assert_eq!(reports(&out), ["attempt charge#1", "step charge"]);
+    let out = apply(&mut state, done("o1", 2, Ok(json!({}))));
+    let saga = out
+        .observed
+        .iter()
+        .find_map(|o| match o {
+            Observed::Finished(f) if matches!(f.work, sagaflow_workflows::Work::Saga { .. }) => {
+                Some(f)
+            }
+            _ => None,
+        })
+        .expect("the saga's report");
+    assert_eq!(saga.started_ms, NOW);
+}

@@ -3,8 +3,8 @@
 use crate::engine::command::CommandRequest;
 use futures::future::Either;
 use sagaflow_workflows::{
-    run_saga, ActivityCall, ActivityError, SagaContext, SagaDef, SagaOutcome, SagaStatus, Signal,
-    Stage, StepDef,
+    run_saga, ActivityCall, ActivityError, Finished, SagaContext, SagaDef, SagaOutcome, SagaStatus,
+    Signal, Stage, StepDef,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -206,6 +206,18 @@ impl SagaContext for TemporalSaga {
     /// records the marker and takes the new one.
     fn patched(&self, change: &'static str) -> bool {
         self.ctx.patched(change)
+    }
+
+    /// Reports go to the worker's span exporter, except while the SDK
+    /// replays history: that work was reported when it first ran.
+    fn traced(&self) -> bool {
+        crate::telemetry::enabled() && !self.ctx.is_replaying()
+    }
+
+    fn finished(&self, work: Finished) {
+        if !self.ctx.is_replaying() {
+            crate::telemetry::record(&work);
+        }
     }
 
     fn set_stage(&self, stage: &Stage) {
