@@ -21,6 +21,8 @@ mod sandbox;
 
 /// The worker's admin API: token rules, reads, commands, `--admin URL`.
 mod admin;
+/// `sagaflow bench --provider separate`: both processes measured.
+mod bench;
 /// Bulk retry at scale: hundreds parked by a stock fault, and a run
 /// killed half way and resumed.
 mod bulk_scale;

@@ -6,10 +6,17 @@
 //! every fsync on the way. Every journal commit is fsync'd
 //! (`synchronous=FULL`); `--no-group-commit` gives each event its own
 //! transaction and fsync.
+//!
+//! The checkout's payment provider is the sandbox, in this process by
+//! default or, with `--provider separate`, a `sagaflow sandbox` child
+//! process: then the worker's own CPU per saga is measured apart from the
+//! provider's. `--provider-latency` sets the delay the provider adds to
+//! every request (the latency a real one has).
 
 use super::run::runtime;
-use crate::app::{self, Adapters, DataPaths};
-use crate::config::{Config, EngineKind};
+use super::usage;
+use crate::app::{self, Adapters, DataPaths, SANDBOX_KEY};
+use crate::config::{Config, EngineKind, PaymentKind};
 use crate::engine::read::percentile;
 use crate::engine::temporal::client::TemporalClient;
 use crate::engine::temporal::worker::WorkerThread;
@@ -19,12 +26,13 @@ use anyhow::Result;
 use sagaflow_activities::order::{Order, OrderLine};
 use sagaflow_activities::registry::register_noop;
 use sagaflow_activities::Registry;
+use sagaflow_workflows::duration::parse_duration_ms;
 use sagaflow_workflows::{RetryPolicy, SagaDef, SagaStatus, StepDef};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +46,16 @@ pub enum Activities {
     Checkout,
 }
 
+/// Where the checkout's payment provider runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// The payment sandbox in this process, over loopback HTTP (as `run` starts it)
+    InProcess,
+    /// A `sagaflow sandbox` child process: the worker's CPU is measured apart from the provider's
+    Separate,
+}
+
 /// Arguments of `bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -47,12 +65,19 @@ pub struct BenchArgs {
     /// Sagas to run [default: 20000 for noop, 10000 for checkout]
     #[arg(long)]
     pub sagas: Option<usize>,
-    /// Sagas kept in flight
+    /// Sagas kept in flight (activities may run for all of them at once:
+    /// [embedded] max_concurrent_activities is raised to this when lower)
     #[arg(long, default_value_t = 200)]
     pub in_flight: usize,
     /// One transaction and fsync per journal event instead of group commit
     #[arg(long)]
     pub no_group_commit: bool,
+    /// Where the checkout's payment sandbox runs
+    #[arg(long, value_enum, default_value_t = Provider::InProcess)]
+    pub provider: Provider,
+    /// Delay the payment provider adds to every request, e.g. 150ms [default: [sandbox] latency]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub provider_latency: Option<u64>,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -72,6 +97,16 @@ pub struct BenchResult {
     p99_ms: f64,
     elapsed_s: f64,
     fsync: &'static str,
+    /// Checkout only: where the provider ran, and its added latency.
+    provider: Option<Provider>,
+    provider_latency_ms: Option<u64>,
+    /// CPU time of this process per saga (with `--provider separate`, the
+    /// worker's own: the provider's is apart).
+    worker_cpu_ms_per_saga: f64,
+    /// CPU time of the separate provider per saga.
+    provider_cpu_ms_per_saga: Option<f64>,
+    /// The most resident memory this process held during the run, in MB.
+    peak_rss_mb: f64,
 }
 
 pub(super) fn noop_saga() -> SagaDef {
@@ -99,12 +134,29 @@ pub(super) fn noop_saga() -> SagaDef {
 }
 
 /// `sagaflow bench`.
-pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<ExitCode> {
+pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<ExitCode> {
+    let checkout = args.activities == Activities::Checkout;
+    if !checkout && (args.provider == Provider::Separate || args.provider_latency.is_some()) {
+        anyhow::bail!("--provider and --provider-latency apply to --activities checkout (noop calls no provider)");
+    }
+    if checkout && config.profile.payment == PaymentKind::Http {
+        anyhow::bail!(
+            "profile.payment is \"http\": the benchmark would call the provider at {}; set payment = \"sandbox\" (and use --provider separate for a sandbox in its own process)",
+            config.payment.base_url
+        );
+    }
+    if let Some(ms) = args.provider_latency {
+        config.sandbox.latency_ms = ms;
+    }
     let sagas = args.sagas.unwrap_or(match args.activities {
         Activities::Noop => 20_000,
         Activities::Checkout => 10_000,
     });
     let in_flight = args.in_flight.max(1);
+    // A saga runs one activity at a time: every saga in flight may have its
+    // activity running, or a slow provider would measure the cap instead.
+    config.embedded.max_concurrent_activities =
+        config.embedded.max_concurrent_activities.max(in_flight);
     let temp = data.is_none();
     let dir = data.unwrap_or_else(|| {
         std::env::temp_dir().join(format!(
@@ -118,9 +170,30 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
     }
     let paths = DataPaths::new(&dir)?;
     let group_commit = !args.no_group_commit;
+    let provider = match (checkout, args.provider) {
+        (true, Provider::Separate) => {
+            Some(SeparateProvider::start(&config, &dir.join("provider"))?)
+        }
+        _ => None,
+    };
+    if let Some(p) = &provider {
+        config.profile.payment = PaymentKind::Http;
+        config.payment.base_url = p.url.clone();
+        // The standalone sandbox takes any sk_test_ key; no thread runs yet.
+        if std::env::var_os(&config.payment.api_key_env).is_none() {
+            std::env::set_var(&config.payment.api_key_env, SANDBOX_KEY);
+        }
+    }
+    let provider_pid = provider.as_ref().map(|p| p.child.id());
     let rt = runtime()?;
     let result = if config.profile.engine == EngineKind::Temporal {
-        rt.block_on(bench_temporal(&config, &paths, &args, sagas, in_flight))?
+        rt.block_on(bench_temporal(
+            &config,
+            &paths,
+            &args,
+            (sagas, in_flight),
+            provider_pid,
+        ))?
     } else {
         rt.block_on(async {
         let (registry, def, _adapters) = world(&config, &paths, args.activities, sagas).await?;
@@ -133,6 +206,7 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
             Some(group_commit),
         )?;
         let handle = engine.handle();
+        let meter = Meter::start(provider_pid);
         let mut started_at: HashMap<Arc<str>, Instant> = HashMap::with_capacity(in_flight * 2);
         let mut latencies: Vec<u64> = Vec::with_capacity(sagas);
         let mut not_completed = 0usize;
@@ -169,6 +243,7 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
             }
         }
         let elapsed = begin.elapsed();
+        let used = meter.per_saga(latencies.len());
         tokio::task::spawn_blocking(move || engine.stop()).await?;
         latencies.sort_unstable();
         if not_completed > 0 {
@@ -185,9 +260,20 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
             p99_ms: percentile(&latencies, 0.99) as f64 / 1000.0,
             elapsed_s: (elapsed.as_secs_f64() * 100.0).round() / 100.0,
             fsync: "every journal commit (WAL, synchronous=FULL)",
+            provider: None,
+            provider_latency_ms: None,
+            worker_cpu_ms_per_saga: used.worker_cpu_ms,
+            provider_cpu_ms_per_saga: used.provider_cpu_ms,
+            peak_rss_mb: used.peak_rss_mb,
         })
     })?
     };
+    let mut result = result;
+    if checkout {
+        result.provider = Some(args.provider);
+        result.provider_latency_ms = Some(config.sandbox.latency_ms);
+    }
+    drop(provider);
     if temp {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -212,8 +298,112 @@ pub fn bench(config: Config, data: Option<PathBuf>, args: BenchArgs) -> Result<E
             result.p99_ms,
             result.elapsed_s
         )?;
+        let provider = match (result.provider, result.provider_latency_ms) {
+            (Some(p), Some(ms)) => format!(
+                "provider {} (+{ms} ms per request{}), ",
+                match p {
+                    Provider::InProcess => "in this process",
+                    Provider::Separate => "in its own process",
+                },
+                result
+                    .provider_cpu_ms_per_saga
+                    .map_or(String::new(), |c| format!(", {c:.3} ms CPU per saga"))
+            ),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "  {provider}this process {:.3} ms CPU per saga, peak RSS {:.1} MB",
+            result.worker_cpu_ms_per_saga, result.peak_rss_mb
+        )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A `sagaflow sandbox` child process serving the checkout's payments;
+/// killed when dropped.
+struct SeparateProvider {
+    child: Child,
+    url: String,
+}
+
+impl SeparateProvider {
+    /// Starts this binary's `sandbox` over `data` with the configuration's
+    /// knobs (`--provider-latency` included) and waits for its address.
+    fn start(config: &Config, data: &Path) -> Result<SeparateProvider> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg("--config")
+            .arg(&config.file)
+            .arg("--data")
+            .arg(data)
+            .args(["sandbox", "--port", "0", "--json", "--no-request-log"])
+            .arg("--latency")
+            .arg(format!("{}ms", config.sandbox.latency_ms))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("cannot start `sagaflow sandbox` for --provider separate: {e}")
+            })?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .map_err(|e| anyhow::anyhow!("`sagaflow sandbox` said nothing: {e}"))?;
+        let url = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v["base_url"].as_str().map(str::to_owned));
+        match url {
+            Some(url) => Ok(SeparateProvider { child, url }),
+            None => {
+                let _ = child.kill();
+                anyhow::bail!("`sagaflow sandbox` did not start (it printed {line:?})")
+            }
+        }
+    }
+}
+
+impl Drop for SeparateProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU used from the start of a run to its end, this process's and the
+/// separate provider's.
+struct Meter {
+    own: usage::Usage,
+    provider: Option<(u32, Duration)>,
+}
+
+/// What a run used per saga.
+struct Used {
+    worker_cpu_ms: f64,
+    provider_cpu_ms: Option<f64>,
+    peak_rss_mb: f64,
+}
+
+impl Meter {
+    fn start(provider_pid: Option<u32>) -> Meter {
+        Meter {
+            own: usage::own(),
+            provider: provider_pid.and_then(|pid| usage::cpu_of(pid).map(|cpu| (pid, cpu))),
+        }
+    }
+
+    fn per_saga(&self, sagas: usize) -> Used {
+        let now = usage::own();
+        let n = sagas.max(1) as f64;
+        let ms = |d: Duration| (d.as_secs_f64() * 1000.0 / n * 1000.0).round() / 1000.0;
+        Used {
+            worker_cpu_ms: ms(now.cpu.saturating_sub(self.own.cpu)),
+            provider_cpu_ms: self.provider.and_then(|(pid, before)| {
+                usage::cpu_of(pid).map(|after| ms(after.saturating_sub(before)))
+            }),
+            peak_rss_mb: (now.peak_rss_bytes as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0,
+        }
+    }
 }
 
 /// What the activities run on: the noop registry, or the embedded adapters
@@ -267,8 +457,8 @@ async fn bench_temporal(
     config: &Config,
     paths: &DataPaths,
     args: &BenchArgs,
-    sagas: usize,
-    in_flight: usize,
+    (sagas, in_flight): (usize, usize),
+    provider_pid: Option<u32>,
 ) -> Result<BenchResult> {
     let (registry, def, _adapters) = world(config, paths, args.activities, sagas).await?;
     let client = TemporalClient::connect(&config.temporal).await?;
@@ -281,6 +471,7 @@ async fn bench_temporal(
             .map_or(0, |d| d.as_millis())
     );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let meter = Meter::start(provider_pid);
     let begin = Instant::now();
     let mut tasks = Vec::with_capacity(in_flight);
     for _ in 0..in_flight.min(sagas) {
@@ -318,6 +509,7 @@ async fn bench_temporal(
         latencies.extend(task.await??);
     }
     let elapsed = begin.elapsed();
+    let used = meter.per_saga(latencies.len());
     tokio::task::spawn_blocking(move || worker.stop())
         .await?
         .map_err(anyhow::Error::msg)?;
@@ -333,5 +525,10 @@ async fn bench_temporal(
         p99_ms: percentile(&latencies, 0.99) as f64 / 1000.0,
         elapsed_s: (elapsed.as_secs_f64() * 100.0).round() / 100.0,
         fsync: "the Temporal server's persistence (dev server: SQLite file)",
+        provider: None,
+        provider_latency_ms: None,
+        worker_cpu_ms_per_saga: used.worker_cpu_ms,
+        provider_cpu_ms_per_saga: used.provider_cpu_ms,
+        peak_rss_mb: used.peak_rss_mb,
     })
 }

@@ -429,14 +429,20 @@ pub fn stats(source: &Source, args: JsonArgs) -> Result<ExitCode> {
     writeln!(out, "  completed    {}", s.completed)?;
     writeln!(out, "  compensated  {}", s.compensated)?;
     writeln!(out, "  parked       {}", s.parked)?;
+    // Temporal reads only the most recently ended sagas for these.
+    let over = if s.latency_over < s.completed + s.compensated {
+        format!(", the last {} ended", s.latency_over)
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "throughput   {} sagas/s (first start to last end)",
+        "throughput   {} sagas/s (first start to last end{over})",
         s.sagas_per_sec
     )?;
     writeln!(
         out,
-        "latency      p50 {}ms  p99 {}ms (start to end)",
+        "latency      p50 {}ms  p99 {}ms (start to end{over})",
         s.p50_ms, s.p99_ms
     )?;
     writeln!(

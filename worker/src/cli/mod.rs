@@ -14,6 +14,7 @@ mod ready;
 mod reconcile;
 mod run;
 mod sandbox;
+mod usage;
 
 use crate::config::{Config, EngineKind};
 use anyhow::{anyhow, bail, Result};

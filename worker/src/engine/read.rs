@@ -329,11 +329,21 @@ pub struct Stats {
     pub p50_ms: u64,
     /// 99th percentile start-to-end time of ended sagas, ms.
     pub p99_ms: u64,
-    /// Journal events.
+    /// How many ended sagas the throughput and latencies cover: all of
+    /// them on the embedded engine, the most recent [`LATENCY_SAMPLE`] on
+    /// Temporal (whose visibility store counts cheaply but lists slowly).
+    #[serde(default)]
+    pub latency_over: u64,
+    /// Journal events; on Temporal, the history events of the sagas
+    /// `latency_over` covers.
     pub events: u64,
     /// Signals waiting in the inbox.
     pub inbox: u64,
 }
+
+/// How many of the most recently ended sagas Temporal's `stats` reads
+/// for throughput and latency.
+pub const LATENCY_SAMPLE: usize = 1_000;
 
 /// Computes [`Stats`].
 pub fn stats(conn: &Connection) -> rusqlite::Result<Stats> {
@@ -347,6 +357,7 @@ pub fn stats(conn: &Connection) -> rusqlite::Result<Stats> {
         sagas_per_sec: 0.0,
         p50_ms: 0,
         p99_ms: 0,
+        latency_over: 0,
         events: 0,
         inbox: 0,
     };
@@ -371,6 +382,7 @@ pub fn stats(conn: &Connection) -> rusqlite::Result<Stats> {
     lat.sort_unstable();
     s.p50_ms = percentile(&lat, 0.50);
     s.p99_ms = percentile(&lat, 0.99);
+    s.latency_over = lat.len() as u64;
     let (first, last): (Option<u64>, Option<u64>) = conn.query_row(
         "SELECT MIN(created_ms), MAX(ended_ms) FROM sagas WHERE ended_ms IS NOT NULL",
         [],

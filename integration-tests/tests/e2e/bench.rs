@@ -1,0 +1,74 @@
+//! `sagaflow bench` measures what it says: with `--provider separate` the
+//! payment sandbox runs in a process of its own (its CPU measured apart
+//! from the worker's, and stopped with the run), and `--provider-latency`
+//! reaches it.
+
+use crate::common::*;
+
+#[test]
+fn a_checkout_bench_with_a_separate_provider_reports_both_processes_cpu() {
+    let root = data_dir("bench-separate");
+    let config = config_with(&root, &[]);
+    // The bench starts its data directory afresh: not where the config is.
+    let dir = root.join("data");
+    let d = dir.to_str().unwrap();
+    let c = config.to_str().unwrap();
+    let args = [
+        "bench",
+        "--activities",
+        "checkout",
+        "--provider",
+        "separate",
+        "--provider-latency",
+        "20ms",
+        "--sagas",
+        "1000",
+        "--in-flight",
+        "100",
+        "--json",
+        "--config",
+        c,
+        "--data",
+        d,
+    ];
+    let r = json_line(&sagaflow_ok(&args));
+    assert_eq!(r["sagas"], 1000, "{r}");
+    assert_eq!(r["provider"], "separate", "{r}");
+    assert_eq!(r["provider_latency_ms"], 20, "{r}");
+    let worker = r["worker_cpu_ms_per_saga"].as_f64().unwrap();
+    let provider = r["provider_cpu_ms_per_saga"].as_f64().unwrap();
+    assert!(worker > 0.0 && provider > 0.0, "{r}");
+    assert!(r["peak_rss_mb"].as_f64().unwrap() > 1.0, "{r}");
+    // Two calls to the provider per saga (authorize, capture), each 20 ms
+    // later than it would be: no saga ends sooner than that.
+    assert!(r["p50_ms"].as_f64().unwrap() >= 40.0, "{r}");
+    // The provider's ledger shows every saga's payment, and its process
+    // is gone.
+    let ledger = json_line(&sagaflow_ok(&[
+        "sandbox",
+        "ledger",
+        "--json",
+        "--data",
+        dir.join("provider").to_str().unwrap(),
+    ]));
+    assert_eq!(ledger["ledger"]["succeeded"], 1000, "{ledger}");
+    let pids = std::process::Command::new("pgrep")
+        .args(["-f", &format!("--data {}", dir.join("provider").display())])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&pids.stdout).trim().is_empty(),
+        "the provider process outlived the bench"
+    );
+}
+
+#[test]
+fn provider_flags_are_refused_where_no_provider_is_called() {
+    let out = sagaflow(&["bench", "--activities", "noop", "--provider-latency", "5ms"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--provider and --provider-latency apply to --activities checkout"),
+        "{err}"
+    );
+}
