@@ -4,6 +4,7 @@
 
 use crate::config::{Config, OrdersKind, PaymentKind, StockKind};
 use crate::engine::liveness::Liveness;
+use crate::engine::retention::Retention;
 use crate::engine::{Ended, Engine, EngineConfig};
 use anyhow::{Context, Result};
 use sagaflow_activities::orders::cosmos::{CosmosOrders, CosmosOrdersConfig};
@@ -239,6 +240,10 @@ pub fn start_engine(
             group_commit: group_commit.unwrap_or(config.embedded.group_commit),
             max_concurrent_activities: config.embedded.max_concurrent_activities,
             inbox_poll: Duration::from_millis(200),
+            retention: Retention {
+                sagas_ms: config.embedded.retention_ms,
+                audit_ms: config.embedded.audit_retention_ms,
+            },
         },
         registry,
         tokio::runtime::Handle::current(),

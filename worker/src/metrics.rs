@@ -117,6 +117,7 @@ pub struct Metrics {
     step_duration: Histograms<StepLabels>,
     journal_batch: Histogram,
     journal_commit: Histogram,
+    journal_removed: Counter,
     queue_received: Counter,
     queue_completed: Family<ReasonLabels, Counter>,
     queue_abandoned: Counter,
@@ -165,6 +166,7 @@ impl Metrics {
             step_duration: Family::new_with_constructor(step_buckets),
             journal_batch: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             journal_commit: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            journal_removed: Counter::default(),
             queue_received: Counter::default(),
             queue_completed: Family::default(),
             queue_abandoned: Counter::default(),
@@ -230,6 +232,11 @@ impl Metrics {
             "Journal commit latency (write and fsync), embedded engine",
             Unit::Seconds,
             m.journal_commit.clone(),
+        );
+        registry.register(
+            "journal_sagas_removed",
+            "Ended sagas removed from the journal by retention, embedded engine",
+            m.journal_removed.clone(),
         );
         registry.register(
             "queue_messages_received",
@@ -318,6 +325,11 @@ impl Metrics {
     pub fn journal_committed(&self, records: usize, took: Duration) {
         self.journal_batch.observe(records as f64);
         self.journal_commit.observe(took.as_secs_f64());
+    }
+
+    /// Retention removed `sagas` ended sagas from the journal.
+    pub fn journal_removed(&self, sagas: usize) {
+        self.journal_removed.inc_by(sagas as u64);
     }
 
     /// The metrics in OpenMetrics text, the scrape-time figures read from

@@ -1,7 +1,7 @@
-//! Human-readable durations in `sagas.toml` ("250ms", "2s", "5m", "1h").
+//! Human-readable durations in `sagas.toml` ("250ms", "2s", "5m", "1h", "3d").
 
-/// Parses a duration written as a whole number followed by `ms`, `s`, `m` or
-/// `h` into milliseconds.
+/// Parses a duration written as a whole number followed by `ms`, `s`, `m`,
+/// `h` or `d` into milliseconds.
 ///
 /// Returns a message that says what to write instead when the text is not a
 /// duration.
@@ -9,7 +9,7 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let hint = "write a whole number followed by ms, s, m or h, e.g. \"250ms\" or \"2s\"";
+    let hint = "write a whole number followed by ms, s, m, h or d, e.g. \"250ms\" or \"2s\"";
     if num.is_empty() {
         return Err(format!("invalid duration \"{text}\": {hint}"));
     }
@@ -21,6 +21,7 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         "" => {
             return Err(format!(
                 "invalid duration \"{text}\": the unit is missing; {hint}"
@@ -39,7 +40,9 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
 /// Formats milliseconds the way `sagas.toml` writes them, choosing the
 /// largest unit that divides evenly.
 pub fn format_duration_ms(ms: u64) -> String {
-    if ms != 0 && ms.is_multiple_of(3_600_000) {
+    if ms != 0 && ms.is_multiple_of(86_400_000) {
+        format!("{}d", ms / 86_400_000)
+    } else if ms != 0 && ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
     } else if ms != 0 && ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
@@ -60,6 +63,7 @@ mod tests {
         assert_eq!(parse_duration_ms("2s"), Ok(2_000));
         assert_eq!(parse_duration_ms("5m"), Ok(300_000));
         assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("3d"), Ok(259_200_000));
     }
 
     #[test]
@@ -73,7 +77,7 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for ms in [0, 1, 250, 2_000, 300_000, 3_600_000] {
+        for ms in [0, 1, 250, 2_000, 300_000, 3_600_000, 259_200_000] {
             assert_eq!(parse_duration_ms(&format_duration_ms(ms)), Ok(ms));
         }
     }

@@ -71,7 +71,7 @@ fn unknown_key() {
 fn bad_duration() {
     assert_eq!(
         broken("bad_duration.toml"),
-        "tests/broken/bad_duration.toml:15: saga checkout, step reserve: timeout: invalid duration \"2 seconds\": unknown unit \" seconds\"; write a whole number followed by ms, s, m or h, e.g. \"250ms\" or \"2s\""
+        "tests/broken/bad_duration.toml:15: saga checkout, step reserve: timeout: invalid duration \"2 seconds\": unknown unit \" seconds\"; write a whole number followed by ms, s, m, h or d, e.g. \"250ms\" or \"2s\""
     );
 }
 

@@ -48,6 +48,8 @@ mod operator;
 mod reconcile;
 /// The Redis stock adapter survives a Redis restart mid-sale.
 mod redis_fault;
+/// Retention and `sagaflow archive` on the embedded journal.
+mod retention;
 /// The interpreter's scenarios on both engines (embedded and Temporal).
 mod scenarios;
 /// The Service Bus trigger against a real AMQP 1.0 broker.

@@ -12,6 +12,11 @@
 //! process: then the worker's own CPU per saga is measured apart from the
 //! provider's. `--provider-latency` sets the delay the provider adds to
 //! every request (the latency a real one has).
+//!
+//! `--data DIR --keep-journal` runs on the journal earlier runs left in
+//! `DIR` (each run's saga ids are its own), so a run can be measured on a
+//! journal of millions of ended sagas; `--retention` overrides `[embedded]
+//! retention` for the run, and the progress lines show the journal's size.
 
 use super::run::runtime;
 use super::usage;
@@ -78,9 +83,29 @@ pub struct BenchArgs {
     /// Delay the payment provider adds to every request, e.g. 150ms [default: [sandbox] latency]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     pub provider_latency: Option<u64>,
+    /// With --data: keep the journal (and stores) already in DIR instead of
+    /// starting from empty ones; this run's saga ids do not collide with
+    /// earlier runs'
+    #[arg(long)]
+    pub keep_journal: bool,
+    /// Remove ended sagas this long after their end during the run
+    /// ("off": keep them) [default: [embedded] retention]
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_retention)]
+    pub retention: Option<Retention>,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+/// A `--retention` value: a duration, or "off".
+#[derive(Debug, Clone, Copy)]
+pub struct Retention(Option<u64>);
+
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    if text == "off" {
+        return Ok(Retention(None));
+    }
+    parse_duration_ms(text).map(|ms| Retention(Some(ms)))
 }
 
 /// One benchmark result.
@@ -107,6 +132,14 @@ pub struct BenchResult {
     provider_cpu_ms_per_saga: Option<f64>,
     /// The most resident memory this process held during the run, in MB.
     peak_rss_mb: f64,
+    /// Embedded only: sagas the journal held before the run.
+    journal_sagas_before: Option<u64>,
+    /// Embedded only: from opening the engine (recovery included) to the
+    /// end of the run's first saga, in ms.
+    first_saga_ms: Option<f64>,
+    /// Embedded only: the journal's size on disk after the run (file and
+    /// write-ahead log), in MB.
+    journal_mb: Option<f64>,
 }
 
 pub(super) fn noop_saga() -> SagaDef {
@@ -157,6 +190,15 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
     // activity running, or a slow provider would measure the cap instead.
     config.embedded.max_concurrent_activities =
         config.embedded.max_concurrent_activities.max(in_flight);
+    if args.keep_journal && data.is_none() {
+        anyhow::bail!("--keep-journal keeps the journal in --data DIR; pass --data");
+    }
+    if let Some(Retention(ms)) = args.retention {
+        config.embedded.retention_ms = ms;
+        if let (Some(sagas), Some(audit)) = (ms, config.embedded.audit_retention_ms) {
+            config.embedded.audit_retention_ms = Some(audit.max(sagas));
+        }
+    }
     let temp = data.is_none();
     let dir = data.unwrap_or_else(|| {
         std::env::temp_dir().join(format!(
@@ -165,10 +207,14 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
             args.activities
         ))
     });
-    if dir.exists() {
+    if dir.exists() && !args.keep_journal {
         std::fs::remove_dir_all(&dir)?;
     }
     let paths = DataPaths::new(&dir)?;
+    let journal_sagas_before = match config.profile.engine {
+        EngineKind::Embedded => Some(journal_sagas(&paths.journal())?),
+        EngineKind::Temporal => None,
+    };
     let group_commit = !args.no_group_commit;
     let provider = match (checkout, args.provider) {
         (true, Provider::Separate) => {
@@ -198,6 +244,7 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
         rt.block_on(async {
         let (registry, def, _adapters) = world(&config, &paths, args.activities, sagas).await?;
         let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
+        let opening = Instant::now();
         let engine = app::start_engine(
             &config,
             &paths,
@@ -210,8 +257,11 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
         let mut started_at: HashMap<Arc<str>, Instant> = HashMap::with_capacity(in_flight * 2);
         let mut latencies: Vec<u64> = Vec::with_capacity(sagas);
         let mut not_completed = 0usize;
+        let mut first_saga = None;
+        // Ids of their own, so a run on a kept journal starts new sagas.
+        let run = crate::engine::core::now_ms();
         let launch = |i: usize, started_at: &mut HashMap<Arc<str>, Instant>| {
-            let id = format!("bench-{i:08}");
+            let id = format!("bench-{run:x}-{i:08}");
             let input = order(&id);
             started_at.insert(Arc::from(id.as_str()), Instant::now());
             handle.start_nowait(id, def.clone(), input);
@@ -233,13 +283,19 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
             if let Some(t) = started_at.remove(&ended.saga_id) {
                 latencies.push(t.elapsed().as_micros() as u64);
             }
+            first_saga.get_or_insert_with(|| opening.elapsed());
             if next < sagas {
                 launch(next, &mut started_at);
                 next += 1;
             }
             if last_progress.elapsed() >= Duration::from_secs(2) && !args.json {
                 last_progress = Instant::now();
-                eprintln!("bench: {}/{} sagas ended", latencies.len(), sagas);
+                eprintln!(
+                    "bench: {}/{} sagas ended, journal {:.1} MB",
+                    latencies.len(),
+                    sagas,
+                    journal_mb(&paths.journal())
+                );
             }
         }
         let elapsed = begin.elapsed();
@@ -265,6 +321,9 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
             worker_cpu_ms_per_saga: used.worker_cpu_ms,
             provider_cpu_ms_per_saga: used.provider_cpu_ms,
             peak_rss_mb: used.peak_rss_mb,
+            journal_sagas_before,
+            first_saga_ms: first_saga.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0),
+            journal_mb: Some(journal_mb(&paths.journal())),
         })
     })?
     };
@@ -316,8 +375,34 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
             "  {provider}this process {:.3} ms CPU per saga, peak RSS {:.1} MB",
             result.worker_cpu_ms_per_saga, result.peak_rss_mb
         )?;
+        if let (Some(before), Some(first), Some(mb)) = (
+            result.journal_sagas_before,
+            result.first_saga_ms,
+            result.journal_mb,
+        ) {
+            writeln!(
+                out,
+                "  journal: {before} sagas before the run, first saga ended {first:.1} ms after opening it, {mb:.1} MB after the run"
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sagas in the journal at `path` (0 when there is none yet).
+fn journal_sagas(path: &Path) -> Result<u64> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    let conn = crate::engine::journal::open_reader(path)?;
+    Ok(crate::engine::read::stats(&conn)?.total)
+}
+
+/// The journal's size on disk: the file and its write-ahead log, in MB.
+fn journal_mb(path: &Path) -> f64 {
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let wal = path.with_extension("db-wal");
+    ((size(path) + size(&wal)) as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
 }
 
 /// A `sagaflow sandbox` child process serving the checkout's payments;
@@ -530,5 +615,8 @@ async fn bench_temporal(
         worker_cpu_ms_per_saga: used.worker_cpu_ms,
         provider_cpu_ms_per_saga: used.provider_cpu_ms,
         peak_rss_mb: used.peak_rss_mb,
+        journal_sagas_before: None,
+        first_saga_ms: None,
+        journal_mb: None,
     })
 }

@@ -419,7 +419,13 @@ pub(super) fn start_refund(
             config.file.display()
         )
     })?;
-    let saga = source.saga(id)?;
+    let saga = match source.saga(id) {
+        Ok(saga) => saga,
+        Err(e) if matches!(source, Source::Journal(_)) && e.to_string().starts_with("no saga") => {
+            return Ok(outcome("refused", not_in_journal(config, id)));
+        }
+        Err(e) => return Err(e),
+    };
     let refunds = saga
         .input
         .as_ref()
@@ -542,6 +548,19 @@ pub fn refund(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Why a refund of a saga the journal does not hold is refused: it never
+/// ran here, or retention removed it (the journal no longer knows what it
+/// captured, reserved and wrote, which the refund saga undoes).
+fn not_in_journal(config: &Config, id: &str) -> String {
+    match config.embedded.retention_ms {
+        Some(ms) => format!(
+            "the journal holds no saga {id}: it never ran here, or it ended more than {} ago and [embedded] retention removed it; a refund needs its journal (the payment it captured, the stock it took), so refund it at the provider and return its stock by hand, with the saga from your `sagaflow archive` file; nothing was sent",
+            sagaflow_workflows::duration::format_duration_ms(ms)
+        ),
+        None => format!("the journal holds no saga {id} (`sagaflow list` shows the ids); nothing was sent"),
+    }
 }
 
 /// The payment intent a checkout captured, from its journal.

@@ -221,9 +221,11 @@ pub fn list(source: &Source, args: ListArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // Long ids (refunds, generated ones) widen the column, not the row.
+    let w = rows.iter().map(|r| r.id.len()).max().unwrap_or(0).max(24);
     writeln!(
         out,
-        "{:<24} {:<10} {:<13} {:>9}  {:<12}  REASON",
+        "{:<w$} {:<10} {:<13} {:>9}  {:<12}  REASON",
         "ID", "SAGA", "STATUS", "DURATION", "STARTED(UTC)"
     )?;
     for r in &rows {
@@ -233,7 +235,7 @@ pub fn list(source: &Source, args: ListArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| "-".into());
         writeln!(
             out,
-            "{:<24} {:<10} {:<13} {:>9}  {:<12}  {}",
+            "{:<w$} {:<10} {:<13} {:>9}  {:<12}  {}",
             r.id,
             r.saga,
             r.status,

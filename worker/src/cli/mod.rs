@@ -1,6 +1,7 @@
 //! Command-line interface: one documented function per subcommand.
 
 mod admin;
+mod archive;
 mod bench;
 mod bench_queue;
 mod bench_stock;
@@ -47,6 +48,7 @@ Examples:
   sagaflow retry --where \"status=parked and step=commit_stock\" --dry-run
   sagaflow audit --since 2h                       who commanded what, when and why
   sagaflow reconcile                              do the stores agree with the sagas? (--fix repairs holds)
+  sagaflow archive --out old.jsonl --delete       ended sagas to a file, out of the journal
   sagaflow --admin http://10.0.0.7:7070 list      the same, through a worker's admin API
   sagaflow stock set SKU-1=500                    set (or `stock show`) the stock
   sagaflow dlq list                               dead letters with their reasons
@@ -159,6 +161,14 @@ enum Command {
     ///
     /// Example: sagaflow reconcile --fix --reason "after INC-7"
     Reconcile(reconcile::ReconcileArgs),
+    /// Write ended sagas (row, input, events) to a JSON-lines file before retention removes them
+    ///
+    /// Appends every saga that ended more than --older-than ago (default: [embedded] retention)
+    /// to FILE, oldest end first; with --delete, removes them from the journal once the file is
+    /// synced (safe beside a running worker: only ended sagas are touched).
+    ///
+    /// Example: sagaflow archive --older-than 2d --out archive-2026-12.jsonl --delete
+    Archive(archive::ArchiveArgs),
     /// Same as `retry` (kept for scripts written before it): sagaflow signal ID retry --reason TEXT
     #[command(hide = true)]
     Signal(command::SignalArgs),
@@ -317,6 +327,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let config = load(None)?;
             let data = data_dir(&config, args.data);
             reconcile::reconcile(&config, &source(&config, Some(data.clone()))?, &data, r)
+        }
+        Command::Archive(a) => {
+            let config = load(None)?;
+            let data = data_dir(&config, args.data);
+            archive::archive(&config, &data, a)
         }
         Command::Signal(s) => with_data(Box::new(|source, data| {
             command::simple(source, data, Signal::Retry, s.into_retry())

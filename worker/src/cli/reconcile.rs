@@ -81,7 +81,14 @@ pub fn reconcile(
             PaymentKind::Sandbox => 0,
             PaymentKind::Http => config.payment.search_lag_ms,
         };
-        let (mut drifts, mut judged) = drift::drifts(&books, now_ms(), search_lag_ms);
+        // On the embedded engine retention removes ended sagas; on
+        // Temporal the namespace's retention does, which sagaflow cannot
+        // see: either way an unknown id may be a removed saga.
+        let retained = match config.profile.engine {
+            EngineKind::Embedded => config.embedded.retention_ms.is_some(),
+            EngineKind::Temporal => true,
+        };
+        let (mut drifts, mut judged) = drift::drifts(&books, now_ms(), search_lag_ms, retained);
         // The listing may trail the engine (Temporal's visibility): an id it
         // did not show may belong to a saga that started meanwhile.
         let unknown: Vec<&str> = drifts
@@ -106,7 +113,18 @@ pub fn reconcile(
             }
             None => Vec::new(),
         };
+        let covers = match config.profile.engine {
+            EngineKind::Embedded => match config.embedded.retention_ms {
+                Some(ms) => format!(
+                    "the sagas in the journal: every live or parked one, and those that ended within the last {} ([embedded] retention)",
+                    sagaflow_workflows::duration::format_duration_ms(ms)
+                ),
+                None => "every saga the journal holds ([embedded] retention is off)".to_owned(),
+            },
+            EngineKind::Temporal => "the saga workflows the cluster still holds (closed ones for the namespace's retention period)".to_owned(),
+        };
         anyhow::Ok(Report {
+            covers,
             sagas: rows.len(),
             intents: books.intents.values().map(Vec::len).sum(),
             reservations: books.lines.len(),
@@ -131,6 +149,8 @@ pub fn reconcile(
 
 /// What one run found and did.
 struct Report {
+    /// Which sagas the engine still holds, so which orders can be judged.
+    covers: String,
     sagas: usize,
     intents: usize,
     reservations: usize,
@@ -156,6 +176,7 @@ impl Report {
 
     fn json(&self, seconds: f64) -> serde_json::Value {
         json!({
+            "covers": self.covers,
             "read": {
                 "sagas": self.sagas,
                 "payment_intents": self.intents,
@@ -176,15 +197,24 @@ impl Report {
             "read {} sagas, {} payment intents, {} reservation lines, {} order documents",
             self.sagas, self.intents, self.reservations, self.orders
         )?;
+        writeln!(out, "covers {}", self.covers)?;
         writeln!(
             out,
-            "judged {} orders ({} in flight not judged{})",
+            "judged {} orders ({} in flight not judged{}{})",
             self.judged.judged,
             self.judged.in_flight,
             if self.judged.too_recent_for_payment > 0 {
                 format!(
                     "; {} ended within [payment] search_lag, their payments not judged yet",
                     self.judged.too_recent_for_payment
+                )
+            } else {
+                String::new()
+            },
+            if self.judged.outside_retention > 0 {
+                format!(
+                    "; {} with no saga left in the engine, booked like an ended one (retention removed it), not judged",
+                    self.judged.outside_retention
                 )
             } else {
                 String::new()

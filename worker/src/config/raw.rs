@@ -60,6 +60,10 @@ pub(super) struct RawEmbedded {
     pub(super) group_commit: bool,
     #[serde(default = "default_concurrency")]
     pub(super) max_concurrent_activities: Spanned<i64>,
+    #[serde(default)]
+    pub(super) retention: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) audit_retention: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -75,6 +79,8 @@ impl Default for RawEmbedded {
         RawEmbedded {
             group_commit: true,
             max_concurrent_activities: default_concurrency(),
+            retention: None,
+            audit_retention: None,
         }
     }
 }

@@ -80,7 +80,18 @@ pub struct EmbeddedSettings {
     pub group_commit: bool,
     /// Activities running at once, at most.
     pub max_concurrent_activities: usize,
+    /// Ended sagas are removed from the journal this long after their end
+    /// (`None`: kept forever); also the duplicate-start window.
+    pub retention_ms: Option<u64>,
+    /// Operator audit records are removed this long after the command
+    /// (`None`: kept forever); never shorter than `retention_ms`.
+    pub audit_retention_ms: Option<u64>,
 }
+
+/// `[embedded] retention` when `sagas.toml` does not set it: 3 days.
+pub const DEFAULT_RETENTION_MS: u64 = 3 * 86_400_000;
+/// `[embedded] audit_retention` when `sagas.toml` does not set it: 90 days.
+pub const DEFAULT_AUDIT_RETENTION_MS: u64 = 90 * 86_400_000;
 
 /// Where the Temporal engine finds its cluster.
 #[derive(Debug, Clone, PartialEq)]

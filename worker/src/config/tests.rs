@@ -315,3 +315,30 @@ fn telemetry_mistakes_say_what_to_write() {
     let err = parse(&format!("{PROFILE}\n[telemetry]\nservice_name = \" \"\n")).unwrap_err();
     assert!(err.contains("service_name is empty"), "{err}");
 }
+
+#[test]
+fn retention_takes_days_or_off_and_the_audit_outlives_the_sagas() {
+    let ok = parse(&format!(
+        "{PROFILE}\n[embedded]\nretention = \"7d\"\naudit_retention = \"off\"\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.embedded.retention_ms, Some(7 * 86_400_000));
+    assert_eq!(ok.embedded.audit_retention_ms, None);
+    let defaults = parse(PROFILE).unwrap();
+    assert_eq!(defaults.embedded.retention_ms, Some(3 * 86_400_000));
+    assert_eq!(defaults.embedded.audit_retention_ms, Some(90 * 86_400_000));
+    let err = parse(&format!("{PROFILE}\n[embedded]\nretention = \"soon\"\n")).unwrap_err();
+    assert!(
+        err.starts_with("sagas.toml:9: [embedded]: retention: invalid duration \"soon\""),
+        "{err}"
+    );
+    assert!(err.contains("or \"off\" to keep everything"), "{err}");
+    let err = parse(&format!(
+        "{PROFILE}\n[embedded]\nretention = \"30d\"\naudit_retention = \"7d\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(
+        err.trim(),
+        "sagas.toml:10: [embedded]: audit_retention (7d) is shorter than retention (30d): the audit would forget commands on sagas the journal still holds; make audit_retention at least as long",
+    );
+}

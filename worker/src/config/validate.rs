@@ -2,16 +2,17 @@
 //! chosen adapter needs present. Saga definitions are validated by
 //! `sagaflow_workflows::config` through the same [`Diagnostics`].
 
-use super::raw::{RawBreakers, RawConfig, RawServiceBus, RawTelemetry};
+use super::raw::{RawBreakers, RawConfig, RawEmbedded, RawServiceBus, RawTelemetry};
 use super::settings::{
     AdminSettings, BreakerSettingsByDependency, CosmosSettings, EmbeddedSettings, OrdersKind,
     OtlpProtocol, PaymentKind, PaymentSettings, Profile, RedisSettings, SandboxSettings,
     ServiceBusSettings, StockSettings, TelemetrySettings, TemporalSettings,
+    DEFAULT_AUDIT_RETENTION_MS, DEFAULT_RETENTION_MS,
 };
 use super::Config;
 use sagaflow_activities::breaker::BreakerSettings;
 use sagaflow_workflows::config::Diagnostics;
-use sagaflow_workflows::duration::parse_duration_ms;
+use sagaflow_workflows::duration::{format_duration_ms, parse_duration_ms};
 use toml::Spanned;
 
 /// Validates the whole file: the profile here, the sagas in `workflows`.
@@ -25,6 +26,7 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
             format!("max_concurrent_activities is {concurrency}; use 1 to {MAX_CONCURRENCY}"),
         );
     }
+    let (retention_ms, audit_retention_ms) = retention(d, &raw.embedded);
     let request_timeout_ms = raw
         .payment
         .request_timeout
@@ -122,6 +124,8 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
         embedded: EmbeddedSettings {
             group_commit: raw.embedded.group_commit,
             max_concurrent_activities: concurrency.max(1) as usize,
+            retention_ms,
+            audit_retention_ms,
         },
         temporal: TemporalSettings {
             address: raw.temporal.address.into_inner(),
@@ -436,6 +440,57 @@ fn admin(d: &mut Diagnostics<'_>, raw: super::raw::RawAdmin) -> AdminSettings {
         bind_explicit: raw.bind.is_some(),
         token_env: raw.token_env,
     }
+}
+
+/// `[embedded] retention` and `audit_retention`: a duration of at least a
+/// second (up to 10 years, beyond the 30-day limit of other keys) or
+/// "off"; the audit is kept at least as long as the sagas it speaks of.
+fn retention(d: &mut Diagnostics<'_>, raw: &RawEmbedded) -> (Option<u64>, Option<u64>) {
+    const MAX_MS: u64 = 3_650 * 86_400_000;
+    let mut read = |value: &Option<Spanned<String>>, key: &str, default: u64| -> Option<u64> {
+        let Some(value) = value else {
+            return Some(default);
+        };
+        let text = value.get_ref().trim();
+        if text == "off" {
+            return None;
+        }
+        let problem = match parse_duration_ms(text) {
+            Ok(ms) if (1_000..=MAX_MS).contains(&ms) => return Some(ms),
+            Ok(_) => format!("{key} is {text}; use at least \"1s\" and at most \"3650d\", or \"off\" to keep everything"),
+            Err(e) => format!("{key}: {e}, or \"off\" to keep everything"),
+        };
+        d.error(value.span(), Some("[embedded]".into()), problem);
+        Some(default)
+    };
+    let sagas = read(&raw.retention, "retention", DEFAULT_RETENTION_MS);
+    let audit = read(
+        &raw.audit_retention,
+        "audit_retention",
+        DEFAULT_AUDIT_RETENTION_MS,
+    );
+    let shorter = match (sagas, audit) {
+        (None, Some(_)) => true,
+        (Some(s), Some(a)) => a < s,
+        _ => false,
+    };
+    if shorter {
+        let span = raw
+            .audit_retention
+            .as_ref()
+            .or(raw.retention.as_ref())
+            .map_or(0..0, |v| v.span());
+        d.error(
+            span,
+            Some("[embedded]".into()),
+            format!(
+                "audit_retention ({}) is shorter than retention ({}): the audit would forget commands on sagas the journal still holds; make audit_retention at least as long",
+                audit.map_or("off".into(), format_duration_ms),
+                sagas.map_or("off".into(), format_duration_ms),
+            ),
+        );
+    }
+    (sagas, audit)
 }
 
 fn at_least(

@@ -25,6 +25,8 @@ pub struct EngineConfig {
     pub max_concurrent_activities: usize,
     /// How often the operator inbox is read.
     pub inbox_poll: Duration,
+    /// What the journal keeps, and for how long.
+    pub retention: super::retention::Retention,
 }
 
 /// Errors starting or talking to the engine.
@@ -162,6 +164,7 @@ impl EngineHandle {
                 def,
                 input,
                 ack: Some(ack),
+                journaled: false,
             }))
             .map_err(|_| EngineError::Stopped)?;
         done.await.map_err(|_| EngineError::Stopped)
@@ -175,6 +178,7 @@ impl EngineHandle {
             def,
             input,
             ack: None,
+            journaled: false,
         }));
     }
 

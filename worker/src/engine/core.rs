@@ -17,6 +17,7 @@
 use super::api::{Ack, Ended, Msg};
 use super::dispatch::Dispatcher;
 use super::journal::Batch;
+use super::journal_ids::JournalIds;
 use super::state::{Action, Effects, Input, Observed, Recovered, State};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -46,6 +47,11 @@ pub(crate) struct Core {
     batches: Sender<Batch>,
     timers: BinaryHeap<Reverse<(u64, Arc<str>, u32)>>,
     dispatcher: Dispatcher,
+    /// Answers for saga ids the state does not hold (duplicate starts).
+    ids: JournalIds,
+    /// Sagas whose last records are committed, let go of between rounds
+    /// (after the round's journal snapshot: see `journal_ids.rs`).
+    forget: Vec<Arc<str>>,
     ended: Option<tokio::sync::mpsc::UnboundedSender<Ended>>,
     live: Arc<AtomicUsize>,
     stopping: bool,
@@ -54,10 +60,11 @@ pub(crate) struct Core {
 impl Core {
     /// A core over `state`; records go to `batches`, ends to `ended`, the
     /// number of sagas in progress (live, not parked, not waiting for a
-    /// breaker) to `live`.
+    /// breaker) to `live`; `ids` says which other sagas the journal holds.
     pub(crate) fn new(
         state: State,
         dispatcher: Dispatcher,
+        ids: JournalIds,
         batches: Sender<Batch>,
         ended: Option<tokio::sync::mpsc::UnboundedSender<Ended>>,
         live: Arc<AtomicUsize>,
@@ -70,6 +77,8 @@ impl Core {
             batches,
             timers: BinaryHeap::new(),
             dispatcher,
+            ids,
+            forget: Vec::new(),
             ended,
             live,
             stopping: false,
@@ -112,6 +121,7 @@ impl Core {
                 }
             }
             self.fire_due_timers();
+            self.end_round();
             self.flush();
             self.live.store(self.state.in_progress(), Ordering::Relaxed);
             if self.stopping && self.pending.is_empty() {
@@ -122,7 +132,7 @@ impl Core {
 
     /// Applies one message.
     fn handle(&mut self, msg: Msg) {
-        let input = match msg {
+        let mut input = match msg {
             Msg::Apply(input) => input,
             Msg::Committed(ids) => return self.committed(&ids),
             Msg::Shutdown => {
@@ -130,6 +140,14 @@ impl Core {
                 return;
             }
         };
+        if let Err(e) = self.look_up(&mut input) {
+            // Starting it could duplicate a saga, acknowledging it could
+            // lose an order: neither is safe. Unacknowledged, the start is
+            // asked for again after the restart.
+            return self.carry_out(Action::Stop {
+                why: format!("the journal could not be read to check a saga id: {e}"),
+            });
+        }
         self.state.apply(input, now_ms(), &mut self.round);
         // A stop decided now must not wait for a commit that will not come.
         if let Some(i) = self
@@ -141,6 +159,39 @@ impl Core {
             let stop = self.round.actions.swap_remove(i);
             self.carry_out(stop);
         }
+    }
+
+    /// Ends the round's journal snapshot, then lets go of the sagas whose
+    /// records were committed: the next round's lookups find them.
+    fn end_round(&mut self) {
+        if let Err(e) = self.ids.end_round() {
+            return self.carry_out(Action::Stop {
+                why: format!("the journal could not be read to check saga ids: {e}"),
+            });
+        }
+        for id in self.forget.drain(..) {
+            self.state.forget(&id);
+        }
+    }
+
+    /// Tells a start whether the journal holds its saga, when the state
+    /// does not know the id itself.
+    fn look_up(&mut self, input: &mut Input<Ack>) -> rusqlite::Result<()> {
+        let (id, journaled) = match input {
+            Input::Start {
+                saga_id, journaled, ..
+            } => (saga_id.as_str(), journaled),
+            Input::StartFromInbox {
+                start: Ok(start),
+                journaled,
+                ..
+            } => (start.0.saga_id.as_str(), journaled),
+            _ => return Ok(()),
+        };
+        if !self.state.knows(id) {
+            *journaled = self.ids.contains(id)?;
+        }
+        Ok(())
     }
 
     fn fire_due_timers(&mut self) {
@@ -235,6 +286,7 @@ impl Core {
                 crate::metrics::global().saga_parked(&saga, &step, phase);
             }
             Action::Observe(Observed::Finished(work)) => crate::telemetry::record(&work),
+            Action::Forget(saga_id) => self.forget.push(saga_id),
             Action::Stop { why } => {
                 // Memory may be ahead of disk: only recovery from the
                 // journal can continue safely.

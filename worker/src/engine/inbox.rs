@@ -48,6 +48,7 @@ pub(crate) fn poll(path: PathBuf, tx: Sender<Msg>, stop: Arc<AtomicBool>, every:
                             of: saga_id,
                             start,
                             inbox_id: id,
+                            journaled: false,
                         }));
                         continue;
                     }

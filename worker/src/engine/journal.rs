@@ -24,6 +24,14 @@
 //!   refused (with the reason in `detail`), written in the transaction that
 //!   takes it out of the inbox.
 //!
+//! - `counts(name, n)`: saga counts by status (`status:NAME`) and the
+//!   number of events, kept by this writer in the transaction of every
+//!   change ([`Tally`]: a few statements per commit, none per saga), so
+//!   `stats` reads a few rows at any journal size.
+//!
+//! Retention (`retention.rs`) runs on this thread too, in small
+//! transactions of its own between group commits.
+//!
 //! Commit protocol (group commit): the engine core hands the writer one
 //! [`Batch`] per round; the writer takes every batch waiting, writes them in
 //! one transaction, commits (one fsync) and reports their ids back. Nothing
@@ -41,13 +49,14 @@
 //!   journal is the only safe way on.
 
 use super::command::{Audit, CommandRequest};
+use super::retention::{Pruner, Retention};
 use super::schema::{self, SchemaError};
 use rusqlite::{params, Connection};
 use sagaflow_workflows::{ActivityError, Phase, SagaStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 /// Errors opening or writing the journal.
@@ -135,6 +144,9 @@ pub enum EventKind {
         reason: Option<String>,
         /// Set when the saga ended.
         ended: bool,
+        /// The status it replaces, for the writer's `counts` (not stored:
+        /// `""` when read back).
+        from: &'static str,
     },
 }
 
@@ -189,6 +201,7 @@ impl EventKind {
                     status: status.name(),
                     reason: status.reason().map(str::to_owned),
                     ended: status.is_terminal(),
+                    from: "",
                 }
             }
             other => return Err(format!("an unknown event kind {other:?}")),
@@ -289,7 +302,48 @@ pub trait CommitSink: Send + 'static {
     fn failed(&self, error: String);
 }
 
-fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
+/// What a transaction changes in `counts`: added to it before the commit.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    /// Sagas by status name: entered minus left.
+    statuses: Vec<(&'static str, i64)>,
+    events: i64,
+}
+
+impl Tally {
+    /// A saga entered (`+1`) or left (`-1`) status `name`.
+    pub(crate) fn status(&mut self, name: &'static str, by: i64) {
+        match self.statuses.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => *count += by,
+            None => self.statuses.push((name, by)),
+        }
+    }
+
+    /// `by` events were written (or removed, when negative).
+    pub(crate) fn events(&mut self, by: i64) {
+        self.events += by;
+    }
+
+    /// Adds what was tallied to `counts`, in the caller's transaction.
+    pub(crate) fn apply(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let add = |name: &str, by: i64| -> rusqlite::Result<()> {
+            if by != 0 {
+                conn.prepare_cached(
+                    "INSERT INTO counts (name, n) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET n = n + ?2",
+                )?
+                .execute(params![name, by])?;
+            }
+            Ok(())
+        };
+        for (status, by) in self.statuses.drain(..) {
+            add(&format!("status:{status}"), by)?;
+        }
+        add("events", std::mem::take(&mut self.events))
+    }
+}
+
+fn write_record(conn: &Connection, r: &Record, tally: &mut Tally) -> rusqlite::Result<()> {
     match r {
         Record::Definition { hash, name, body } => {
             conn.prepare_cached(
@@ -308,6 +362,7 @@ fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
                 "INSERT INTO sagas (id, saga, def_hash, status, input, created_ms, updated_ms) VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?5)",
             )?
             .execute(params![id, saga, def_hash, input, *at_ms as i64])?;
+            tally.status("running", 1);
         }
         Record::Event {
             saga_id,
@@ -338,7 +393,12 @@ fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
                     status,
                     reason,
                     ended,
+                    from,
                 } => {
+                    if from != status {
+                        tally.status(from, -1);
+                        tally.status(status, 1);
+                    }
                     conn.prepare_cached(
                         "UPDATE sagas SET status = ?2, reason = ?3, updated_ms = ?4,
                          ended_ms = CASE WHEN ?5 THEN ?4 ELSE ended_ms END WHERE id = ?1",
@@ -358,6 +418,7 @@ fn write_record(conn: &Connection, r: &Record) -> rusqlite::Result<()> {
                 "INSERT INTO events (saga_id, n, at_ms, kind, seq, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![&**saga_id, n, *at_ms as i64, kind_name, seq, body])?;
+            tally.events(1);
         }
         Record::DropSignal {
             inbox_id,
@@ -439,15 +500,33 @@ fn take_from_inbox(conn: &Connection, t: TakenFromInbox<'_>) -> rusqlite::Result
     Ok(())
 }
 
-/// The writer thread's loop: group commit until the channel closes.
+/// The writer thread's loop: group commit until the channel closes, and
+/// retention's batches when they are due.
 pub fn run_writer(
     mut conn: Connection,
     batches: Receiver<Batch>,
     sink: impl CommitSink,
     group_commit: bool,
+    retention: Retention,
 ) {
     let mut waiting: Vec<Batch> = Vec::new();
-    while let Ok(first) = batches.recv() {
+    let mut pruner = Pruner::new(retention);
+    loop {
+        let first = match pruner.wait() {
+            None => batches.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(wait) => batches.recv_timeout(wait),
+        };
+        let first = match first {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(e) = pruner.run_if_due(&mut conn, super::core::now_ms()) {
+                    sink.failed(format!("retention: {e}"));
+                    return;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         waiting.push(first);
         while let Ok(more) = batches.try_recv() {
             waiting.push(more);
@@ -467,24 +546,34 @@ pub fn run_writer(
         let records = waiting.iter().map(|b| b.records.len()).sum();
         crate::metrics::global().journal_committed(records, began.elapsed());
         sink.committed(waiting.drain(..).map(|b| b.id).collect());
+        // After the report: the sagas waiting on that commit go on while
+        // this batch runs.
+        if let Err(e) = pruner.run_if_due(&mut conn, super::core::now_ms()) {
+            sink.failed(format!("retention: {e}"));
+            return;
+        }
     }
 }
 
 fn write_group(conn: &mut Connection, batches: &[Batch]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    let mut tally = Tally::default();
     for b in batches {
         for r in &b.records {
-            write_record(&tx, r)?;
+            write_record(&tx, r, &mut tally)?;
         }
     }
+    tally.apply(&tx)?;
     tx.commit()
 }
 
 fn write_each(conn: &mut Connection, batches: &[Batch]) -> rusqlite::Result<()> {
+    let mut tally = Tally::default();
     for b in batches {
         for r in &b.records {
             let tx = conn.transaction()?;
-            write_record(&tx, r)?;
+            write_record(&tx, r, &mut tally)?;
+            tally.apply(&tx)?;
             tx.commit()?;
         }
     }

@@ -5,6 +5,7 @@
 use super::api::{Ended, EngineConfig, EngineError, EngineHandle, Msg, Sink};
 use super::core::Core;
 use super::dispatch::Dispatcher;
+use super::journal_ids::JournalIds;
 use super::state::State;
 use super::{inbox, journal, recovery};
 use sagaflow_activities::Registry;
@@ -50,11 +51,14 @@ impl Engine {
         let (tx, rx) = mpsc::channel();
         let (batch_tx, batch_rx) = mpsc::channel();
         let group_commit = config.group_commit;
+        let retention = config.retention;
         let config_inbox = config.clone();
         let sink = Sink(tx.clone());
         std::thread::Builder::new()
             .name("sagaflow-journal".into())
-            .spawn(move || journal::run_writer(writer_conn, batch_rx, sink, group_commit))
+            .spawn(move || {
+                journal::run_writer(writer_conn, batch_rx, sink, group_commit, retention)
+            })
             .expect("spawn journal writer");
         let live = Arc::new(AtomicUsize::new(0));
         let running = Arc::new(AtomicBool::new(true));
@@ -77,13 +81,13 @@ impl Engine {
                             runtime,
                             config.max_concurrent_activities,
                         );
-                        let mut state = State::new(journal.known, journal.written_defs);
+                        let mut state = State::new(journal.written_defs);
                         state.trace(crate::telemetry::enabled());
-                        let mut core = Core::new(state, dispatcher, batch_tx, ended, live);
+                        let ids = JournalIds::new(reader);
+                        let mut core = Core::new(state, dispatcher, ids, batch_tx, ended, live);
                         core.recover(journal.open);
                         (core, opened)
                     });
-                    drop(reader);
                     match recovered {
                         Ok((core, opened)) => {
                             let _ = ready_tx.send(Ok(opened));

@@ -43,7 +43,7 @@ pub fn check(
             },
         );
     };
-    let mut state = State::new(HashSet::new(), HashSet::new());
+    let mut state = State::new(HashSet::new());
     let mut ignored: Effects<()> = Effects::default();
     state.apply(
         Input::Recover(Box::new(saga)),

@@ -48,18 +48,53 @@ fn saga_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SagaRow> {
 
 const SAGA_COLUMNS: &str = "id, saga, status, reason, created_ms, updated_ms, ended_ms, def_hash";
 
-/// Sagas, newest first, optionally of one status.
+/// Sagas, newest first (in the order they were started, which is rowid
+/// order), optionally of one status. Each form walks the table or the
+/// `sagas_status` index (whose entries are in rowid order within a
+/// status) from its newest end, so a page costs the same at any journal
+/// size.
 pub fn list(
     conn: &Connection,
     status: Option<&str>,
     limit: usize,
 ) -> rusqlite::Result<Vec<SagaRow>> {
-    let sql = format!(
-        "SELECT {SAGA_COLUMNS} FROM sagas WHERE (?1 IS NULL OR status = ?1) ORDER BY created_ms DESC, id LIMIT ?2"
-    );
-    conn.prepare(&sql)?
-        .query_map(params![status, limit as i64], saga_row)?
-        .collect()
+    let limit = limit as i64;
+    match status {
+        None => conn
+            .prepare(&format!(
+                "SELECT {SAGA_COLUMNS} FROM sagas ORDER BY rowid DESC LIMIT ?1"
+            ))?
+            .query_map(params![limit], saga_row)?
+            .collect(),
+        Some(status) => conn
+            .prepare(&format!(
+                "SELECT {SAGA_COLUMNS} FROM sagas INDEXED BY sagas_status WHERE status = ?1 ORDER BY rowid DESC LIMIT ?2"
+            ))?
+            .query_map(params![status, limit], saga_row)?
+            .collect(),
+    }
+}
+
+/// Ended sagas whose end is before `before_ms`, oldest end first, after
+/// the one `after` names (`(ended_ms, id)`; `None`: from the oldest); at
+/// most `limit`. Walks the `sagas_ended` index (`sagaflow archive`).
+pub fn ended_before(
+    conn: &Connection,
+    before_ms: u64,
+    after: Option<(u64, &str)>,
+    limit: usize,
+) -> rusqlite::Result<Vec<SagaRow>> {
+    let (after_ms, after_id) = after.map_or((-1, ""), |(ms, id)| (ms as i64, id));
+    conn.prepare_cached(&format!(
+        "SELECT {SAGA_COLUMNS} FROM sagas INDEXED BY sagas_ended
+         WHERE ended_ms IS NOT NULL AND ended_ms < ?1 AND (ended_ms, id) > (?2, ?3)
+         ORDER BY ended_ms, id LIMIT ?4"
+    ))?
+    .query_map(
+        params![before_ms as i64, after_ms, after_id, limit as i64],
+        saga_row,
+    )?
+    .collect()
 }
 
 /// One saga.
@@ -329,9 +364,10 @@ pub struct Stats {
     pub p50_ms: u64,
     /// 99th percentile start-to-end time of ended sagas, ms.
     pub p99_ms: u64,
-    /// How many ended sagas the throughput and latencies cover: all of
-    /// them on the embedded engine, the most recent [`LATENCY_SAMPLE`] on
-    /// Temporal (whose visibility store counts cheaply but lists slowly).
+    /// How many ended sagas the throughput and latencies cover: the most
+    /// recent [`JOURNAL_LATENCY_SAMPLE`] on the embedded engine, the most
+    /// recent [`LATENCY_SAMPLE`] on Temporal (whose visibility store counts
+    /// cheaply but lists slowly).
     #[serde(default)]
     pub latency_over: u64,
     /// Journal events; on Temporal, the history events of the sagas
@@ -345,7 +381,14 @@ pub struct Stats {
 /// for throughput and latency.
 pub const LATENCY_SAMPLE: usize = 1_000;
 
-/// Computes [`Stats`].
+/// How many of the most recently ended sagas the journal's `stats` reads
+/// for throughput and latency (through the `sagas_ended` index: the cost
+/// does not grow with the journal).
+pub const JOURNAL_LATENCY_SAMPLE: usize = 20_000;
+
+/// Computes [`Stats`]: counts from the `counts` table (kept in the
+/// transactions that change them), throughput and latency over the most
+/// recent [`JOURNAL_LATENCY_SAMPLE`] ended sagas.
 pub fn stats(conn: &Connection) -> rusqlite::Result<Stats> {
     let mut s = Stats {
         total: 0,
@@ -361,38 +404,53 @@ pub fn stats(conn: &Connection) -> rusqlite::Result<Stats> {
         events: 0,
         inbox: 0,
     };
-    let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM sagas GROUP BY status")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+    let mut stmt = conn.prepare("SELECT name, n FROM counts")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {
-        let (status, n) = row?;
-        s.total += n;
-        match status.as_str() {
-            "running" => s.running = n,
-            "compensating" => s.compensating = n,
-            "completed" => s.completed = n,
-            "compensated" => s.compensated = n,
-            "parked" => s.parked = n,
-            _ => {}
+        let (name, n) = row?;
+        let n = n.max(0) as u64;
+        match name.strip_prefix("status:") {
+            Some(status) => {
+                s.total += n;
+                match status {
+                    "running" => s.running = n,
+                    "compensating" => s.compensating = n,
+                    "completed" => s.completed = n,
+                    "compensated" => s.compensated = n,
+                    "parked" => s.parked = n,
+                    _ => {}
+                }
+            }
+            None if name == "events" => s.events = n,
+            None => {}
         }
     }
+    let mut first = u64::MAX;
+    let mut last = 0;
     let mut lat: Vec<u64> = conn
-        .prepare("SELECT ended_ms - created_ms FROM sagas WHERE ended_ms IS NOT NULL")?
-        .query_map([], |r| r.get(0))?
+        .prepare(
+            "SELECT created_ms, ended_ms FROM sagas INDEXED BY sagas_ended
+             WHERE ended_ms IS NOT NULL ORDER BY ended_ms DESC LIMIT ?1",
+        )?
+        .query_map([JOURNAL_LATENCY_SAMPLE as i64], |r| {
+            Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?))
+        })?
+        .map(|row| {
+            row.map(|(created, ended)| {
+                first = first.min(created);
+                last = last.max(ended);
+                ended.saturating_sub(created)
+            })
+        })
         .collect::<Result<_, _>>()?;
     lat.sort_unstable();
     s.p50_ms = percentile(&lat, 0.50);
     s.p99_ms = percentile(&lat, 0.99);
     s.latency_over = lat.len() as u64;
-    let (first, last): (Option<u64>, Option<u64>) = conn.query_row(
-        "SELECT MIN(created_ms), MAX(ended_ms) FROM sagas WHERE ended_ms IS NOT NULL",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    if let (Some(a), Some(b)) = (first, last) {
-        let secs = (b.saturating_sub(a)).max(1) as f64 / 1000.0;
+    if !lat.is_empty() {
+        let secs = (last.saturating_sub(first)).max(1) as f64 / 1000.0;
         s.sagas_per_sec = (lat.len() as f64 / secs * 10.0).round() / 10.0;
     }
-    s.events = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
     s.inbox = conn.query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))?;
     Ok(s)
 }

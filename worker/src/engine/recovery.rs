@@ -17,10 +17,10 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-/// The journal as the core needs it at start-up.
+/// The journal as the core needs it at start-up: what it reads does not
+/// grow with the number of ended sagas (their ids are looked up when a
+/// start needs them: `journal_ids.rs`).
 pub(crate) struct Journal {
-    /// Every saga id, ended or not (duplicate starts).
-    pub(crate) known: HashSet<Arc<str>>,
     /// Definitions already stored.
     pub(crate) written_defs: HashSet<String>,
     /// Sagas that had not ended, oldest first.
@@ -38,13 +38,6 @@ pub(crate) fn read(conn: &Connection) -> Result<Journal, EngineError> {
             defs.insert(hash.clone(), definition(hash, body));
         }
     }
-    let mut known = HashSet::new();
-    {
-        let mut stmt = conn.prepare("SELECT id FROM sagas")?;
-        for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
-            known.insert(Arc::<str>::from(id?));
-        }
-    }
     let written_defs = defs
         .iter()
         .filter(|(_, d)| d.is_ok())
@@ -52,8 +45,10 @@ pub(crate) fn read(conn: &Connection) -> Result<Journal, EngineError> {
         .collect();
     let rows: Vec<(String, String, String, u64)> = conn
         .prepare(
-            "SELECT id, def_hash, input, created_ms FROM sagas
-             WHERE status NOT IN ('completed', 'compensated') ORDER BY created_ms",
+            // Every status but the terminal ones, through the status index:
+            // the ended sagas, however many, are not read.
+            "SELECT id, def_hash, input, created_ms FROM sagas INDEXED BY sagas_status
+             WHERE status IN ('running', 'compensating', 'parked') ORDER BY created_ms",
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
@@ -65,11 +60,7 @@ pub(crate) fn read(conn: &Connection) -> Result<Journal, EngineError> {
             .unwrap_or_else(|| Err(format!("definition {hash} is not in the journal")));
         open.push(recovered(conn, id, def, &input, created_ms)?);
     }
-    Ok(Journal {
-        known,
-        written_defs,
-        open,
-    })
+    Ok(Journal { written_defs, open })
 }
 
 /// One saga that has not ended, as recovery would read it; `None` when

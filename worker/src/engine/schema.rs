@@ -39,6 +39,10 @@ pub const MIGRATIONS: &[Migration] = &[
         what: "version 2: operator commands (inbox body and bulk id, audit)",
         sql: V2,
     },
+    Migration {
+        what: "version 3: indexes and counters for a journal of millions (retention)",
+        sql: V3,
+    },
 ];
 
 const V1: &str = "
@@ -101,6 +105,24 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);
 CREATE INDEX IF NOT EXISTS audit_saga ON audit (saga_id);
 CREATE INDEX IF NOT EXISTS audit_inbox ON audit (inbox_id);
 CREATE INDEX IF NOT EXISTS audit_bulk ON audit (bulk_id, saga_id) WHERE bulk_id IS NOT NULL;
+";
+
+/// A journal of millions of sagas: nothing a running worker or an
+/// operator asks for scans every saga, and the hot path pays one more index
+/// entry per saga. Retention and `stats` find the oldest and newest ended
+/// sagas through `sagas_ended`; recovery and `list` use `sagas_status`,
+/// whose entries are in start (rowid) order within a status; `stats` reads
+/// its counts from `counts`, which the writer keeps in the transaction of
+/// every change (`status:NAME` per status, `events`), and this step fills
+/// from what the file holds.
+const V3: &str = "
+CREATE INDEX IF NOT EXISTS sagas_ended ON sagas (ended_ms, created_ms) WHERE ended_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS counts (
+    name TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR REPLACE INTO counts (name, n) SELECT 'status:' || status, COUNT(*) FROM sagas GROUP BY status;
+INSERT OR REPLACE INTO counts (name, n) SELECT 'events', COUNT(*) FROM events;
 ";
 
 /// Why a journal could not be brought to the current version.

@@ -16,8 +16,13 @@
 //!   ignored;
 //! - a saga's events are numbered `n = 0, 1, 2, ...` in the order they are
 //!   applied, which is the order replay feeds them back;
-//! - the set of known saga ids (live and ended) makes `Start` idempotent: a
-//!   duplicate is acknowledged without creating anything;
+//! - `Start` is idempotent: a saga id in memory (live, or ended with its
+//!   end not yet known to be committed) or in the journal
+//!   (`Input::Start::journaled`, looked up by the core loop for ids not in
+//!   memory) is a duplicate, acknowledged without creating anything. Memory
+//!   holds no ended sagas beyond their last commit, so it does not grow
+//!   with the journal; retention removing a saga from the journal ends its
+//!   duplicate window;
 //! - a saga whose journal cannot be read (definition, input or an event),
 //!   or whose replay diverges from it, is parked with the reason and not
 //!   run; the others recover.
@@ -47,6 +52,9 @@ pub(crate) enum Input<A> {
         def: Arc<Definition>,
         input: Value,
         ack: Option<A>,
+        /// The journal holds a saga with this id (the core loop looks it up
+        /// when the state does not know the id: [`State::knows`]).
+        journaled: bool,
     },
     /// An activity attempt finished.
     ActivityDone {
@@ -75,6 +83,8 @@ pub(crate) enum Input<A> {
         of: String,
         start: Result<Box<(StartRequest, String)>, String>,
         inbox_id: i64,
+        /// The journal holds the saga to start (as for `Start`).
+        journaled: bool,
     },
     /// A saga that had not ended, as the journal holds it.
     Recover(Box<Recovered>),
@@ -115,6 +125,9 @@ pub(crate) enum Action<A> {
     Stop { why: String },
     /// Tell the metrics (the core turns [`Effects::observed`] into these).
     Observe(Observed),
+    /// The saga left memory and its last records are committed: the
+    /// journal answers for its id from now on ([`State::forget`]).
+    Forget(Arc<str>),
 }
 
 /// What the metrics learn once the records that made it true are
@@ -163,6 +176,9 @@ struct Live {
     fut: SagaFuture,
     /// When it started (ms since the Unix epoch).
     started_ms: u64,
+    /// Its status as the journal holds it (the last status event's, or
+    /// "running"): what a status change replaces in the journal's counts.
+    journaled_status: &'static str,
     next_n: u32,
     /// The activity attempt in flight: what to journal when it returns.
     inflight: Option<(u32, CallMeta)>,
@@ -193,23 +209,45 @@ pub(crate) struct State {
     sagas: HashMap<Arc<str>, Live>,
     /// How many of `sagas` are idle ([`Live::idle`]), kept as they change.
     idle: usize,
-    known: HashSet<Arc<str>>,
+    /// Sagas that left memory (ended, or parked unrun) whose last records
+    /// may not be committed yet: until they are, a journal lookup could
+    /// miss them, so the state still answers for their ids.
+    leaving: HashSet<Arc<str>>,
     written_defs: HashSet<String>,
     /// Whether sagas report their ended work ([`Observed::Finished`]).
     traced: bool,
 }
 
 impl State {
-    /// A state that knows `known` saga ids (live or ended) and has the
-    /// definitions `written_defs` in the journal already.
-    pub(crate) fn new(known: HashSet<Arc<str>>, written_defs: HashSet<String>) -> State {
+    /// An empty state whose journal holds the definitions `written_defs`
+    /// already.
+    pub(crate) fn new(written_defs: HashSet<String>) -> State {
         State {
             sagas: HashMap::new(),
             idle: 0,
-            known,
+            leaving: HashSet::new(),
             written_defs,
             traced: false,
         }
+    }
+
+    /// Whether the state answers for saga `id` itself (live, or leaving
+    /// memory); for any other id, only the journal knows whether it was
+    /// started.
+    pub(crate) fn knows(&self, id: &str) -> bool {
+        self.sagas.contains_key(id) || self.leaving.contains(id)
+    }
+
+    /// Carries out [`Action::Forget`]: the saga's last records are
+    /// committed, so the journal answers for its id.
+    pub(crate) fn forget(&mut self, id: &str) {
+        self.leaving.remove(id);
+    }
+
+    /// A saga leaves memory: remembered until its records are committed.
+    fn leave<A>(&mut self, id: Arc<str>, out: &mut Effects<A>) {
+        self.leaving.insert(id.clone());
+        out.actions.push(Action::Forget(id));
     }
 
     /// Has sagas report their ended work from now on, as
@@ -261,11 +299,9 @@ impl State {
             Some(live) => {
                 signal.applies_to(&live.ctx.status(), &live.ctx.stage(), &live.def.def.steps)
             }
-            None if self.known.contains(saga_id) => Err(
-                "the saga is not live here: it has ended, or its journal could not be replayed"
-                    .to_owned(),
-            ),
-            None => Err(format!("there is no saga {saga_id}")),
+            None => Err(format!(
+                "the saga is not live here: {saga_id} has ended, its journal could not be replayed, or there is no such saga"
+            )),
         }
     }
 
@@ -277,7 +313,8 @@ impl State {
                 def,
                 input,
                 ack,
-            } => self.start(saga_id, def, input, ack, now_ms, out),
+                journaled,
+            } => self.start(saga_id, def, input, ack, journaled, now_ms, out),
             Input::ActivityDone {
                 saga_id,
                 seq,
@@ -297,7 +334,8 @@ impl State {
                 of,
                 start,
                 inbox_id,
-            } => self.start_from_inbox(of, start, inbox_id, now_ms, out),
+                journaled,
+            } => self.start_from_inbox(of, start, inbox_id, journaled, now_ms, out),
             Input::Recover(saga) => self.recover(*saga, now_ms, out),
             Input::CommitFailed { error } => out.actions.push(Action::Stop {
                 why: format!(
@@ -307,16 +345,18 @@ impl State {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // the fields of Input::Start
     fn start<A>(
         &mut self,
         saga_id: String,
         def: Arc<Definition>,
         input: Value,
         ack: Option<A>,
+        journaled: bool,
         now: u64,
         out: &mut Effects<A>,
     ) {
-        if self.known.contains(saga_id.as_str()) {
+        if journaled || self.knows(&saga_id) {
             if let Some(ack) = ack {
                 out.actions.push(Action::Ack(ack, StartOutcome::Duplicate));
             }
@@ -352,7 +392,6 @@ impl State {
         });
         let live = new_live(id.clone(), def, input, now, 1);
         live.ctx.set_traced(self.traced);
-        self.known.insert(id.clone());
         self.insert(id.clone(), live);
         self.advance(&id, now, out);
     }
@@ -364,6 +403,7 @@ impl State {
         of: String,
         start: Result<Box<(StartRequest, String)>, String>,
         inbox_id: i64,
+        journaled: bool,
         now: u64,
         out: &mut Effects<A>,
     ) {
@@ -381,7 +421,8 @@ impl State {
                 return;
             }
         };
-        let detail = if self.known.contains(request.saga_id.as_str()) {
+        let exists = journaled || self.knows(&request.saga_id);
+        let detail = if exists {
             format!("{} exists already; nothing was started", request.saga_id)
         } else {
             format!("started {}", request.saga_id)
@@ -396,7 +437,7 @@ impl State {
             at_ms: now,
         })));
         let def = Definition::new(request.def);
-        self.start(request.saga_id, def, request.input, None, now, out);
+        self.start(request.saga_id, def, request.input, None, exists, now, out);
     }
 
     #[allow(clippy::too_many_arguments)] // the fields of Input::ActivityDone
@@ -553,7 +594,16 @@ impl State {
         if let Some(why) = live.ctx.divergence() {
             let live = self.remove(saga_id).expect("present above");
             let reason = format!("replaying its journal diverged ({why})");
-            park_unrun(&live.id, live.next_n, None, &reason, now, out);
+            park_unrun(
+                &live.id,
+                live.next_n,
+                None,
+                live.journaled_status,
+                &reason,
+                now,
+                out,
+            );
+            self.leave(live.id, out);
             return;
         }
         if let Some(status) = live.ctx.take_status_change() {
@@ -579,18 +629,25 @@ impl State {
                     _ => {}
                 }
             }
-            out.records
-                .push(status_event(live.id.clone(), n, now, &status));
+            out.records.push(status_event(
+                live.id.clone(),
+                n,
+                now,
+                &status,
+                live.journaled_status,
+            ));
+            live.journaled_status = status.name();
         }
         take_commands(live, &mut out.actions);
         if let Poll::Ready(outcome) = poll {
             let live = self.remove(saga_id).expect("present above");
             out.actions.push(Action::Ended(Ended {
-                saga_id: live.id,
+                saga_id: live.id.clone(),
                 status: outcome.status,
                 saga: live.def.name.clone(),
                 started_ms: live.started_ms,
             }));
+            self.leave(live.id, out);
         }
     }
 
@@ -602,14 +659,9 @@ impl State {
     /// was delivered (a cancel during a retry timer, say), so the saga
     /// decides what it decided the first time.
     fn recover<A>(&mut self, saga: Recovered, now: u64, out: &mut Effects<A>) {
-        let id: Arc<str> = match self.known.get(saga.id.as_str()) {
-            Some(id) => id.clone(),
-            None => {
-                let id: Arc<str> = Arc::from(saga.id.as_str());
-                self.known.insert(id.clone());
-                id
-            }
-        };
+        // Recovered from the journal: its id is committed, so nothing
+        // needs remembering when it leaves memory.
+        let id: Arc<str> = Arc::from(saga.id.as_str());
         let next_n = saga.events.last().map_or(0, |(n, _, _)| n + 1);
         let mut last_status = None;
         for (_, _, event) in &saga.events {
@@ -627,7 +679,15 @@ impl State {
         };
         if let Some(what) = unreadable {
             let reason = format!("the journal of this saga cannot be read ({what})");
-            park_unrun(&id, next_n, last_status.as_ref(), &reason, now, out);
+            park_unrun(
+                &id,
+                next_n,
+                last_status.as_ref(),
+                journaled(&last_status),
+                &reason,
+                now,
+                out,
+            );
             return;
         }
         let (Ok(def), Ok(input)) = (saga.def, saga.input) else {
@@ -666,19 +726,34 @@ impl State {
         }
         if let Some(why) = live.ctx.divergence() {
             let reason = format!("replaying its journal diverged ({why})");
-            park_unrun(&id, live.next_n, last_status.as_ref(), &reason, now, out);
+            park_unrun(
+                &id,
+                live.next_n,
+                last_status.as_ref(),
+                journaled(&last_status),
+                &reason,
+                now,
+                out,
+            );
             return;
         }
         // Reported before the crash, or lost with it: not reported twice.
         live.ctx.take_finished(drop);
         let replayed_status = live.ctx.take_status_change();
         let status_now = live.ctx.status();
+        live.journaled_status = journaled(&last_status);
         if replayed_status.is_some() && status_now != last_status.unwrap_or(SagaStatus::Running) {
             // The status change was decided but its commit did not happen.
             let n = live.next_n;
             live.next_n += 1;
-            out.records
-                .push(status_event(id.clone(), n, now, &status_now));
+            out.records.push(status_event(
+                id.clone(),
+                n,
+                now,
+                &status_now,
+                live.journaled_status,
+            ));
+            live.journaled_status = status_now.name();
         }
         live.parked = matches!(status_now, SagaStatus::Parked { .. });
         live.breaker_wait = breaker_wait;
@@ -712,6 +787,7 @@ fn park_unrun<A>(
     id: &Arc<str>,
     next_n: u32,
     last_status: Option<&SagaStatus>,
+    journaled_status: &'static str,
     what: &str,
     now: u64,
     out: &mut Effects<A>,
@@ -721,12 +797,30 @@ fn park_unrun<A>(
     };
     tracing::error!(saga_id = &**id, what, "saga parked, not run");
     if last_status != Some(&status) {
-        out.records
-            .push(status_event(id.clone(), next_n, now, &status));
+        out.records.push(status_event(
+            id.clone(),
+            next_n,
+            now,
+            &status,
+            journaled_status,
+        ));
     }
 }
 
-fn status_event(saga_id: Arc<str>, n: u32, at_ms: u64, status: &SagaStatus) -> Record {
+/// The status a recovered saga's journal holds: its last status event's,
+/// or "running" (a new saga's row starts so).
+fn journaled(last_status: &Option<SagaStatus>) -> &'static str {
+    last_status.as_ref().map_or("running", SagaStatus::name)
+}
+
+/// A status event replacing `from` (the journal's status of the saga).
+fn status_event(
+    saga_id: Arc<str>,
+    n: u32,
+    at_ms: u64,
+    status: &SagaStatus,
+    from: &'static str,
+) -> Record {
     Record::Event {
         saga_id,
         n,
@@ -735,6 +829,7 @@ fn status_event(saga_id: Arc<str>, n: u32, at_ms: u64, status: &SagaStatus) -> R
             status: status.name(),
             reason: status.reason().map(str::to_owned),
             ended: status.is_terminal(),
+            from,
         },
     }
 }
@@ -757,6 +852,7 @@ fn new_live(
         fut,
         started_ms,
         next_n,
+        journaled_status: "running",
         inflight: None,
         parked: false,
         breaker_wait: false,

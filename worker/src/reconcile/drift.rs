@@ -167,6 +167,10 @@ pub struct Judged {
     /// Order ids whose saga ended so recently that the provider's search
     /// may not show its payment yet: judged on stock and order only.
     pub too_recent_for_payment: usize,
+    /// Order ids the journal holds no saga for, whose books agree with a
+    /// saga that ended (sold and booked, or undone) and that retention may
+    /// have removed: not judged, since the journal no longer knows which.
+    pub outside_retention: usize,
 }
 
 /// How the engine's sagas for one order id add up.
@@ -180,7 +184,17 @@ enum Verdict {
 
 /// Judges every order id the books mention. `now_ms` and `search_lag_ms`
 /// decide which sagas ended too recently for the provider's search.
-pub fn drifts(books: &Books, now_ms: u64, search_lag_ms: u64) -> (Vec<Drift>, Judged) {
+/// `retained`: the engine removes ended sagas (retention), so an order id
+/// with no saga at all may be one it removed; such an id is reported only
+/// when its books agree with no ended saga (neither a booked sale of any
+/// configured saga nor an order left with nothing), and counted in
+/// [`Judged::outside_retention`] otherwise.
+pub fn drifts(
+    books: &Books,
+    now_ms: u64,
+    search_lag_ms: u64,
+    retained: bool,
+) -> (Vec<Drift>, Judged) {
     let mut ids: BTreeSet<&str> = BTreeSet::new();
     for id in books.sagas.keys() {
         ids.insert(id.strip_suffix(REFUND_SUFFIX).unwrap_or(id));
@@ -241,11 +255,50 @@ pub fn drifts(books: &Books, now_ms: u64, search_lag_ms: u64) -> (Vec<Drift>, Ju
         } else {
             &[]
         };
+        let id_lines = lines.get(id).map_or(&[][..], Vec::as_slice);
+        let order = orders.get(id).copied();
+        if retained && saga.is_none() && refund.is_none() {
+            let mut undone = Vec::new();
+            Judge {
+                id,
+                intents,
+                lines: id_lines,
+                order,
+                out: &mut undone,
+            }
+            .not_sold("unknown");
+            // A saga that leaves nothing behind (a refund) looks like any
+            // order left with nothing, which `undone` covers already.
+            let leaves_something = |e: &&Effects| e.captures || e.commits_stock || e.creates_order;
+            let booked_sale = books
+                .effects
+                .values()
+                .filter(leaves_something)
+                .any(|effects| {
+                    let mut sold = Vec::new();
+                    Judge {
+                        id,
+                        intents,
+                        lines: id_lines,
+                        order,
+                        out: &mut sold,
+                    }
+                    .sold(*effects, true);
+                    sold.is_empty()
+                });
+            if undone.is_empty() || booked_sale {
+                judged.judged -= 1;
+                judged.outside_retention += 1;
+            } else {
+                found.extend(undone);
+            }
+            continue;
+        }
         let judge = Judge {
             id,
             intents,
-            lines: lines.get(id).map_or(&[], Vec::as_slice),
-            order: orders.get(id).copied(),
+            lines: id_lines,
+            order,
             out: &mut found,
         };
         match verdict {

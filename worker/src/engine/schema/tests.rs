@@ -56,7 +56,7 @@ fn a_fresh_file_gets_every_table_and_the_current_version() {
     assert_eq!(version(&conn), CURRENT);
     assert_eq!(
         tables(&conn),
-        ["audit", "definitions", "events", "inbox", "sagas"]
+        ["audit", "counts", "definitions", "events", "inbox", "sagas"]
     );
     // Opening again changes nothing.
     assert_eq!(migrate(&mut conn, &path).unwrap(), CURRENT);
@@ -88,6 +88,26 @@ fn the_v1_fixture_is_upgraded_to_a_later_version_and_keeps_its_sagas() {
     assert_eq!(
         inbox_body, "'{}'",
         "rows a v1 CLI queued read as bare signals"
+    );
+    // Version 3 counts what the file held, so `stats` need not scan it.
+    let counts = |conn: &Connection| -> Vec<(String, i64)> {
+        conn.prepare("SELECT name, n FROM counts WHERE n > 0 ORDER BY name")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let events: i64 = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        counts(&conn),
+        [
+            ("events".into(), events),
+            ("status:completed".into(), 1),
+            ("status:parked".into(), 1)
+        ]
     );
 
     let steps = with_next();

@@ -56,7 +56,7 @@ fn def() -> Arc<Definition> {
 }
 
 fn fresh() -> State {
-    State::new(HashSet::new(), HashSet::new())
+    State::new(HashSet::new())
 }
 
 fn apply(state: &mut State, input: Input<u32>) -> Effects<u32> {
@@ -66,6 +66,11 @@ fn apply(state: &mut State, input: Input<u32>) -> Effects<u32> {
 }
 
 fn start(state: &mut State, id: &str, ack: u32) -> Effects<u32> {
+    start_as(state, id, ack, false)
+}
+
+/// A start the core loop found (`journaled`) or did not find in the journal.
+fn start_as(state: &mut State, id: &str, ack: u32, journaled: bool) -> Effects<u32> {
     apply(
         state,
         Input::Start {
@@ -73,6 +78,7 @@ fn start(state: &mut State, id: &str, ack: u32) -> Effects<u32> {
             def: def(),
             input: json!({"order_id": id}),
             ack: Some(ack),
+            journaled,
         },
     )
 }
@@ -102,10 +108,12 @@ fn records(out: &Effects<u32>) -> Vec<(Option<u32>, String)> {
 }
 
 /// A short name for each action: "dispatch SEQ ACTIVITY#ATTEMPT",
-/// "timer SEQ", "ack N started|duplicate", "ended STATUS", "stop".
+/// "timer SEQ", "ack N started|duplicate", "ended STATUS", "stop"
+/// (`Forget` is left out: [`forgotten`] lists those).
 fn actions(out: &Effects<u32>) -> Vec<String> {
     out.actions
         .iter()
+        .filter(|a| !matches!(a, Action::Forget(_)))
         .map(|a| match a {
             Action::Dispatch { seq, call, .. } => {
                 format!("dispatch {seq} {}#{}", call.activity, call.attempt)
@@ -116,6 +124,18 @@ fn actions(out: &Effects<u32>) -> Vec<String> {
             Action::Ended(e) => format!("ended {}", e.status.name()),
             Action::Stop { .. } => "stop".into(),
             Action::Observe(o) => format!("observe {o:?}"),
+            Action::Forget(_) => unreachable!("filtered"),
+        })
+        .collect()
+}
+
+/// The sagas the state lets go of once the round is committed.
+fn forgotten(out: &Effects<u32>) -> Vec<String> {
+    out.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Forget(id) => Some(id.to_string()),
+            _ => None,
         })
         .collect()
 }
@@ -214,10 +234,41 @@ fn a_duplicate_start_is_acknowledged_and_writes_nothing() {
     let out = start(&mut state, "o1", 2);
     assert!(out.records.is_empty());
     assert_eq!(actions(&out), vec!["ack 2 duplicate"]);
-    // Ended sagas are known too (from the journal).
-    let mut state = State::new(HashSet::from([Arc::from("old")]), HashSet::new());
-    let out = start(&mut state, "old", 3);
+    // Ended sagas are known too (the core loop found it in the journal).
+    let mut state = fresh();
+    let out = start_as(&mut state, "old", 3, true);
+    assert!(out.records.is_empty());
     assert_eq!(actions(&out), vec!["ack 3 duplicate"]);
+}
+
+#[test]
+fn an_ended_saga_is_known_until_its_end_is_committed_then_the_journal_answers() {
+    let mut state = fresh();
+    start(&mut state, "o1", 1);
+    apply(&mut state, done("o1", 0, Ok(json!({"reserved": 1}))));
+    apply(&mut state, done("o1", 1, Ok(json!({"captured": true}))));
+    let last = apply(&mut state, done("o1", 2, Ok(json!({}))));
+    assert_eq!(actions(&last), vec!["ended completed"]);
+    assert_eq!(forgotten(&last), vec!["o1"]);
+    // The end is not committed yet: a journal lookup would miss the saga,
+    // so the state answers for it.
+    assert!(state.knows("o1"));
+    let early = start(&mut state, "o1", 2);
+    assert!(early.records.is_empty());
+    assert_eq!(actions(&early), vec!["ack 2 duplicate"]);
+    // Committed: memory holds nothing of it; the journal answers.
+    state.forget("o1");
+    assert!(!state.knows("o1"));
+    assert_eq!(state.live(), 0);
+    assert_eq!(
+        actions(&start_as(&mut state, "o1", 3, true)),
+        vec!["ack 3 duplicate"]
+    );
+    // Gone from the journal too (retention): a new saga of that id.
+    assert_eq!(
+        actions(&start(&mut state, "o1", 4)),
+        vec!["ack 4 started", "dispatch 0 stock.reserve#1"]
+    );
 }
 
 #[test]
@@ -455,6 +506,7 @@ fn recovery_keeps_a_parked_saga_waiting_for_its_signal() {
                 status: "parked",
                 reason: Some(parked_reason()),
                 ended: false,
+                from: "",
             },
         ),
     ];
@@ -546,6 +598,7 @@ fn recovery_parks_a_saga_whose_journal_cannot_be_read_and_runs_the_others() {
                     status: "parked",
                     reason: Some(reason.to_owned()),
                     ended: false,
+                    from: "",
                 },
             ),
         ],
@@ -642,6 +695,7 @@ fn a_cancel_recorded_during_a_timer_replays_where_it_was_delivered() {
                 status: "compensating",
                 reason: None,
                 ended: false,
+                from: "",
             },
         ),
     ];
@@ -712,6 +766,7 @@ fn a_refund_from_the_inbox_starts_its_saga_once_and_audits_it() {
             of: "o1".into(),
             start: request("returned"),
             inbox_id: 1,
+            journaled: false,
         },
     );
     assert_eq!(
@@ -737,6 +792,7 @@ fn a_refund_from_the_inbox_starts_its_saga_once_and_audits_it() {
             of: "o1".into(),
             start: request("twice"),
             inbox_id: 2,
+            journaled: false,
         },
     );
     assert_eq!(records(&again), vec![(None, "applied".into())]);

@@ -71,7 +71,7 @@ fn agreeing() -> Books {
 }
 
 fn kinds(books: &Books) -> Vec<(DriftKind, String)> {
-    drifts(books, 10_000, 0)
+    drifts(books, 10_000, 0, false)
         .0
         .into_iter()
         .map(|d| (d.kind, d.saga_id))
@@ -80,7 +80,7 @@ fn kinds(books: &Books) -> Vec<(DriftKind, String)> {
 
 #[test]
 fn books_that_agree_have_no_drift() {
-    let (found, judged) = drifts(&agreeing(), 10_000, 0);
+    let (found, judged) = drifts(&agreeing(), 10_000, 0, false);
     assert_eq!(found, vec![]);
     assert_eq!(judged.judged, 2);
 }
@@ -121,7 +121,7 @@ fn each_kind_of_drift_is_found_with_its_saga() {
             (DriftKind::HoldAfterSagaEnded, "undone".into()),
         ]
     );
-    let (all, _) = drifts(&books, 10_000, 0);
+    let (all, _) = drifts(&books, 10_000, 0, false);
     let fixes: Vec<&Fix> = all.iter().filter_map(|d| d.fix.as_ref()).collect();
     assert_eq!(
         fixes,
@@ -146,7 +146,7 @@ fn a_completed_saga_without_committed_stock_or_order_is_not_booked() {
         line("undone", LineState::Released),
     ];
     books.orders = vec![doc("undone", "cancelled")];
-    let (found, _) = drifts(&books, 10_000, 0);
+    let (found, _) = drifts(&books, 10_000, 0, false);
     let details: Vec<&str> = found.iter().map(|d| d.detail.as_str()).collect();
     assert_eq!(
         details,
@@ -175,7 +175,7 @@ fn a_live_saga_is_not_judged_and_a_refunded_one_must_be_undone() {
     books
         .sagas
         .insert("sold#refund".into(), saga("refund", Outcome::Live, None));
-    let (found, judged) = drifts(&books, 10_000, 0);
+    let (found, judged) = drifts(&books, 10_000, 0, false);
     assert_eq!(found, vec![]);
     assert_eq!((judged.judged, judged.in_flight), (1, 2));
 
@@ -206,10 +206,10 @@ fn payment_is_not_judged_before_the_providers_search_catches_up() {
     let mut books = agreeing();
     books.intents.clear();
     // Ended at 1 000; the search may trail by 60 000.
-    let (found, judged) = drifts(&books, 30_000, 60_000);
+    let (found, judged) = drifts(&books, 30_000, 60_000, false);
     assert_eq!(found, vec![]);
     assert_eq!(judged.too_recent_for_payment, 2);
-    let (found, _) = drifts(&books, 61_000, 60_000);
+    let (found, _) = drifts(&books, 61_000, 60_000, false);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].kind, DriftKind::CompletedSagaNotBooked);
 }
@@ -224,7 +224,7 @@ fn a_second_hold_beside_a_captured_payment_is_voided_but_a_lone_hold_is_not() {
             intent("pi_extra", "requires_capture", 0, 0),
         ],
     );
-    let (found, _) = drifts(&books, 10_000, 0);
+    let (found, _) = drifts(&books, 10_000, 0, false);
     assert_eq!(found.len(), 1);
     assert_eq!(
         found[0].fix,
@@ -238,8 +238,44 @@ fn a_second_hold_beside_a_captured_payment_is_voided_but_a_lone_hold_is_not() {
         "sold".into(),
         vec![intent("pi_sold", "requires_capture", 0, 0)],
     );
-    let (found, _) = drifts(&books, 10_000, 0);
+    let (found, _) = drifts(&books, 10_000, 0, false);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].kind, DriftKind::CompletedSagaNotBooked);
     assert_eq!(found[0].fix, None);
+}
+
+#[test]
+fn with_retention_an_unknown_order_booked_like_an_ended_saga_is_not_judged() {
+    // The journal removed both sagas: the stores still hold what they did.
+    let mut books = agreeing();
+    // A saga that leaves nothing behind matches no sale.
+    books.effects.insert(
+        "refund".into(),
+        Effects::of(["payment.refund", "stock.return", "orders.cancel"]),
+    );
+    books.sagas.clear();
+    // ...and two orders no saga ever ran: a lone order document, and a
+    // hold on the card.
+    books.orders.push(doc("lonely", "created"));
+    books.intents.insert(
+        "held".into(),
+        vec![intent("pi_held", "requires_capture", 0, 0)],
+    );
+    let (found, judged) = drifts(&books, 10_000, 0, true);
+    let found: Vec<(DriftKind, String)> = found.into_iter().map(|d| (d.kind, d.saga_id)).collect();
+    assert_eq!(
+        found,
+        vec![
+            (DriftKind::HoldAfterSagaEnded, "held".into()),
+            (DriftKind::OrderWithoutCompletedSaga, "lonely".into()),
+        ]
+    );
+    assert_eq!(judged.outside_retention, 2, "sold and undone: {judged:?}");
+    assert_eq!(judged.judged, 2, "held and lonely: {judged:?}");
+    // Without retention an unknown id is judged as never sold.
+    let kinds = kinds(&books);
+    assert!(
+        kinds.contains(&(DriftKind::CapturedPaymentWithoutSale, "sold".into())),
+        "{kinds:?}"
+    );
 }
