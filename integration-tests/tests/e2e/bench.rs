@@ -72,3 +72,46 @@ fn provider_flags_are_refused_where_no_provider_is_called() {
         "{err}"
     );
 }
+
+/// `--keep-journal` measures on the journal an earlier run left: its
+/// sagas are counted before the run, this run's ids are new (all of them
+/// start and complete), and the journal holds both runs afterwards.
+#[test]
+fn a_bench_on_a_kept_journal_adds_its_own_sagas() {
+    let dir = data_dir("bench-keep").join("data");
+    let d = dir.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--sagas",
+            "500",
+            "--in-flight",
+            "50",
+            "--json",
+            "--data",
+            d,
+        ];
+        args.extend_from_slice(extra);
+        json_line(&sagaflow_ok(&args))
+    };
+    let first = run(&[]);
+    assert_eq!(first["journal_sagas_before"], 0, "{first}");
+    let second = run(&["--keep-journal"]);
+    assert_eq!(second["journal_sagas_before"], 500, "{second}");
+    assert_eq!(second["sagas"], 500, "{second}");
+    assert!(second["first_saga_ms"].as_f64().unwrap() > 0.0, "{second}");
+    assert!(second["journal_mb"].as_f64().unwrap() > 0.0, "{second}");
+    let completed: i64 = rusqlite::Connection::open(dir.join("journal.db"))
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sagas WHERE status = 'completed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(completed, 1_000);
+    // Without --data there is no journal to keep.
+    let out = sagaflow(&["bench", "--keep-journal"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --data"));
+}

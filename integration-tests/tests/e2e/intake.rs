@@ -10,27 +10,11 @@ use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A saga that parks at once: its second step, past the pivot, commits a
-/// reservation that does not exist and may be tried only once.
-const PARKS: &str = r#"
-[sagas.parks]
-pivot = "first"
-
-[[sagas.parks.steps]]
-name = "first"
-action = "noop.ok"
-
-[[sagas.parks.steps]]
-name = "second"
-action = "stock.commit"
-retry = { max_attempts = 1 }
-"#;
-
 fn world(name: &str) -> (PathBuf, PathBuf) {
     let dir = data_dir(name);
     let config = config_with(&dir, &[]);
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(PARKS);
+    text.push_str(PARKS_SAGA);
     std::fs::write(&config, text).unwrap();
     (dir, config)
 }

@@ -8,25 +8,9 @@
 
 use crate::common::*;
 use rusqlite::Connection;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A saga that parks at once (as in `intake.rs`): its second step, past
-/// the pivot, commits a reservation that does not exist, tried once.
-const PARKS: &str = r#"
-[sagas.parks]
-pivot = "first"
-
-[[sagas.parks.steps]]
-name = "first"
-action = "noop.ok"
-
-[[sagas.parks.steps]]
-name = "second"
-action = "stock.commit"
-retry = { max_attempts = 1 }
-"#;
 
 fn order(id: &str) -> String {
     format!(
@@ -46,10 +30,17 @@ fn submit(dir: &Path, config: &Path, name: &str, ids: &[String]) {
     sagaflow_ok(&["submit", f, "--config", c, "--data", d]);
 }
 
-/// Puts units of SKU-1 in the embedded stock ledger.
-fn stock(dir: &Path, config: &Path) {
+/// A data directory with SKU-1 in stock, and the shipped config with
+/// `replace` applied and the `parks` saga added.
+fn world(name: &str, replace: &[(&str, &str)]) -> (PathBuf, PathBuf) {
+    let dir = data_dir(name);
+    let config = config_with(&dir, replace);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(PARKS_SAGA);
+    std::fs::write(&config, text).unwrap();
     let (c, d) = (config.to_str().unwrap(), dir.to_str().unwrap());
     sagaflow_ok(&["stock", "set", "SKU-1=1000", "--config", c, "--data", d]);
+    (dir, config)
 }
 
 /// Runs `saga` for what is queued, until the queue is empty.
@@ -137,14 +128,9 @@ fn assert_stats_match_rows(dir: &Path, config: &Path) {
 
 #[test]
 fn a_running_worker_removes_ended_sagas_past_retention_and_never_a_parked_one() {
-    let dir = data_dir("retention");
-    let config = config_with(&dir, &[("retention = \"3d\"", "retention = \"2s\"")]);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(PARKS);
-    std::fs::write(&config, text).unwrap();
+    let (dir, config) = world("retention", &[("retention = \"3d\"", "retention = \"2s\"")]);
     let sold: Vec<String> = (0..20).map(|i| format!("r-{i:03}")).collect();
     let parked: Vec<String> = (0..3).map(|i| format!("p-{i:03}")).collect();
-    stock(&dir, &config);
     submit(&dir, &config, "parked", &parked);
     run_until_idle(&dir, &config, "parks");
     submit(&dir, &config, "sold", &sold);
@@ -203,13 +189,8 @@ fn a_running_worker_removes_ended_sagas_past_retention_and_never_a_parked_one() 
 
 #[test]
 fn archive_writes_ended_sagas_to_a_file_and_removes_exactly_those() {
-    let dir = data_dir("archive");
-    let config = config_with(&dir, &[]);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(PARKS);
-    std::fs::write(&config, text).unwrap();
+    let (dir, config) = world("archive", &[]);
     let sold: Vec<String> = (0..12).map(|i| format!("a-{i:03}")).collect();
-    stock(&dir, &config);
     submit(&dir, &config, "parked", &["pk-1".into()]);
     run_until_idle(&dir, &config, "parks");
     submit(&dir, &config, "sold", &sold);

@@ -66,6 +66,24 @@ pub fn json_line(stdout: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
+/// A saga that parks at once: its second step, past the pivot, commits a
+/// reservation that does not exist and may be tried only once. Append it
+/// to a config and run it with `run --saga parks`.
+#[allow(dead_code)] // not every test binary parks sagas
+pub const PARKS_SAGA: &str = r#"
+[sagas.parks]
+pivot = "first"
+
+[[sagas.parks.steps]]
+name = "first"
+action = "noop.ok"
+
+[[sagas.parks.steps]]
+name = "second"
+action = "stock.commit"
+retry = { max_attempts = 1 }
+"#;
+
 /// Writes a config file that is the shipped one with `replace` applied.
 pub fn config_with(dir: &Path, replace: &[(&str, &str)]) -> PathBuf {
     let mut text = std::fs::read_to_string(shipped_config()).unwrap();
