@@ -71,6 +71,13 @@ fn provider_flags_are_refused_where_no_provider_is_called() {
         err.contains("--provider and --provider-latency apply to --activities checkout"),
         "{err}"
     );
+    let out = sagaflow(&["bench", "--temporal-steps", "local", "--sagas", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--temporal-steps applies to --engine temporal"),
+        "{err}"
+    );
 }
 
 /// `--keep-journal` measures on the journal an earlier run left: its

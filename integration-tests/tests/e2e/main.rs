@@ -59,6 +59,8 @@ mod servicebus;
 mod shared_sandbox;
 /// A saga slower than the reservation TTL keeps its stock (defect 2).
 mod slow_saga;
+/// Steps as local activities on Temporal: a third of the history events.
+mod temporal_history;
 /// The repository itself: the code map's paths exist, the deterministic
 /// core stays deterministic, the docs carry no stale phrase.
 mod tidy;

@@ -25,7 +25,6 @@ use crate::config::{Config, EngineKind, PaymentKind};
 use crate::engine::read::percentile;
 use crate::engine::temporal::client::TemporalClient;
 use crate::engine::temporal::worker::WorkerThread;
-use crate::engine::temporal::workflow::SagaInput;
 use crate::engine::Definition;
 use anyhow::Result;
 use sagaflow_activities::order::{Order, OrderLine};
@@ -61,6 +60,16 @@ pub enum Provider {
     Separate,
 }
 
+/// How a Temporal benchmark's saga steps run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TemporalSteps {
+    /// Local activities, results recorded as markers (`[temporal] local_activities = true`)
+    Local,
+    /// One activity task per step (`[temporal] local_activities = false`)
+    Activities,
+}
+
 /// Arguments of `bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -92,6 +101,10 @@ pub struct BenchArgs {
     /// ("off": keep them) [default: [embedded] retention]
     #[arg(long, value_name = "DURATION|off", value_parser = parse_retention)]
     pub retention: Option<Retention>,
+    /// On Temporal: run the steps as local activities or as activity tasks
+    /// [default: [temporal] local_activities]
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub temporal_steps: Option<TemporalSteps>,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -140,6 +153,11 @@ pub struct BenchResult {
     /// Embedded only: the journal's size on disk after the run (file and
     /// write-ahead log), in MB.
     journal_mb: Option<f64>,
+    /// Temporal only: how the steps ran.
+    temporal_steps: Option<TemporalSteps>,
+    /// Temporal only: history events per saga, read back from the
+    /// cluster's visibility once every saga of the run shows there.
+    history_events_per_saga: Option<f64>,
 }
 
 pub(super) fn noop_saga() -> SagaDef {
@@ -180,6 +198,12 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
     }
     if let Some(ms) = args.provider_latency {
         config.sandbox.latency_ms = ms;
+    }
+    if let Some(steps) = args.temporal_steps {
+        if config.profile.engine != EngineKind::Temporal {
+            anyhow::bail!("--temporal-steps applies to --engine temporal");
+        }
+        config.temporal.local_activities = steps == TemporalSteps::Local;
     }
     let sagas = args.sagas.unwrap_or(match args.activities {
         Activities::Noop => 20_000,
@@ -324,6 +348,8 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
             journal_sagas_before,
             first_saga_ms: first_saga.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0),
             journal_mb: Some(journal_mb(&paths.journal())),
+            temporal_steps: None,
+            history_events_per_saga: None,
         })
     })?
     };
@@ -384,6 +410,14 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
                 out,
                 "  journal: {before} sagas before the run, first saga ended {first:.1} ms after opening it, {mb:.1} MB after the run"
             )?;
+        }
+        if let (Some(steps), Some(events)) = (result.temporal_steps, result.history_events_per_saga)
+        {
+            let steps = match steps {
+                TemporalSteps::Local => "local activities",
+                TemporalSteps::Activities => "activity tasks",
+            };
+            writeln!(out, "  steps as {steps}: {events} history events per saga")?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -571,12 +605,7 @@ async fn bench_temporal(
                 let id = format!("{run}-{i:08}");
                 let t = Instant::now();
                 client
-                    .start(SagaInput {
-                        saga_id: id.clone(),
-                        def_hash: def.hash.clone(),
-                        def: def.def.clone(),
-                        order: order(&id),
-                    })
+                    .start(client.saga_input(id.clone(), &def, order(&id)))
                     .await?;
                 let outcome = client.wait(&id).await?;
                 if outcome.status != SagaStatus::Completed {
@@ -618,5 +647,32 @@ async fn bench_temporal(
         journal_sagas_before: None,
         first_saga_ms: None,
         journal_mb: None,
+        temporal_steps: Some(if config.temporal.local_activities {
+            TemporalSteps::Local
+        } else {
+            TemporalSteps::Activities
+        }),
+        history_events_per_saga: Some(
+            history_events_per_saga(&client.scoped(&run), latencies.len()).await?,
+        ),
     })
+}
+
+/// The run's history events per saga (visibility's `HistoryLength`
+/// summed), once all `sagas` show as ended there: visibility trails the
+/// workflows' ends by a moment.
+async fn history_events_per_saga(client: &TemporalClient, sagas: usize) -> Result<f64> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (ended, events) = client.history_events(sagas).await?;
+        if ended as usize >= sagas {
+            return Ok((events as f64 / ended as f64 * 100.0).round() / 100.0);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "visibility did not show all {sagas} sagas of the run as ended within 30 s"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }

@@ -15,7 +15,6 @@ use crate::engine::core::now_ms;
 use crate::engine::operator::{self, AuditRow};
 use crate::engine::read::EventRow;
 use crate::engine::temporal::client::TemporalClient;
-use crate::engine::temporal::workflow::SagaInput;
 use crate::engine::Definition;
 use anyhow::{bail, Context, Result};
 use sagaflow_workflows::Signal;
@@ -490,12 +489,7 @@ pub(super) fn start_refund(
                 let client = TemporalClient::connect(settings).await?;
                 let def = Definition::new(request.def);
                 client
-                    .start(SagaInput {
-                        saga_id: request.saga_id,
-                        def_hash: def.hash.clone(),
-                        def: def.def.clone(),
-                        order: request.input,
-                    })
+                    .start(client.saga_input(request.saga_id, &def, request.input))
                     .await
             })??;
             Verdict::Applied

@@ -94,6 +94,8 @@ pub(super) struct RawTemporal {
     pub(super) namespace: String,
     #[serde(default = "default_task_queue")]
     pub(super) task_queue: String,
+    #[serde(default = "default_local_activities")]
+    pub(super) local_activities: bool,
 }
 
 impl Default for RawTemporal {
@@ -102,6 +104,7 @@ impl Default for RawTemporal {
             address: default_temporal_address(),
             namespace: default_namespace(),
             task_queue: default_task_queue(),
+            local_activities: default_local_activities(),
         }
     }
 }
@@ -116,6 +119,10 @@ fn default_namespace() -> String {
 
 fn default_task_queue() -> String {
     "sagaflow".into()
+}
+
+fn default_local_activities() -> bool {
+    true
 }
 
 #[derive(Deserialize)]

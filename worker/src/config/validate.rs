@@ -131,6 +131,7 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
             address: raw.temporal.address.into_inner(),
             namespace: raw.temporal.namespace,
             task_queue: raw.temporal.task_queue,
+            local_activities: raw.temporal.local_activities,
         },
         servicebus,
         redis: RedisSettings {

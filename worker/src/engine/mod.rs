@@ -45,7 +45,6 @@ pub use self::api::{Definition, Ended, EngineConfig, EngineError, EngineHandle, 
 pub use self::lifecycle::Engine;
 
 use self::temporal::client::{TemporalClient, TemporalError};
-use self::temporal::workflow::SagaInput;
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -83,15 +82,7 @@ impl Starter {
     ) -> Result<StartOutcome, StartError> {
         Ok(match self {
             Starter::Embedded(h) => h.start(saga_id, def, order).await?,
-            Starter::Temporal(c, _) => {
-                c.start(SagaInput {
-                    saga_id,
-                    def_hash: def.hash.clone(),
-                    def: def.def.clone(),
-                    order,
-                })
-                .await?
-            }
+            Starter::Temporal(c, _) => c.start(c.saga_input(saga_id, &def, order)).await?,
         })
     }
 

@@ -16,7 +16,7 @@ use crate::engine::filter::{last_attempt, Filter, Target};
 use crate::engine::journal::AttemptBody;
 use crate::engine::operator::AuditRow;
 use crate::engine::read::{percentile, EventRow, SagaRow, Stats, LATENCY_SAMPLE};
-use crate::engine::StartOutcome;
+use crate::engine::{Definition, StartOutcome};
 use futures::TryStreamExt;
 use sagaflow_workflows::{ActivityCall, ActivityError, SagaDef, SagaOutcome, SagaStatus, Stage};
 use serde_json::{json, Value};
@@ -32,6 +32,7 @@ use temporalio_client::{
     WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowListOptions,
     WorkflowQueryOptions, WorkflowStartOptions,
 };
+use temporalio_common::protos::constants::LOCAL_ACTIVITY_MARKER_NAME;
 use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads};
 use temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus;
 use temporalio_common::protos::temporal::api::failure::v1::{failure::FailureInfo, Failure};
@@ -144,6 +145,19 @@ impl TemporalClient {
 
     fn status_query(&self, status: Option<&str>) -> String {
         self.query(status.map(|s| format!("SagaStatus = '{s}'")))
+    }
+
+    /// The input of a new saga on this cluster: the definition it runs
+    /// and how its steps run (`[temporal] local_activities`), fixed at
+    /// its start.
+    pub fn saga_input(&self, saga_id: String, def: &Definition, order: Value) -> SagaInput {
+        SagaInput {
+            saga_id,
+            def_hash: def.hash.clone(),
+            def: def.def.clone(),
+            order,
+            local_steps: self.settings.local_activities,
+        }
     }
 
     /// Starts a saga workflow (workflow id = saga id). A saga that is
@@ -563,6 +577,23 @@ impl TemporalClient {
         })
     }
 
+    /// How many sagas have ended (at most `limit`, the most recently
+    /// closed) and the history events they hold, from visibility.
+    pub async fn history_events(&self, limit: usize) -> Result<(u64, u64), TemporalError> {
+        let lengths: Vec<i64> = self
+            .client
+            .list_workflows(
+                self.query(Some("ExecutionStatus != 'Running'".into())),
+                WorkflowListOptions::builder().limit(limit).build(),
+            )
+            .map_err(request)
+            .map_ok(|wf| wf.history_length())
+            .try_collect()
+            .await?;
+        let events = lengths.iter().map(|n| (*n).max(0) as u64).sum();
+        Ok((lengths.len() as u64, events))
+    }
+
     /// Counts by status (count queries), and throughput and latency
     /// percentiles over the most recently ended sagas (at most
     /// [`LATENCY_SAMPLE`]): listing every saga would take minutes on a
@@ -642,9 +673,21 @@ fn decode<T: serde::de::DeserializeOwned>(payloads: Option<&Payloads>) -> Option
         .and_then(|p: &Payload| serde_json::from_slice(&p.data).ok())
 }
 
+/// Milliseconds since the epoch of a protobuf timestamp as JSON: an RFC
+/// 3339 string or `{seconds, nanos}`.
+fn timestamp_ms(t: &Value) -> Option<u64> {
+    if let Some(text) = t.as_str() {
+        let at = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+        return u64::try_from(at.timestamp_millis()).ok();
+    }
+    let seconds = t.get("seconds")?.as_i64()?;
+    let nanos = t.get("nanos").and_then(Value::as_i64).unwrap_or(0);
+    u64::try_from(seconds * 1000 + nanos / 1_000_000).ok()
+}
+
 /// The sagaflow error inside an activity failure (its details), or one
 /// made from the failure's message.
-fn failure_error(failure: Option<&Failure>) -> ActivityError {
+pub(super) fn failure_error(failure: Option<&Failure>) -> ActivityError {
     let mut f = failure;
     while let Some(failure) = f {
         if let Some(FailureInfo::ApplicationFailureInfo(app)) = &failure.failure_info {
@@ -680,6 +723,10 @@ fn translate(history: &[HistoryEvent]) -> Translated {
         last_reason: None,
     };
     let mut scheduled: HashMap<i64, (ActivityCall, u64)> = HashMap::new();
+    // Workflow time as the SDK keeps it: a workflow task starts at its
+    // started event and each local activity moves it to its completion,
+    // so a local step began where the one before it ended.
+    let mut workflow_ms = 0u64;
     let push = |events: &mut Vec<EventRow>, at_ms: u64, kind: &str, body: Value| {
         events.push(EventRow {
             n: events.len() as u32,
@@ -749,6 +796,38 @@ fn translate(history: &[HistoryEvent]) -> Translated {
                     let body = attempt(call, *started, None, Some(error));
                     push(&mut out.events, at_ms, "activity_failed", body);
                 }
+            }
+            Some(Attributes::WorkflowTaskStartedEventAttributes(_)) => workflow_ms = at_ms,
+            Some(Attributes::MarkerRecordedEventAttributes(a))
+                if a.marker_name == LOCAL_ACTIVITY_MARKER_NAME =>
+            {
+                let Some(call) = decode::<ActivityCall>(a.details.get("input")) else {
+                    continue;
+                };
+                let ended_ms = a
+                    .details
+                    .get("data")
+                    .and_then(|d| decode::<Value>(Some(d)))
+                    .and_then(|d| timestamp_ms(d.get("completeTime").or(d.get("complete_time"))?))
+                    .unwrap_or(at_ms);
+                let started_ms = workflow_ms.min(ended_ms);
+                workflow_ms = ended_ms;
+                let (kind, body) = match &a.failure {
+                    None => (
+                        "activity_completed",
+                        attempt(
+                            &call,
+                            started_ms,
+                            Some(decode(a.details.get("result")).unwrap_or(Value::Null)),
+                            None,
+                        ),
+                    ),
+                    Some(f) => (
+                        "activity_failed",
+                        attempt(&call, started_ms, None, Some(failure_error(Some(f)))),
+                    ),
+                };
+                push(&mut out.events, ended_ms, kind, body);
             }
             Some(Attributes::TimerFiredEventAttributes(_)) => {
                 push(&mut out.events, at_ms, "timer_fired", json!({}));

@@ -5,7 +5,9 @@
 //! The histories in `worker/tests/histories/` were recorded from a real
 //! dev server with `sagaflow history ID --engine temporal --export FILE`:
 //! a completed saga, a declined card (compensated), a failure at the pivot
-//! (compensated), a parked saga, and a parked saga an operator retried.
+//! (compensated), a parked saga, and a parked saga an operator retried, all
+//! with activity tasks; and a completed and a declined saga whose steps ran
+//! as local activities (`local-*.json`, behind the `local-steps-1` patch).
 //! Add one when a new path appears; never edit one to make a test pass.
 
 use super::workflow::SagaWorkflow;
@@ -42,6 +44,8 @@ async fn recorded_histories_replay_without_nondeterminism() {
     for wanted in [
         "completed.json",
         "compensated.json",
+        "local-completed.json",
+        "local-compensated.json",
         "parked.json",
         "pivot.json",
         "retried.json",

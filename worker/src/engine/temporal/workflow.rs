@@ -1,5 +1,6 @@
 //! `SagaWorkflow`: the generic saga interpreter as a Temporal workflow.
 
+use super::client::failure_error;
 use crate::engine::command::CommandRequest;
 use futures::future::Either;
 use sagaflow_workflows::{
@@ -13,12 +14,13 @@ use std::future::Future;
 use std::pin::pin;
 use std::time::{Duration, UNIX_EPOCH};
 use temporalio_common::error::IncomingError;
+use temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo;
 use temporalio_common::search_attributes::SearchAttributeKey;
 use temporalio_common::{ActivityDefinition, RetryPolicy};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, MemoValue, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
+    ActivityExecutionError, ActivityOptions, LocalActivityOptions, MemoValue, SyncWorkflowContext,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 /// The workflow type name in Temporal.
@@ -30,6 +32,10 @@ pub const SERVER_TIMEOUT_MARGIN_MS: u64 = 1_000;
 pub const REASON_MEMO: &str = "reason";
 /// Keyword search attribute holding the status name.
 pub const SAGA_STATUS: SearchAttributeKey<String> = SearchAttributeKey::keyword("SagaStatus");
+/// The patch under which a saga whose input asks for it runs its steps as
+/// local activities: a history recorded before it (or by a worker without
+/// it) has no marker and replays with activity tasks.
+pub const LOCAL_STEPS_PATCH: &str = "local-steps-1";
 /// Keyword search attribute holding the saga name.
 pub const SAGA_NAME: SearchAttributeKey<String> = SearchAttributeKey::keyword("SagaName");
 
@@ -45,6 +51,11 @@ pub struct SagaInput {
     pub def: SagaDef,
     /// The order.
     pub order: Value,
+    /// Run the steps as local activities (`[temporal] local_activities` at
+    /// the saga's start); absent in inputs from before the option, which
+    /// ran activity tasks.
+    #[serde(default)]
+    pub local_steps: bool,
 }
 
 /// Calls an activity by its registered name.
@@ -79,9 +90,14 @@ impl SagaWorkflow {
         ctx: &mut WorkflowContext<Self>,
         input: SagaInput,
     ) -> WorkflowResult<SagaOutcome> {
+        // The input decides, the patch marker keeps the decision in the
+        // history: a worker replaying a history without the marker (older
+        // code ran it) takes the activity tasks that history holds.
+        let local = input.local_steps && ctx.patched(LOCAL_STEPS_PATCH);
         let saga = TemporalSaga {
             ctx: ctx.clone(),
             saga_id: input.saga_id.clone(),
+            local,
         };
         ctx.state_mut(|s| s.steps = input.def.steps.clone());
         Ok(run_saga(&saga, &input.def, &input.order).await)
@@ -138,6 +154,9 @@ impl SagaWorkflow {
 pub struct TemporalSaga {
     ctx: WorkflowContext<SagaWorkflow>,
     saga_id: String,
+    /// Steps run as local activities: in the worker, within the workflow
+    /// task, each result a marker in the history when the task completes.
+    local: bool,
 }
 
 impl SagaContext for TemporalSaga {
@@ -158,20 +177,29 @@ impl SagaContext for TemporalSaga {
     ) -> impl Future<Output = Result<Value, ActivityError>> {
         // The worker enforces the attempt's limit; the server's own timeout,
         // a second later, only catches a worker that died mid-attempt.
-        let options = ActivityOptions::with_start_to_close_timeout(Duration::from_millis(
-            call.timeout_ms + SERVER_TIMEOUT_MARGIN_MS,
-        ))
+        let timeout = Duration::from_millis(call.timeout_ms + SERVER_TIMEOUT_MARGIN_MS);
         // One attempt per task: the interpreter owns retries on both engines.
-        .retry_policy(RetryPolicy::builder().maximum_attempts(1).build())
-        .summary(format!(
-            "{} {} #{}",
-            call.step,
-            call.phase.name(),
-            call.attempt
-        ))
-        .build();
+        let retry = RetryPolicy::builder().maximum_attempts(1).build();
+        let summary = format!("{} {} #{}", call.step, call.phase.name(), call.attempt);
         let activity = NamedActivity(call.activity.clone());
-        let fut = self.ctx.execute_activity(activity, call, options);
+        let fut = if self.local {
+            // The call rides in the marker, so `show` reads the step,
+            // phase and attempt back from the history as it does from an
+            // activity task's scheduled event.
+            let options = LocalActivityOptions::builder()
+                .start_to_close_timeout(timeout)
+                .retry_policy(retry)
+                .summary(summary)
+                .include_arguments_in_marker(true)
+                .build();
+            Either::Left(self.ctx.execute_local_activity(activity, call, options))
+        } else {
+            let options = ActivityOptions::with_start_to_close_timeout(timeout)
+                .retry_policy(retry)
+                .summary(summary)
+                .build();
+            Either::Right(self.ctx.execute_activity(activity, call, options))
+        };
         async move { fut.await.map_err(to_saga_error) }
     }
 
@@ -270,7 +298,19 @@ fn to_saga_error(err: ActivityExecutionError) -> ActivityError {
                 "timeout",
                 format!("no result in time ({:?})", t.timeout_type()),
             ),
-            _ => ActivityError::retryable("activity_failed", err.to_string()),
+            // A local activity's failure is the application's own, not
+            // wrapped in an activity failure: its details hold the error.
+            _ => match err.failure() {
+                Some(top)
+                    if matches!(
+                        top.failure_info,
+                        Some(FailureInfo::ApplicationFailureInfo(_))
+                    ) =>
+                {
+                    failure_error(Some(top))
+                }
+                _ => ActivityError::retryable("activity_failed", err.to_string()),
+            },
         },
         _ => ActivityError::retryable("activity_failed", err.to_string()),
     }
