@@ -1,7 +1,7 @@
 //! Steps as local activities on Temporal (issue 15, part 2): the same
 //! checkout sagas, run one way and the other, read back from the cluster's
 //! own histories. Local steps cut the events per saga by at least 30%
-//! (36 to 12 for a saga that completes), and `show` still gives every step,
+//! (36 to 13 for a saga that completes), and `show` still gives every step,
 //! its attempts and its error from the markers.
 
 use crate::scenarios::{entry, Env};
