@@ -62,6 +62,39 @@ fn a_checkout_bench_with_a_separate_provider_reports_both_processes_cpu() {
     );
 }
 
+/// Where no sagas.toml is found the built-in one applies, to the bench
+/// and to the sandbox it starts (which was once handed the built-in
+/// config's label as a file to read, and did not start).
+#[test]
+fn a_separate_provider_starts_without_a_sagas_toml() {
+    let dir = data_dir("bench-builtin-config");
+    let data = dir.join("data");
+    let out = std::process::Command::new(bin())
+        .args([
+            "bench",
+            "--activities",
+            "checkout",
+            "--provider",
+            "separate",
+        ])
+        .args(["--sagas", "50", "--in-flight", "10", "--json", "--data"])
+        .arg(&data)
+        .current_dir(&dir)
+        .env_remove("SAGAFLOW_CONFIG")
+        .env_remove("SAGAFLOW_DATA")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r = json_line(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        (r["sagas"].as_u64(), r["provider"].as_str()),
+        (Some(50), Some("separate")),
+        "{r}"
+    );
+    assert!(!dir.join("sagas.toml").exists());
+}
+
 #[test]
 fn provider_flags_are_refused_where_no_provider_is_called() {
     let out = sagaflow(&["bench", "--activities", "noop", "--provider-latency", "5ms"]);

@@ -451,9 +451,13 @@ impl SeparateProvider {
     /// knobs (`--provider-latency` included) and waits for its address.
     fn start(config: &Config, data: &Path) -> Result<SeparateProvider> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .arg("--config")
-            .arg(&config.file)
+        let mut command = Command::new(exe);
+        // Without a file (the built-in sagas.toml) the child finds the
+        // same built-in one: it starts in this directory and environment.
+        if config.file.is_file() {
+            command.arg("--config").arg(&config.file);
+        }
+        let mut child = command
             .arg("--data")
             .arg(data)
             .args(["sandbox", "--port", "0", "--json", "--no-request-log"])
