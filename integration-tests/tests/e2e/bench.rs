@@ -25,6 +25,8 @@ fn a_checkout_bench_with_a_separate_provider_reports_both_processes_cpu() {
         "1000",
         "--in-flight",
         "100",
+        "--max-activities",
+        "50",
         "--json",
         "--config",
         c,
@@ -35,6 +37,7 @@ fn a_checkout_bench_with_a_separate_provider_reports_both_processes_cpu() {
     assert_eq!(r["sagas"], 1000, "{r}");
     assert_eq!(r["provider"], "separate", "{r}");
     assert_eq!(r["provider_latency_ms"], 20, "{r}");
+    assert_eq!(r["max_concurrent_activities"], 50, "{r}");
     let worker = r["worker_cpu_ms_per_saga"].as_f64().unwrap();
     let provider = r["provider_cpu_ms_per_saga"].as_f64().unwrap();
     assert!(worker > 0.0 && provider > 0.0, "{r}");

@@ -83,6 +83,11 @@ pub struct BenchArgs {
     /// [embedded] max_concurrent_activities is raised to this when lower)
     #[arg(long, default_value_t = 200)]
     pub in_flight: usize,
+    /// Activities running at once, at most ([embedded]
+    /// max_concurrent_activities) [default: --in-flight, or the config's
+    /// when higher]
+    #[arg(long, value_name = "N")]
+    pub max_activities: Option<usize>,
     /// One transaction and fsync per journal event instead of group commit
     #[arg(long)]
     pub no_group_commit: bool,
@@ -130,6 +135,8 @@ pub struct BenchResult {
     group_commit: Option<bool>,
     sagas: usize,
     in_flight: usize,
+    /// Embedded only: activities running at once, at most.
+    max_concurrent_activities: Option<usize>,
     sagas_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -212,8 +219,10 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
     let in_flight = args.in_flight.max(1);
     // A saga runs one activity at a time: every saga in flight may have its
     // activity running, or a slow provider would measure the cap instead.
-    config.embedded.max_concurrent_activities =
-        config.embedded.max_concurrent_activities.max(in_flight);
+    config.embedded.max_concurrent_activities = match args.max_activities {
+        Some(n) => n.max(1),
+        None => config.embedded.max_concurrent_activities.max(in_flight),
+    };
     if args.keep_journal && data.is_none() {
         anyhow::bail!("--keep-journal keeps the journal in --data DIR; pass --data");
     }
@@ -335,6 +344,7 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
             group_commit: Some(group_commit),
             sagas: latencies.len(),
             in_flight,
+            max_concurrent_activities: Some(config.embedded.max_concurrent_activities),
             sagas_per_sec: (latencies.len() as f64 / elapsed.as_secs_f64()).round(),
             p50_ms: percentile(&latencies, 0.50) as f64 / 1000.0,
             p99_ms: percentile(&latencies, 0.99) as f64 / 1000.0,
@@ -638,6 +648,7 @@ async fn bench_temporal(
         group_commit: None,
         sagas: latencies.len(),
         in_flight,
+        max_concurrent_activities: None,
         sagas_per_sec: (latencies.len() as f64 / elapsed.as_secs_f64() * 10.0).round() / 10.0,
         p50_ms: percentile(&latencies, 0.50) as f64 / 1000.0,
         p99_ms: percentile(&latencies, 0.99) as f64 / 1000.0,
