@@ -76,12 +76,23 @@ fn a_journal_written_by_format_v2_is_counted_listed_and_archived() {
     assert!(audit.contains("fixture: goods returned"), "{audit}");
     let done = json_of(&["show", "o-done", "--json", "--data", d]);
     assert_eq!(done["saga"]["status"], "completed", "{done}");
-    // The parked saga recovers into a worker and stays parked.
+    // The parked saga recovers into a worker and stays parked. Retention
+    // is off: the fixture's sagas ended days ago, and the default "3d"
+    // would remove them in this run, before `archive` below sees them.
+    let config = config_with(
+        &dir,
+        &[
+            ("retention = \"3d\"", "retention = \"off\""),
+            ("audit_retention = \"90d\"", "audit_retention = \"off\""),
+        ],
+    );
     sagaflow_ok(&[
         "run",
         "--until-idle",
         "--admin-bind",
         "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
         "--data",
         d,
     ]);
