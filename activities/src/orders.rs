@@ -12,10 +12,11 @@
 //!   exist, so a create that arrives after its own compensation fails
 //!   instead of resurrecting the order.
 
+use crate::group_commit::GroupCommit;
 use crate::order::Order;
 use crate::registry::Registry;
 use crate::sqlite::{now_ms, open_store};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use sagaflow_workflows::ActivityError;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -42,6 +43,11 @@ pub enum OrdersError {
     /// The SQLite file could not be opened or read.
     #[error("order store database error: {0}; check the data directory is writable")]
     Db(#[from] rusqlite::Error),
+    /// The store's write thread could not start.
+    #[error(
+        "cannot start the order store's write thread: {0}; the system is out of threads or memory"
+    )]
+    Thread(String),
     /// The Cosmos DB account or container did not answer at start-up.
     #[error("cannot reach Cosmos DB container {database}/{container} at {endpoint}: {reason}; check [cosmos] endpoint_env and key_env, and that the container exists with partition key /id")]
     CosmosUnreachable {
@@ -82,9 +88,12 @@ pub struct OrderDoc {
     pub status: String,
 }
 
-/// The embedded order store.
+/// The embedded order store. The saga's calls (create, cancel) are
+/// written by a thread of the store's, many to a transaction
+/// ([`GroupCommit`]); reads use a connection of their own.
 pub struct OrderStore {
     conn: Mutex<Connection>,
+    writes: GroupCommit,
 }
 
 fn db_err(e: rusqlite::Error) -> ActivityError {
@@ -94,17 +103,31 @@ fn db_err(e: rusqlite::Error) -> ActivityError {
 impl OrderStore {
     /// Opens (creating if needed) the store file.
     pub fn open(path: &Path) -> Result<OrderStore, OrdersError> {
+        let conn = open_store(path, SCHEMA)?;
+        let writes = GroupCommit::start(open_store(path, SCHEMA)?, "sagaflow-orders", "orders_db")
+            .map_err(|e| OrdersError::Thread(e.to_string()))?;
         Ok(OrderStore {
-            conn: Mutex::new(open_store(path, SCHEMA)?),
+            conn: Mutex::new(conn),
+            writes,
         })
     }
 
     /// Writes the order document once.
-    pub fn create(&self, order: &Order) -> Result<Value, ActivityError> {
-        let mut conn = self.conn.lock().expect("order store lock");
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
+    pub async fn create(&self, order: &Order) -> Result<Value, ActivityError> {
+        let order = order.clone();
+        self.writes.run(move |tx| Self::create_in(tx, &order)).await
+    }
+
+    /// Cancels the order (tombstone if it was never created).
+    pub async fn cancel(&self, order_id: &str) -> Result<Value, ActivityError> {
+        let order_id = order_id.to_owned();
+        self.writes
+            .run(move |tx| Self::cancel_in(tx, &order_id))
+            .await
+    }
+
+    /// [`Self::create`] inside the batch's transaction.
+    fn create_in(tx: &Connection, order: &Order) -> Result<Value, ActivityError> {
         let status: Option<String> = tx
             .prepare_cached("SELECT status FROM orders WHERE id = ?1")
             .and_then(|mut s| s.query_row([&order.order_id], |r| r.get(0)).optional())
@@ -128,17 +151,15 @@ impl OrderStore {
                 )
                 .and_then(|mut s| s.execute(params![order.order_id, body, now]))
                 .map_err(db_err)?;
-                tx.commit().map_err(db_err)?;
             }
         }
         Ok(json!({"kind": "order", "order_id": order.order_id, "status": "created"}))
     }
 
-    /// Cancels the order (tombstone if it was never created).
-    pub fn cancel(&self, order_id: &str) -> Result<Value, ActivityError> {
-        let conn = self.conn.lock().expect("order store lock");
+    /// [`Self::cancel`] inside the batch's transaction.
+    fn cancel_in(tx: &Connection, order_id: &str) -> Result<Value, ActivityError> {
         let now = now_ms() as i64;
-        conn.prepare_cached(
+        tx.prepare_cached(
             "INSERT INTO orders (id, status, body, created_ms, updated_ms) VALUES (?1, 'cancelled', '{}', ?2, ?2)
              ON CONFLICT (id) DO UPDATE SET status = 'cancelled', updated_ms = ?2",
         )
@@ -222,7 +243,7 @@ impl Orders {
     /// cancelled first fails with `order_cancelled`.
     pub async fn create(&self, order: &Order) -> Result<Value, ActivityError> {
         match self {
-            Orders::Embedded(s) => s.create(order),
+            Orders::Embedded(s) => s.create(order).await,
             Orders::Cosmos(c) => c.create(order).await,
         }
     }
@@ -230,7 +251,7 @@ impl Orders {
     /// Cancels the order (tombstone if it was never created). Idempotent.
     pub async fn cancel(&self, order_id: &str) -> Result<Value, ActivityError> {
         match self {
-            Orders::Embedded(s) => s.cancel(order_id),
+            Orders::Embedded(s) => s.cancel(order_id).await,
             Orders::Cosmos(c) => c.cancel(order_id).await,
         }
     }
@@ -291,14 +312,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn create_is_idempotent_and_cancel_leaves_a_tombstone() {
+    #[tokio::test]
+    async fn create_is_idempotent_and_cancel_leaves_a_tombstone() {
         let dir = std::env::temp_dir().join(format!("sagaflow-orders-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let store = OrderStore::open(&dir.join("orders.db")).unwrap();
-        store.create(&order("o1")).unwrap();
-        store.create(&order("o1")).unwrap();
+        store.create(&order("o1")).await.unwrap();
+        store.create(&order("o1")).await.unwrap();
         assert_eq!(
             store.snapshot().unwrap(),
             OrdersSnapshot {
@@ -306,11 +327,11 @@ mod tests {
                 cancelled: 0
             }
         );
-        store.cancel("o2").unwrap();
-        let e = store.create(&order("o2")).unwrap_err();
+        store.cancel("o2").await.unwrap();
+        let e = store.create(&order("o2")).await.unwrap_err();
         assert_eq!(e.kind, "order_cancelled");
-        store.cancel("o1").unwrap();
-        store.cancel("o1").unwrap();
+        store.cancel("o1").await.unwrap();
+        store.cancel("o1").await.unwrap();
         assert_eq!(
             store.snapshot().unwrap(),
             OrdersSnapshot {

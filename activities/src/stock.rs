@@ -46,6 +46,11 @@ pub enum StockError {
     /// The SQLite file could not be opened or written.
     #[error("stock ledger database error: {0}; check the data directory is writable")]
     Db(#[from] rusqlite::Error),
+    /// The ledger's write thread could not start.
+    #[error(
+        "cannot start the stock ledger's write thread: {0}; the system is out of threads or memory"
+    )]
+    Thread(String),
     /// The Redis URL does not parse; nothing was tried.
     #[error("the Redis URL {url} is not valid: {reason}; fix the variable named by [redis] url_env (redis://[:password@]host:port[/db])")]
     RedisUrl {
@@ -272,7 +277,7 @@ impl Stock {
         deadline_ms: u64,
     ) -> Result<Value, ActivityError> {
         match self {
-            Stock::Embedded(l) => l.reserve(reservation, items, deadline_ms),
+            Stock::Embedded(l) => l.reserve(reservation, items, deadline_ms).await,
             Stock::Redis(r) => r.reserve(reservation, items, deadline_ms).await,
         }
     }
@@ -285,7 +290,7 @@ impl Stock {
         items: &[OrderLine],
     ) -> Result<Value, ActivityError> {
         match self {
-            Stock::Embedded(l) => l.release(reservation),
+            Stock::Embedded(l) => l.release(reservation).await,
             Stock::Redis(r) => r.release(reservation, items).await,
         }
     }
@@ -298,7 +303,7 @@ impl Stock {
         items: &[OrderLine],
     ) -> Result<Value, ActivityError> {
         match self {
-            Stock::Embedded(l) => l.commit(reservation),
+            Stock::Embedded(l) => l.commit(reservation).await,
             Stock::Redis(r) => r.commit(reservation, items).await,
         }
     }
@@ -311,7 +316,7 @@ impl Stock {
         items: &[OrderLine],
     ) -> Result<Value, ActivityError> {
         match self {
-            Stock::Embedded(l) => l.return_sold(reservation),
+            Stock::Embedded(l) => l.return_sold(reservation).await,
             Stock::Redis(r) => r.return_sold(reservation, items).await,
         }
     }

@@ -6,6 +6,7 @@ use super::{
     aggregate_lines, not_sold, unknown_to_return, Expired, LineState, ReservationLine, Settled,
     StockError, StockSnapshot,
 };
+use crate::group_commit::GroupCommit;
 use crate::order::OrderLine;
 use crate::sqlite::{now_ms, open_store};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -33,8 +34,13 @@ CREATE INDEX IF NOT EXISTS reservations_deadline ON reservations (deadline_ms) W
 ";
 
 /// The embedded stock ledger. Cheap to share behind an `Arc`.
+///
+/// The saga's calls (reserve, release, commit, return) are written by a
+/// thread of the ledger's, many to a transaction ([`GroupCommit`]); reads,
+/// seeding and the reaper use a connection of their own.
 pub struct StockLedger {
     conn: Mutex<Connection>,
+    writes: GroupCommit,
 }
 
 fn db_err(e: rusqlite::Error) -> ActivityError {
@@ -44,8 +50,12 @@ fn db_err(e: rusqlite::Error) -> ActivityError {
 impl StockLedger {
     /// Opens (creating if needed) the ledger file.
     pub fn open(path: &Path) -> Result<StockLedger, StockError> {
+        let conn = open_store(path, SCHEMA)?;
+        let writes = GroupCommit::start(open_store(path, SCHEMA)?, "sagaflow-stock", "stock_db")
+            .map_err(|e| StockError::Thread(e.to_string()))?;
         Ok(StockLedger {
-            conn: Mutex::new(open_store(path, SCHEMA)?),
+            conn: Mutex::new(conn),
+            writes,
         })
     }
 
@@ -67,16 +77,55 @@ impl StockLedger {
 
     /// Reserves every line of an order under `reservation` until
     /// `deadline_ms`. Idempotent: a second call returns the same reservation.
-    pub fn reserve(
+    pub async fn reserve(
         &self,
         reservation: &str,
         items: &[OrderLine],
         deadline_ms: u64,
     ) -> Result<Value, ActivityError> {
-        let mut conn = self.conn.lock().expect("stock ledger lock");
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
+        let (reservation, items) = (reservation.to_owned(), items.to_vec());
+        self.writes
+            .run(move |tx| Self::reserve_in(tx, &reservation, &items, deadline_ms))
+            .await
+    }
+
+    /// Returns a reservation's stock. Idempotent; an unknown reservation is
+    /// recorded as released so a late reserve cannot take stock.
+    pub async fn release(&self, reservation: &str) -> Result<Value, ActivityError> {
+        let reservation = reservation.to_owned();
+        self.writes
+            .run(move |tx| Self::release_in(tx, &reservation))
+            .await
+    }
+
+    /// Turns a reservation into a sale. Idempotent. An expired reservation
+    /// re-takes its stock if it is still available.
+    pub async fn commit(&self, reservation: &str) -> Result<Value, ActivityError> {
+        let reservation = reservation.to_owned();
+        self.writes
+            .run(move |tx| Self::commit_in(tx, &reservation))
+            .await
+    }
+
+    /// Returns a sold reservation's units to stock (a refund): `sold` goes
+    /// down and `available` up by its lines, once; the reservation ends
+    /// `returned`. A repeat succeeds and changes nothing. A reservation that
+    /// was never sold is the business error `not_sold`; an unknown one,
+    /// `unknown_reservation`.
+    pub async fn return_sold(&self, reservation: &str) -> Result<Value, ActivityError> {
+        let reservation = reservation.to_owned();
+        self.writes
+            .run(move |tx| Self::return_sold_in(tx, &reservation))
+            .await
+    }
+
+    /// [`Self::reserve`] inside the batch's transaction.
+    fn reserve_in(
+        tx: &Connection,
+        reservation: &str,
+        items: &[OrderLine],
+        deadline_ms: u64,
+    ) -> Result<Value, ActivityError> {
         let state: Option<String> = tx
             .query_row(
                 "SELECT state FROM reservations WHERE id = ?1",
@@ -134,18 +183,12 @@ impl StockLedger {
         )
         .and_then(|mut s| s.execute(params![reservation, items_json, deadline_ms as i64, now_ms() as i64]))
         .map_err(db_err)?;
-        tx.commit().map_err(db_err)?;
         Ok(json!({"kind": "reservation", "reservation": reservation, "state": "reserved"}))
     }
 
-    /// Returns a reservation's stock. Idempotent; an unknown reservation is
-    /// recorded as released so a late reserve cannot take stock.
-    pub fn release(&self, reservation: &str) -> Result<Value, ActivityError> {
-        let mut conn = self.conn.lock().expect("stock ledger lock");
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        let row = reservation_row(&tx, reservation)?;
+    /// [`Self::release`] inside the batch's transaction.
+    fn release_in(tx: &Connection, reservation: &str) -> Result<Value, ActivityError> {
+        let row = reservation_row(tx, reservation)?;
         let state = match row {
             None => {
                 tx.execute(
@@ -165,27 +208,21 @@ impl StockLedger {
             }
             Some((_, items)) => {
                 move_units(
-                    &tx,
+                    tx,
                     &items,
                     "available = available + ?2, reserved = reserved - ?2",
                 )
-                .and_then(|()| set_state(&tx, reservation, "released"))
+                .and_then(|()| set_state(tx, reservation, "released"))
                 .map_err(db_err)?;
                 "released"
             }
         };
-        tx.commit().map_err(db_err)?;
         Ok(json!({"kind": "release", "reservation": reservation, "state": state}))
     }
 
-    /// Turns a reservation into a sale. Idempotent. An expired reservation
-    /// re-takes its stock if it is still available.
-    pub fn commit(&self, reservation: &str) -> Result<Value, ActivityError> {
-        let mut conn = self.conn.lock().expect("stock ledger lock");
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        match reservation_row(&tx, reservation)? {
+    /// [`Self::commit`] inside the batch's transaction.
+    fn commit_in(tx: &Connection, reservation: &str) -> Result<Value, ActivityError> {
+        match reservation_row(tx, reservation)? {
             None => {
                 return Err(ActivityError::business(
                     "unknown_reservation",
@@ -194,8 +231,8 @@ impl StockLedger {
             }
             Some((state, _)) if state == "committed" => {}
             Some((state, items)) if state == "reserved" => {
-                move_units(&tx, &items, "reserved = reserved - ?2, sold = sold + ?2")
-                    .and_then(|()| set_state(&tx, reservation, "committed"))
+                move_units(tx, &items, "reserved = reserved - ?2, sold = sold + ?2")
+                    .and_then(|()| set_state(tx, reservation, "committed"))
                     .map_err(db_err)?;
             }
             Some((state, items)) if state == "expired" => {
@@ -216,7 +253,7 @@ impl StockLedger {
                         ));
                     }
                 }
-                set_state(&tx, reservation, "committed").map_err(db_err)?;
+                set_state(tx, reservation, "committed").map_err(db_err)?;
             }
             Some((state, _)) => {
                 return Err(ActivityError::business(
@@ -225,31 +262,21 @@ impl StockLedger {
                 ))
             }
         }
-        tx.commit().map_err(db_err)?;
         Ok(json!({"kind": "commit", "reservation": reservation, "state": "committed"}))
     }
 
-    /// Returns a sold reservation's units to stock (a refund): `sold` goes
-    /// down and `available` up by its lines, once; the reservation ends
-    /// `returned`. A repeat succeeds and changes nothing. A reservation that
-    /// was never sold is the business error `not_sold`; an unknown one,
-    /// `unknown_reservation`.
-    pub fn return_sold(&self, reservation: &str) -> Result<Value, ActivityError> {
-        let mut conn = self.conn.lock().expect("stock ledger lock");
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        match reservation_row(&tx, reservation)? {
+    /// [`Self::return_sold`] inside the batch's transaction.
+    fn return_sold_in(tx: &Connection, reservation: &str) -> Result<Value, ActivityError> {
+        match reservation_row(tx, reservation)? {
             None => return Err(unknown_to_return(reservation)),
             Some((state, _)) if state == "returned" => {}
             Some((state, items)) if state == "committed" => {
-                move_units(&tx, &items, "sold = sold - ?2, available = available + ?2")
-                    .and_then(|()| set_state(&tx, reservation, "returned"))
+                move_units(tx, &items, "sold = sold - ?2, available = available + ?2")
+                    .and_then(|()| set_state(tx, reservation, "returned"))
                     .map_err(db_err)?;
             }
             Some((state, _)) => return Err(not_sold(reservation, &state)),
         }
-        tx.commit().map_err(db_err)?;
         Ok(json!({"kind": "return", "reservation": reservation, "state": "returned"}))
     }
 
@@ -435,57 +462,60 @@ mod tests {
         }]
     }
 
-    #[test]
-    fn reserve_is_idempotent_and_stops_at_zero() {
+    #[tokio::test]
+    async fn reserve_is_idempotent_and_stops_at_zero() {
         let l = ledger("idem");
-        l.reserve("s1", &one("A"), u64::MAX / 2).unwrap();
-        l.reserve("s1", &one("A"), u64::MAX / 2).unwrap();
-        l.reserve("s2", &one("A"), u64::MAX / 2).unwrap();
-        let e = l.reserve("s3", &one("A"), u64::MAX / 2).unwrap_err();
+        l.reserve("s1", &one("A"), u64::MAX / 2).await.unwrap();
+        l.reserve("s1", &one("A"), u64::MAX / 2).await.unwrap();
+        l.reserve("s2", &one("A"), u64::MAX / 2).await.unwrap();
+        let e = l.reserve("s3", &one("A"), u64::MAX / 2).await.unwrap_err();
         assert_eq!(e.kind, "out_of_stock");
         assert!(!e.retryable);
         let s = l.snapshot().unwrap();
         assert_eq!((s.available, s.reserved, s.sold), (0, 2, 0));
         assert_eq!(
-            l.reserve("s4", &one("B"), 1).unwrap_err().kind,
+            l.reserve("s4", &one("B"), 1).await.unwrap_err().kind,
             "unknown_sku"
         );
     }
 
-    #[test]
-    fn commit_and_release_are_idempotent() {
+    #[tokio::test]
+    async fn commit_and_release_are_idempotent() {
         let l = ledger("commit");
-        l.reserve("s1", &one("A"), u64::MAX / 2).unwrap();
-        l.reserve("s2", &one("A"), u64::MAX / 2).unwrap();
-        l.commit("s1").unwrap();
-        l.commit("s1").unwrap();
-        l.release("s2").unwrap();
-        l.release("s2").unwrap();
+        l.reserve("s1", &one("A"), u64::MAX / 2).await.unwrap();
+        l.reserve("s2", &one("A"), u64::MAX / 2).await.unwrap();
+        l.commit("s1").await.unwrap();
+        l.commit("s1").await.unwrap();
+        l.release("s2").await.unwrap();
+        l.release("s2").await.unwrap();
         let s = l.snapshot().unwrap();
         assert_eq!(
             (s.available, s.reserved, s.sold, s.committed_reservations),
             (1, 0, 1, 1)
         );
         assert!(!s.inconsistent);
-        assert_eq!(l.release("s1").unwrap_err().kind, "already_committed");
+        assert_eq!(l.release("s1").await.unwrap_err().kind, "already_committed");
     }
 
-    #[test]
-    fn release_before_reserve_blocks_the_late_reserve() {
+    #[tokio::test]
+    async fn release_before_reserve_blocks_the_late_reserve() {
         let l = ledger("tomb");
-        l.release("s1").unwrap();
+        l.release("s1").await.unwrap();
         assert_eq!(
-            l.reserve("s1", &one("A"), u64::MAX / 2).unwrap_err().kind,
+            l.reserve("s1", &one("A"), u64::MAX / 2)
+                .await
+                .unwrap_err()
+                .kind,
             "reservation_closed"
         );
         assert_eq!(l.snapshot().unwrap().available, 2);
     }
 
-    #[test]
-    fn expired_reservations_are_reclaimed() {
+    #[tokio::test]
+    async fn expired_reservations_are_reclaimed() {
         let l = ledger("expire");
-        l.reserve("s1", &one("A"), 1_000).unwrap();
-        l.reserve("s2", &one("A"), u64::MAX / 2).unwrap();
+        l.reserve("s1", &one("A"), 1_000).await.unwrap();
+        l.reserve("s2", &one("A"), u64::MAX / 2).await.unwrap();
         let expired = l.expired(2_000, 100).unwrap();
         assert_eq!(expired.sagas(), ["s1"]);
         let settled = l.settle(&expired, &|_| false, 2_000, 0).unwrap();
@@ -493,7 +523,7 @@ mod tests {
         let s = l.snapshot().unwrap();
         assert_eq!((s.available, s.reserved), (1, 1));
         // A late commit re-takes the stock while some is left...
-        l.commit("s1").unwrap();
+        l.commit("s1").await.unwrap();
         let s = l.snapshot().unwrap();
         assert_eq!((s.available, s.reserved, s.sold), (0, 1, 1));
         assert!(!s.inconsistent);

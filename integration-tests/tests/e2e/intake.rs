@@ -94,9 +94,11 @@ fn parked_sagas_do_not_slow_intake() {
         "every saga of the first sale parked"
     );
     // Both workers run at the same time, so whatever else loads the
-    // machine (the other tests) falls on both alike; best of two rounds.
+    // machine (the other tests) falls on both alike; best of three rounds
+    // (with the whole suite running beside it, one CI run measured 0.895x
+    // over two rounds, and 1.06x alone, on the same binary).
     let mut best = [0.0f64; 2];
-    for round in 0..2 {
+    for round in 0..3 {
         let prefix = format!("n{round}");
         let worlds = [(&empty_dir, &empty_config), (&parked_dir, &parked_config)];
         for (dir, config) in worlds {

@@ -210,9 +210,20 @@ fn planted_drift_is_found_and_the_safe_kinds_are_fixed(engine: &str) {
         sku: "SKU-1".into(),
         qty,
     };
-    ledger.reserve(&ghost, &[line(2)], u64::MAX / 2).unwrap();
-    ledger.reserve(&phantom, &[line(1)], u64::MAX / 2).unwrap();
-    ledger.commit(&phantom).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        ledger
+            .reserve(&ghost, &[line(2)], u64::MAX / 2)
+            .await
+            .unwrap();
+        ledger
+            .reserve(&phantom, &[line(1)], u64::MAX / 2)
+            .await
+            .unwrap();
+        ledger.commit(&phantom).await.unwrap();
+    });
     drop(ledger);
     // An order document without a saga.
     let lonely = env.id("lonely");
@@ -221,10 +232,8 @@ fn planted_drift_is_found_and_the_safe_kinds_are_fixed(engine: &str) {
         "amount": 1999, "currency": "usd", "payment_method": "pm_card_visa",
     }))
     .unwrap();
-    OrderStore::open(&env.dir.join("orders.db"))
-        .unwrap()
-        .create(&order)
-        .unwrap();
+    let orders = OrderStore::open(&env.dir.join("orders.db")).unwrap();
+    rt.block_on(orders.create(&order)).unwrap();
 
     let mut expected = vec![
         ("captured_payment_without_sale".to_owned(), charged.clone()),
