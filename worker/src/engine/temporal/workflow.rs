@@ -175,8 +175,10 @@ impl SagaContext for TemporalSaga {
         &self,
         call: ActivityCall,
     ) -> impl Future<Output = Result<Value, ActivityError>> {
-        // The worker enforces the attempt's limit; the server's own timeout,
-        // a second later, only catches a worker that died mid-attempt.
+        // The worker enforces the attempt's limit; the timeout here, a
+        // second later, only catches a worker that died mid-attempt (the
+        // server's for an activity task; for a local activity the
+        // workflow task's timeout hands the saga to another worker).
         let timeout = Duration::from_millis(call.timeout_ms + SERVER_TIMEOUT_MARGIN_MS);
         // One attempt per task: the interpreter owns retries on both engines.
         let retry = RetryPolicy::builder().maximum_attempts(1).build();
