@@ -6,6 +6,7 @@
 #   scripts/services.sh temporal   # just one
 #   scripts/services.sh rabbitmq   # the AMQP 1.0 broker and the default queues
 #   scripts/services.sh redis      # Redis on 127.0.0.1:6379
+#   scripts/services.sh browser    # chromium + chromedriver (dashboard tests)
 #   scripts/services.sh queue NAME # declare queue NAME (and NAME.dlq) on it
 #
 # Temporal: the official CLI's dev server (`temporal server start-dev`) from
@@ -139,14 +140,33 @@ start_redis() {
   exit 1
 }
 
+# The dashboard's browser tests: Debian's chromium and its chromedriver
+# (installed with apt-get when missing; nothing to start, each test runs
+# its own driver).
+install_browser() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    echo "services: chromium and chromedriver are installed" >&2
+    return
+  fi
+  echo "services: installing chromium and chromium-driver (apt-get)" >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >&2 || {
+    as_root apt-get update -q >&2 &&
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >&2
+  } || {
+    echo "services: could not install chromium; install it (Debian: apt-get install chromium chromium-driver) and rerun" >&2
+    exit 1
+  }
+}
+
 want="${1:-all}"
 case "$want" in
-  all) start_redis; start_rabbitmq; start_temporal ;;
+  all) start_redis; start_rabbitmq; start_temporal; install_browser ;;
+  browser) install_browser ;;
   temporal) start_temporal ;;
   redis) start_redis ;;
   rabbitmq) start_rabbitmq ;;
   queue)
     [ -n "${2:-}" ] || { echo "usage: scripts/services.sh queue NAME" >&2; exit 2; }
     declare_queue "$2" ;;
-  *) echo "services: unknown service $want (known: temporal, rabbitmq, redis, queue NAME)" >&2; exit 2 ;;
+  *) echo "services: unknown service $want (known: temporal, rabbitmq, redis, browser, queue NAME)" >&2; exit 2 ;;
 esac

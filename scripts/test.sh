@@ -12,7 +12,8 @@
 # Redis on 127.0.0.1:6379 (the Redis stock adapter suite), RabbitMQ with its
 # AMQP 1.0 plugin on 127.0.0.1:5672 (the Service Bus tests) and a Temporal
 # dev server on 127.0.0.1:7233 (the Temporal half of
-# the scenario suite).
+# the scenario suite), and installs Debian's chromium and chromedriver (the
+# dashboard's tests drive a real headless browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -97,6 +97,21 @@ pub struct StockSnapshot {
     pub inconsistent: bool,
 }
 
+/// One SKU's counts, as the dashboard's stock table shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SkuLevel {
+    /// The SKU.
+    pub sku: String,
+    /// Units seeded.
+    pub initial: i64,
+    /// Units free to reserve.
+    pub available: i64,
+    /// Units held by live reservations.
+    pub reserved: i64,
+    /// Units sold.
+    pub sold: i64,
+}
+
 /// Reservation lines past their deadline, as [`Stock::expired`] found
 /// them: `(SKU, reservation id)` on Redis, which keeps a line per SKU;
 /// the SKU is empty on the embedded ledger.
@@ -344,6 +359,15 @@ impl Stock {
         match self {
             Stock::Embedded(l) => l.settle(expired, lives, now_ms, keep_until_ms),
             Stock::Redis(r) => r.settle(expired, lives, now_ms, keep_until_ms).await,
+        }
+    }
+
+    /// Each SKU's counts, sorted by SKU: one read per SKU (an operator
+    /// view, polled by the dashboard; never the checkout path).
+    pub async fn levels(&self) -> Result<Vec<SkuLevel>, StockError> {
+        match self {
+            Stock::Embedded(l) => l.levels(),
+            Stock::Redis(r) => r.levels().await,
         }
     }
 

@@ -323,6 +323,20 @@ async fn multi_line_commit_and_release(s: &Stock) {
     s.commit("s1", &order).await.unwrap();
     assert_eq!(counts(s).await, (1, 0, 3));
     assert_eq!(s.snapshot().await.unwrap().committed_reservations, 1);
+    // Per SKU, as the dashboard shows them: B sold out, one A left.
+    s.reserve("s3", &one("A"), FAR).await.unwrap();
+    let levels: Vec<(String, [i64; 4])> = s
+        .levels()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.sku, [l.initial, l.available, l.reserved, l.sold]))
+        .collect();
+    assert_eq!(
+        levels,
+        [("A".into(), [2, 0, 1, 1]), ("B".into(), [2, 0, 0, 2])]
+    );
+    s.release("s3", &one("A")).await.unwrap();
     assert_eq!(kind(s.release("s1", &order).await), "already_committed");
     assert_eq!(counts(s).await, (1, 0, 3));
     // A tombstone on every line blocks a late multi-line reserve.

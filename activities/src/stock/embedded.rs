@@ -4,7 +4,7 @@
 
 use super::{
     aggregate_lines, not_sold, unknown_to_return, Expired, LineState, ReservationLine, Settled,
-    StockError, StockSnapshot,
+    SkuLevel, StockError, StockSnapshot,
 };
 use crate::group_commit::GroupCommit;
 use crate::order::OrderLine;
@@ -344,6 +344,23 @@ impl StockLedger {
     pub fn snapshot(&self) -> Result<StockSnapshot, StockError> {
         let conn = self.conn.lock().expect("stock ledger lock");
         snapshot(&conn)
+    }
+
+    /// Each SKU's counts (see [`super::Stock::levels`]).
+    pub fn levels(&self) -> Result<Vec<SkuLevel>, StockError> {
+        let conn = self.conn.lock().expect("stock ledger lock");
+        let mut statement =
+            conn.prepare("SELECT sku, initial, available, reserved, sold FROM stock ORDER BY sku")?;
+        let rows = statement.query_map([], |r| {
+            Ok(SkuLevel {
+                sku: r.get(0)?,
+                initial: r.get(1)?,
+                available: r.get(2)?,
+                reserved: r.get(3)?,
+                sold: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Every line of every reservation (see [`super::Stock::reservations`]).

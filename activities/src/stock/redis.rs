@@ -63,7 +63,8 @@
 //! operator job for now.
 
 use super::{
-    aggregate_lines, Expired, LineState, ReservationLine, Settled, StockError, StockSnapshot,
+    aggregate_lines, Expired, LineState, ReservationLine, Settled, SkuLevel, StockError,
+    StockSnapshot,
 };
 use crate::order::OrderLine;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -731,24 +732,8 @@ impl RedisStock {
     /// are read atomically; the totals are not one instant across SKUs.
     pub async fn snapshot(&self) -> Result<StockSnapshot, StockError> {
         let mut snapshot = StockSnapshot::default();
-        let mut conn = self.conn.clone();
         for sku in self.skus().await? {
-            let SkuKeys([stock, _, _]) = self.keys(&sku);
-            let counts: Vec<Option<i64>> = ::redis::cmd("HMGET")
-                .arg(&stock)
-                .arg(&["initial", "available", "reserved", "sold", "committed"])
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.plumbing(e))?;
-            let [initial, available, reserved, sold, committed] =
-                <[Option<i64>; 5]>::try_from(counts).unwrap_or_default();
-            let [initial, available, reserved, sold, committed] = [
-                initial.unwrap_or(0),
-                available.unwrap_or(0),
-                reserved.unwrap_or(0),
-                sold.unwrap_or(0),
-                committed.unwrap_or(0),
-            ];
+            let ([initial, available, reserved, sold], committed) = self.counts(&sku).await?;
             snapshot.initial += initial;
             snapshot.available += available;
             snapshot.reserved += reserved;
@@ -759,6 +744,41 @@ impl RedisStock {
             }
         }
         Ok(snapshot)
+    }
+
+    /// Each SKU's counts (see [`super::Stock::levels`]).
+    pub async fn levels(&self) -> Result<Vec<SkuLevel>, StockError> {
+        let mut levels = Vec::new();
+        for sku in self.skus().await? {
+            let ([initial, available, reserved, sold], _) = self.counts(&sku).await?;
+            levels.push(SkuLevel {
+                sku,
+                initial,
+                available,
+                reserved,
+                sold,
+            });
+        }
+        Ok(levels)
+    }
+
+    /// One SKU's initial, available, reserved and sold units, and its
+    /// committed reservations (a missing field counts 0).
+    async fn counts(&self, sku: &str) -> Result<([i64; 4], i64), StockError> {
+        let SkuKeys([stock, _, _]) = self.keys(sku);
+        let counts: Vec<Option<i64>> = ::redis::cmd("HMGET")
+            .arg(&stock)
+            .arg(&["initial", "available", "reserved", "sold", "committed"])
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.plumbing(e))?;
+        let [initial, available, reserved, sold, committed] =
+            <[Option<i64>; 5]>::try_from(counts).unwrap_or_default();
+        let n = |v: Option<i64>| v.unwrap_or(0);
+        Ok((
+            [n(initial), n(available), n(reserved), n(sold)],
+            n(committed),
+        ))
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 /// stock breaker is off: its commits failing would open it (a breaker
 /// guards the whole store), and the sagas would wait for it instead of
 /// parking, which is what this test needs.
-const COMMIT_GIVES_UP: [(&str, &str); 2] = [
+pub(crate) const COMMIT_GIVES_UP: [(&str, &str); 2] = [
     ("[breakers.stock]\nopen_for = \"5s\"", "[breakers.stock]\nenabled = false"),
     (
     "action = \"stock.commit\"\ntimeout = \"2s\"\nretry = { initial_interval = \"100ms\", backoff_coefficient = 2.0, max_interval = \"30s\", max_attempts = 0 }",

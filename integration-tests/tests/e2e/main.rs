@@ -7,6 +7,9 @@ mod books;
 /// The AMQP 1.0 broker the Service Bus tests use.
 #[path = "../shared/broker.rs"]
 mod broker;
+/// Headless chromium through chromedriver, for the dashboard.
+#[path = "../shared/browser.rs"]
+mod browser;
 #[path = "../shared/common.rs"]
 mod common;
 /// A minimal OTLP/HTTP receiver: the spans the worker exports.
@@ -32,6 +35,8 @@ mod compat;
 mod config;
 /// SIGKILL the worker at random instants; every invariant still holds.
 mod crash;
+/// The dashboard in a real headless browser, on both engines.
+mod dashboard;
 /// Malformed messages are dead-lettered with a reason; valid ones run.
 mod dead_letter;
 /// The flash-sale demo and the inspection commands on its data.

@@ -198,6 +198,7 @@ pub(super) fn saga_document(source: &Source, view: &SagaView) -> Value {
         "saga": view.row,
         "input": view.input,
         "timeline": read::timeline(&view.def, &view.events, &view.row.status),
+        "spans": read::spans(&view.events, &view.row.status),
         "commands": read::commands(&view.events),
         "refund_of": refund_of,
         "refunded_by": refunded_by,

@@ -464,5 +464,8 @@ pub fn percentile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank - 1]
 }
 
+mod spans;
+pub use spans::spans;
+
 #[cfg(test)]
 mod tests;

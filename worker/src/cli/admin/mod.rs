@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod client;
 mod routes;
+mod ui;
 
 use crate::config::{Config, EngineKind};
 use anyhow::{Context, Result};

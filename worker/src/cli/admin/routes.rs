@@ -8,7 +8,7 @@ use crate::cli::command::{self, parse_since, Verdict};
 use crate::cli::inspect::saga_document;
 use crate::engine::command::{Audit, CommandRequest};
 use crate::engine::core::now_ms;
-use crate::engine::filter::Filter;
+use crate::engine::filter::{last_attempt, Filter, Target};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -26,6 +26,9 @@ type Shared = Arc<AdminState>;
 /// the kubelet and scrapers call them, exposing no saga data.
 pub(super) fn router(state: Shared) -> Router {
     let probes = Router::new()
+        .route("/ui", get(super::ui::page))
+        .route("/ui/", get(super::ui::page))
+        .route("/ui/:asset", get(super::ui::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -36,6 +39,7 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/api/sagas/:id/history", get(history))
         .route("/api/sagas/:id/:command", post(command))
         .route("/api/stats", get(stats))
+        .route("/api/sale", get(sale))
         .route("/api/health", get(health))
         .route("/api/audit", get(audit))
         .route("/api/bulk/:command", post(bulk_command))
@@ -158,10 +162,12 @@ struct ListQuery {
     #[serde(rename = "where")]
     where_: Option<String>,
     limit: Option<usize>,
+    offset: Option<usize>,
 }
 
-/// `GET /api/sagas[?status=S][&limit=N]`: saga rows, newest first;
-/// `?where=TERMS`: the sagas a bulk command with those terms would touch.
+/// `GET /api/sagas[?status=S][&limit=N][&offset=K]`: saga rows, newest
+/// first; `?where=TERMS`: the sagas a bulk command with those terms would
+/// touch, oldest first. `offset` skips that many (the dashboard's pages).
 async fn list(State(state): State<Shared>, Query(q): Query<ListQuery>) -> Answer {
     if let Some(s) = &q.status {
         if !SagaStatus::NAMES.contains(&s.as_str()) {
@@ -171,14 +177,24 @@ async fn list(State(state): State<Shared>, Query(q): Query<ListQuery>) -> Answer
             )));
         }
     }
+    let offset = q.offset.unwrap_or(0);
     if let Some(terms) = q.where_ {
         let filter = Filter::parse(&terms).map_err(bad)?;
         let found = blocking(&state, move |s| bulk::targets(&s.source, &filter)).await?;
-        return Ok(Json(found).into_response());
+        let page: Vec<_> = match q.limit {
+            Some(limit) => found.into_iter().skip(offset).take(limit).collect(),
+            None => found.into_iter().skip(offset).collect(),
+        };
+        return Ok(Json(page).into_response());
     }
     let limit = q.limit.unwrap_or(50);
-    let rows = blocking(&state, move |s| s.source.list(q.status.as_deref(), limit)).await?;
-    Ok(Json(rows).into_response())
+    let rows = blocking(&state, move |s| {
+        s.source
+            .list(q.status.as_deref(), offset.saturating_add(limit))
+    })
+    .await?;
+    let page: Vec<_> = rows.into_iter().skip(offset).collect();
+    Ok(Json(page).into_response())
 }
 
 /// `GET /api/sagas/{id}`: what `show --json` prints, with the definition.
@@ -216,6 +232,41 @@ async fn stats(State(state): State<Shared>) -> Answer {
     Ok(Json(stats).into_response())
 }
 
+/// `GET /api/sale`: what the dashboard's sale view shows, in one answer:
+/// the counts and latencies of `stats`, this worker's breakers and intake
+/// (`null` while it starts), stock per SKU and the trigger's counters.
+async fn sale(State(state): State<Shared>) -> Answer {
+    let stats = blocking(&state, |s| s.source.stats()).await?;
+    let stock = match state.health.readiness() {
+        Some(ready) => match ready.stock.levels().await {
+            Ok(levels) => json!(levels),
+            Err(e) => json!({"error": e.to_string()}),
+        },
+        None => Value::Null,
+    };
+    let intake = state.health.parts().map(|(_, t)| {
+        use std::sync::atomic::Ordering::Relaxed;
+        json!({
+            "received": t.received.load(Relaxed),
+            "started": t.started.load(Relaxed),
+            "duplicates": t.duplicates.load(Relaxed),
+            "dead_lettered": t.dead_lettered.load(Relaxed),
+        })
+    });
+    Ok(Json(json!({
+        "at_ms": now_ms(),
+        "engine": match state.config.profile.engine {
+            crate::config::EngineKind::Embedded => "embedded",
+            crate::config::EngineKind::Temporal => "temporal",
+        },
+        "stats": stats,
+        "health": state.health.now(),
+        "stock": stock,
+        "intake": intake,
+    }))
+    .into_response())
+}
+
 #[derive(Deserialize)]
 struct AuditQuery {
     since: Option<String>,
@@ -247,6 +298,9 @@ struct CommandBody {
     output: Option<Value>,
     /// Seconds to wait for the worker's verdict.
     wait: Option<u64>,
+    /// Only say what the command would touch; send nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 fn required(what: &str, value: Option<&str>) -> Result<String, ApiError> {
@@ -287,6 +341,26 @@ async fn command(
     Path((id, name)): Path<(String, String)>,
     Json(body): Json<CommandBody>,
 ) -> Answer {
+    if body.dry_run {
+        if !["retry", "cancel", "resolve", "refund"].contains(&name.as_str()) {
+            signal(&name, None, None)?;
+        }
+        let target = blocking(&state, move |s| {
+            let view = s.source.saga(&id)?;
+            let (step, error) =
+                last_attempt(view.events.iter().map(|e| (e.kind.as_str(), &e.body)));
+            Ok(Target {
+                id: view.row.id,
+                saga: view.row.saga,
+                status: view.row.status,
+                step,
+                error,
+                created_ms: view.row.created_ms,
+            })
+        })
+        .await?;
+        return Ok(Json(json!({"command": name, "targets": [target]})).into_response());
+    }
     let audit = Audit {
         operator: required("operator", body.operator.as_deref())?,
         reason: required("reason", body.reason.as_deref())?,

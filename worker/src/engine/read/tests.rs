@@ -96,3 +96,78 @@ fn the_timeline_counts_refusals_as_waits_and_failed_probes_as_both() {
         "the last attempt went through"
     );
 }
+
+fn signal(n: u32, at_ms: u64) -> EventRow {
+    EventRow {
+        n,
+        at_ms,
+        kind: "signal".into(),
+        seq: None,
+        body: json!({"signal": "retry", "operator": "alice", "reason": "back"}),
+    }
+}
+
+/// The bars a dashboard draws: attempts numbered without the refusals,
+/// the backoff between two attempts of one step, a breaker's wait up to
+/// the next attempt, and a park that lasts until the operator's command;
+/// a saga parked now has an open bar.
+#[test]
+fn spans_tell_attempts_from_retry_breaker_and_operator_waits() {
+    let events = vec![
+        attempt(1, "reserve", 1, None),
+        attempt(
+            2,
+            "authorize",
+            1,
+            Some(ActivityError::retryable("timeout", "slow")),
+        ),
+        attempt(3, "authorize", 2, Some(ActivityError::breaker_open(wait()))),
+        attempt(
+            4,
+            "authorize",
+            2,
+            Some(ActivityError::retryable("timeout", "slow")),
+        ),
+    ];
+    let kinds = |s: &[spans::Span]| -> Vec<(&'static str, u64, Option<u64>, Option<u32>)> {
+        s.iter()
+            .map(|s| (s.kind, s.start_ms, s.end_ms, s.attempt))
+            .collect()
+    };
+    let parked = spans(&events, "parked");
+    assert_eq!(
+        kinds(&parked),
+        [
+            ("attempt", 1_000, Some(1_010), Some(1)),
+            ("attempt", 2_000, Some(2_010), Some(1)),
+            ("retry_wait", 2_010, Some(3_000), None),
+            ("breaker_wait", 3_010, Some(4_000), None),
+            ("attempt", 4_000, Some(4_010), Some(2)),
+            ("parked", 4_010, None, None),
+        ]
+    );
+    assert_eq!(parked[1].ok, Some(false));
+    assert!(parked[1].error.as_deref().unwrap().contains("slow"));
+    assert!(parked[3]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("payment breaker open"));
+
+    let mut retried = events.clone();
+    retried.push(signal(5, 4_500));
+    retried.push(attempt(6, "authorize", 3, None));
+    let after = spans(&retried, "completed");
+    assert_eq!(
+        kinds(&after)[5..],
+        [
+            ("parked", 4_010, Some(4_500), None),
+            ("attempt", 6_000, Some(6_010), Some(3)),
+        ]
+    );
+    assert_eq!(after[6].ok, Some(true));
+    // Ended: no open bar; a step that follows another leaves no wait.
+    assert!(spans(&events[..2], "compensated")
+        .iter()
+        .all(|s| s.kind == "attempt"));
+}

@@ -1,0 +1,349 @@
+//! The dashboard (`/ui`) in a real headless chromium, on both engines: a
+//! sale paced over more than 20 s shows live progress without a reload and
+//! ends with the counters `stats --json` gives; the list filtered to
+//! `compensated` shows exactly the declined orders; a parked saga is
+//! retried from its page (dry run, reason) and completes with the command
+//! on its timeline; off loopback the API refuses a request without the
+//! token and the page asks for it. Screenshots of the three views are left
+//! in `target/test-artifacts/dashboard/`.
+
+use crate::browser::{artifacts, Browser};
+use crate::bulk_scale::COMMIT_GIVES_UP;
+use crate::common::http_get_with;
+use crate::scenarios::{on_both_engines, Env};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "e2e-dashboard-token-3b9f0c7d2a61";
+const BATCHES: usize = 10;
+const PER_BATCH: usize = 6;
+const PACE: Duration = Duration::from_millis(2_300);
+
+/// The one saga whose commit the stock store refuses: it parks past the
+/// pivot until the fault is gone and an operator retries it.
+fn refuse_commit_of(env: &Env, id: &str, on: bool) {
+    let stock = rusqlite::Connection::open(env.dir.join("stock.db")).unwrap();
+    stock
+        .execute_batch(&if on {
+            format!(
+                "CREATE TRIGGER fault_commit BEFORE UPDATE OF state ON reservations
+                 WHEN NEW.state = 'committed' AND NEW.id = '{id}'
+                 BEGIN SELECT RAISE(ABORT, 'injected fault: the stock store refuses this commit'); END;"
+            )
+        } else {
+            "DROP TRIGGER fault_commit;".to_owned()
+        })
+        .unwrap();
+}
+
+fn order(id: &str, card: &str) -> String {
+    format!(
+        "{{\"order_id\":\"{id}\",\"customer\":\"c1\",\"items\":[{{\"sku\":\"SKU-1\",\"qty\":1}}],\"amount\":1999,\"currency\":\"usd\",\"payment_method\":\"{card}\"}}\n"
+    )
+}
+
+fn stats(env: &Env) -> Value {
+    serde_json::from_str(&env.sagaflow(&["stats", "--json"])).unwrap()
+}
+
+/// The sale view's tile `k` as a number (`None` while it shows "–").
+fn tile(browser: &Browser, k: &str) -> Option<u64> {
+    browser
+        .eval(&format!(
+            "const el = document.querySelector('[data-k=\"{k}\"]'); return el ? el.textContent : null"
+        ))
+        .as_str()
+        .and_then(|t| t.replace(',', "").parse().ok())
+}
+
+const COUNTS: [&str; 6] = [
+    "total",
+    "running",
+    "compensating",
+    "completed",
+    "compensated",
+    "parked",
+];
+
+fn dashboard_sale(engine: &str) {
+    let env = Env::new("dashboard", engine, &COMMIT_GIVES_UP);
+    env.sagaflow(&["stock", "set", "SKU-1=1000"]);
+    let parked = env.id("b2-o0");
+    refuse_commit_of(&env, &parked, true);
+    let worker = env.worker();
+    let url = worker.admin_url();
+    let browser = Browser::start();
+    let shots = artifacts("dashboard");
+
+    browser.goto(&format!("{url}/ui"));
+    browser.wait_for(
+        "the sale view's first poll",
+        30,
+        "return document.querySelector('main').dataset.polls",
+    );
+    // Set once; a reload would lose it.
+    browser.eval("window.__sameLoad = 'yes'; return true");
+
+    // The sale: orders arrive in batches for more than 20 s, every third a
+    // declined card; the page is read between batches.
+    let began = Instant::now();
+    let mut declined = BTreeSet::new();
+    let mut visa = 0usize;
+    let mut seen_ended = Vec::new();
+    for b in 0..BATCHES {
+        let mut lines = String::new();
+        for o in 0..PER_BATCH {
+            let id = env.id(&format!("b{b}-o{o}"));
+            let card = if o % 3 == 2 {
+                declined.insert(id.clone());
+                "pm_card_chargeDeclined"
+            } else {
+                visa += 1;
+                "pm_card_visa"
+            };
+            lines.push_str(&order(&id, card));
+        }
+        let file = env.dir.join(format!("batch-{b}.jsonl"));
+        std::fs::write(&file, lines).unwrap();
+        env.sagaflow(&["submit", file.to_str().unwrap()]);
+        std::thread::sleep(PACE);
+        let ended =
+            tile(&browser, "completed").unwrap_or(0) + tile(&browser, "compensated").unwrap_or(0);
+        seen_ended.push(ended);
+    }
+    assert!(began.elapsed() >= Duration::from_secs(20));
+    let distinct: BTreeSet<u64> = seen_ended.iter().copied().collect();
+    assert!(
+        distinct.len() >= 4 && seen_ended.windows(2).all(|w| w[0] <= w[1]),
+        "the view should have counted up as the sale went on: {seen_ended:?}"
+    );
+    assert_eq!(
+        browser.eval("return window.__sameLoad || null"),
+        "yes",
+        "the page reloaded"
+    );
+    assert!(
+        browser
+            .eval("return document.querySelectorAll('[data-series]').length")
+            .as_u64()
+            > Some(0),
+        "the chart draws the counts"
+    );
+
+    // Once every saga has ended (or parked), the view's counters are the
+    // ones `stats --json` gives.
+    let n = (BATCHES * PER_BATCH) as u64;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let s = stats(&env);
+        let settled = s["completed"].as_u64().unwrap()
+            + s["compensated"].as_u64().unwrap()
+            + s["parked"].as_u64().unwrap();
+        let shown: Vec<Option<u64>> = COUNTS.iter().map(|k| tile(&browser, k)).collect();
+        let wanted: Vec<Option<u64>> = COUNTS.iter().map(|k| s[*k].as_u64()).collect();
+        if settled == n && shown == wanted {
+            assert_eq!(
+                (s["parked"].as_u64(), s["compensated"].as_u64()),
+                (Some(1), Some(declined.len() as u64)),
+                "{s}"
+            );
+            assert_eq!(tile(&browser, "p50_ms"), s["p50_ms"].as_u64());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the view shows {shown:?}, stats --json {wanted:?} ({s})"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let sku: Value = browser.eval(
+        "const r = document.querySelector('[data-sku=\"SKU-1\"] [data-k=available]'); return r && r.textContent",
+    );
+    // The books, from the store: the parked saga still holds its unit.
+    let stock = env.stock();
+    assert_eq!(
+        (stock["sold"].as_i64(), stock["reserved"].as_i64()),
+        (Some(visa as i64 - 1), Some(1)),
+        "{stock}"
+    );
+    assert_eq!(
+        sku.as_str().map(|t| t.replace(',', "")),
+        stock["available"].as_i64().map(|a| a.to_string()),
+        "stock left per SKU"
+    );
+    // Why they were compensated, as the view says it.
+    browser.wait_for(
+        "the compensated sagas' reason",
+        20,
+        "return [...document.querySelectorAll('[data-why]')].some(td => td.textContent.includes('authorize_payment: card_declined'))",
+    );
+    browser.screenshot(&shots.join(format!("{engine}-sale.png")));
+
+    // The list, filtered to compensated through the form: exactly the
+    // declined orders.
+    browser.goto(&format!("{url}/ui#/sagas"));
+    browser.wait_for(
+        "the list",
+        20,
+        "return document.querySelector('main').dataset.loaded",
+    );
+    browser.select("select[data-filter=status]", "compensated");
+    browser.click("[data-test=apply]");
+    let listed = browser.wait_for(
+        "the compensated sagas",
+        20,
+        &format!(
+            "if (!location.hash.includes('status=compensated') || !document.querySelector('main').dataset.loaded) return null;
+             const ids = [...document.querySelectorAll('[data-row]')].map(r => r.dataset.row);
+             return ids.length === {} ? ids : null",
+            declined.len()
+        ),
+    );
+    let listed: BTreeSet<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, declined);
+    browser.screenshot(&shots.join(format!("{engine}-list.png")));
+
+    // The parked saga, retried from its page once the fault is gone.
+    refuse_commit_of(&env, &parked, false);
+    browser.goto(&format!("{url}/ui#/saga/{parked}"));
+    browser.wait_for(
+        "the parked saga's page",
+        20,
+        "return document.querySelector('main').dataset.status === 'parked'",
+    );
+    assert!(
+        browser
+            .eval("return document.querySelectorAll('[data-span=parked]').length")
+            .as_u64()
+            == Some(1),
+        "the timeline shows the park"
+    );
+    browser.type_into("#operator", "dana");
+    browser.click("[data-command=retry]");
+    browser.wait_for(
+        "the dry run",
+        20,
+        &format!(
+            "return !!document.querySelector('#confirm-dialog[open] [data-target=\"{parked}\"]')"
+        ),
+    );
+    // Without a reason nothing is sent.
+    browser.click("#confirm-ok");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        browser.eval("return document.querySelector('#confirm-result').textContent"),
+        "",
+        "sent without a reason"
+    );
+    browser.type_into("#confirm-reason", "stock store fixed, INC-77");
+    browser.click("#confirm-ok");
+    let outcome = browser.wait_for(
+        "the command's answer",
+        30,
+        "return document.querySelector('#confirm-result').dataset.outcome",
+    );
+    assert_eq!(outcome, "applied");
+    browser.click("#confirm-cancel");
+    browser.wait_for(
+        "the saga completed, with the command on its timeline",
+        60,
+        "const m = document.querySelector('main');
+         return m.dataset.status === 'completed' && !!document.querySelector('[data-marker=retry]')",
+    );
+    browser.screenshot(&shots.join(format!("{engine}-saga.png")));
+
+    // In the stores and the journal, not only on the page.
+    let show = env.show(&parked);
+    assert_eq!(show["saga"]["status"], "completed", "{show}");
+    assert_eq!(
+        (
+            show["commands"][0]["command"].as_str(),
+            show["commands"][0]["operator"].as_str(),
+            show["commands"][0]["reason"].as_str()
+        ),
+        (
+            Some("retry"),
+            Some("dana"),
+            Some("stock store fixed, INC-77")
+        ),
+        "{show}"
+    );
+    let stock = env.stock();
+    assert_eq!(
+        (stock["sold"].as_i64(), stock["reserved"].as_i64()),
+        (Some(visa as i64), Some(0)),
+        "{stock}"
+    );
+    let audit = env.sagaflow(&["audit", "--json"]);
+    assert!(
+        audit.contains(&parked) && audit.contains("stock store fixed, INC-77"),
+        "{audit}"
+    );
+    drop(worker);
+}
+
+fn dashboard_token(engine: &str) {
+    let env = Env::new("dashboard-token", engine, &[]);
+    let worker = env.worker_with(
+        &["--admin-bind", "0.0.0.0:0"],
+        &[("SAGAFLOW_ADMIN_TOKEN", TOKEN)],
+    );
+    let url = worker.admin_url().replace("0.0.0.0", "127.0.0.1");
+    let addr = url.trim_start_matches("http://");
+    let (status, _, body) = http_get_with(addr, "/api/sale", &[]);
+    assert_eq!(status, 401, "{body}");
+    let (status, _, _) = http_get_with(
+        addr,
+        "/api/sale",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(status, 200);
+    let (status, head, page) = http_get_with(addr, "/ui", &[]);
+    assert_eq!(status, 200, "the page itself holds no saga data");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-security-policy"),
+        "{head}"
+    );
+    assert!(!page.contains(TOKEN));
+
+    let browser = Browser::start();
+    browser.goto(&format!("{url}/ui"));
+    browser.wait_for(
+        "the token prompt",
+        20,
+        "return !!document.querySelector('#token-dialog[open]')",
+    );
+    browser.type_into("#token-input", "e2e-dashboard-token-wrong-guess");
+    browser.click("#token-submit");
+    browser.wait_for(
+        "the wrong token refused",
+        20,
+        "const d = document.querySelector('#token-dialog[open]');
+         return d && document.querySelector('#token-error').textContent.includes('refused')",
+    );
+    browser.type_into("#token-input", TOKEN);
+    browser.click("#token-submit");
+    browser.wait_for(
+        "the sale view with the token",
+        30,
+        "return document.querySelector('main').dataset.polls",
+    );
+    assert_eq!(
+        browser.eval(
+            "return [localStorage.getItem('sagaflow.token'), sessionStorage.getItem('sagaflow.token')]"
+        ),
+        serde_json::json!([null, TOKEN]),
+        "kept for the session only"
+    );
+    browser.screenshot(&artifacts("dashboard").join(format!("{engine}-token.png")));
+    drop(worker);
+}
+
+on_both_engines!(dashboard_sale, dashboard_token);
