@@ -3,9 +3,11 @@
 //! ends with the counters `stats --json` gives; the list filtered to
 //! `compensated` shows exactly the declined orders; a parked saga is
 //! retried from its page (dry run, reason) and completes with the command
-//! on its timeline; off loopback the API refuses a request without the
-//! token and the page asks for it. Screenshots of the three views are left
-//! in `target/test-artifacts/dashboard/`.
+//! on its timeline, another in bulk from a filtered list; a sale refunded
+//! from its page links to its refund saga and back; the books and the
+//! audit are read from the stores. Off loopback the API refuses a request
+//! without the token and the page asks for it. Screenshots of the views
+//! are left in `target/test-artifacts/dashboard/`.
 
 use crate::browser::{artifacts, Browser};
 use crate::bulk_scale::COMMIT_GIVES_UP;
@@ -20,16 +22,17 @@ const BATCHES: usize = 10;
 const PER_BATCH: usize = 6;
 const PACE: Duration = Duration::from_millis(2_300);
 
-/// The one saga whose commit the stock store refuses: it parks past the
-/// pivot until the fault is gone and an operator retries it.
-fn refuse_commit_of(env: &Env, id: &str, on: bool) {
+/// The sagas whose commit the stock store refuses: they park past the
+/// pivot until the fault is gone and an operator retries them.
+fn refuse_commit_of(env: &Env, ids: &[&str], on: bool) {
     let stock = rusqlite::Connection::open(env.dir.join("stock.db")).unwrap();
     stock
         .execute_batch(&if on {
             format!(
                 "CREATE TRIGGER fault_commit BEFORE UPDATE OF state ON reservations
-                 WHEN NEW.state = 'committed' AND NEW.id = '{id}'
-                 BEGIN SELECT RAISE(ABORT, 'injected fault: the stock store refuses this commit'); END;"
+                 WHEN NEW.state = 'committed' AND NEW.id IN ('{}')
+                 BEGIN SELECT RAISE(ABORT, 'injected fault: the stock store refuses this commit'); END;",
+                ids.join("', '")
             )
         } else {
             "DROP TRIGGER fault_commit;".to_owned()
@@ -69,8 +72,10 @@ const COUNTS: [&str; 6] = [
 fn dashboard_sale(engine: &str) {
     let env = Env::new("dashboard", engine, &COMMIT_GIVES_UP);
     env.sagaflow(&["stock", "set", "SKU-1=1000"]);
+    // One retried from its page, one in bulk from a filtered list.
     let parked = env.id("b2-o0");
-    refuse_commit_of(&env, &parked, true);
+    let parked_too = env.id("b6-o0");
+    refuse_commit_of(&env, &[&parked, &parked_too], true);
     let worker = env.worker();
     let url = worker.admin_url();
     let browser = Browser::start();
@@ -145,7 +150,7 @@ fn dashboard_sale(engine: &str) {
         if settled == n && shown == wanted {
             assert_eq!(
                 (s["parked"].as_u64(), s["compensated"].as_u64()),
-                (Some(1), Some(declined.len() as u64)),
+                (Some(2), Some(declined.len() as u64)),
                 "{s}"
             );
             assert_eq!(tile(&browser, "p50_ms"), s["p50_ms"].as_u64());
@@ -160,11 +165,11 @@ fn dashboard_sale(engine: &str) {
     let sku: Value = browser.eval(
         "const r = document.querySelector('[data-sku=\"SKU-1\"] [data-k=available]'); return r && r.textContent",
     );
-    // The books, from the store: the parked saga still holds its unit.
+    // The books, from the store: the parked sagas still hold their units.
     let stock = env.stock();
     assert_eq!(
         (stock["sold"].as_i64(), stock["reserved"].as_i64()),
-        (Some(visa as i64 - 1), Some(1)),
+        (Some(visa as i64 - 2), Some(2)),
         "{stock}"
     );
     assert_eq!(
@@ -210,7 +215,7 @@ fn dashboard_sale(engine: &str) {
     browser.screenshot(&shots.join(format!("{engine}-list.png")));
 
     // The parked saga, retried from its page once the fault is gone.
-    refuse_commit_of(&env, &parked, false);
+    refuse_commit_of(&env, &[], false);
     browser.goto(&format!("{url}/ui#/saga/{parked}"));
     browser.wait_for(
         "the parked saga's page",
@@ -274,17 +279,104 @@ fn dashboard_sale(engine: &str) {
         ),
         "{show}"
     );
+    // In bulk, from the list filtered to what is still parked on the
+    // commit: the dry run lists exactly that saga.
+    browser.goto(&format!("{url}/ui#/sagas?status=parked&step=commit_stock"));
+    let rows = browser.wait_for(
+        "the filtered list",
+        20,
+        "return document.querySelector('main').dataset.loaded && [...document.querySelectorAll('[data-row]')].map(r => r.dataset.row)",
+    );
+    assert_eq!(rows, serde_json::json!([parked_too]));
+    browser.click("[data-bulk=retry]");
+    let targets = browser.wait_for(
+        "the bulk dry run",
+        20,
+        "const d = document.querySelector('#confirm-dialog[open]');
+         return d && [...d.querySelectorAll('[data-target]')].map(r => r.dataset.target)",
+    );
+    assert_eq!(targets, serde_json::json!([parked_too]));
+    browser.type_into("#confirm-reason", "bulk: stock store fixed, INC-77");
+    browser.click("#confirm-ok");
+    browser.wait_for(
+        "the bulk run's summary",
+        30,
+        "return document.querySelector('#confirm-result').dataset.outcome",
+    );
+    let summary: Value = serde_json::from_str(
+        browser
+            .eval("return document.querySelector('#confirm-result').textContent")
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (summary["planned"].as_u64(), summary["sent"].as_u64()),
+        (Some(1), Some(1)),
+        "{summary}"
+    );
+    browser.click("#confirm-cancel");
+    env.wait_status(&parked_too, "completed");
+
+    // A refund from a completed sale's page; the two pages link each other.
+    let sale = env.id("b0-o0");
+    browser.goto(&format!("{url}/ui#/saga/{sale}"));
+    browser.wait_for(
+        "a completed sale's page",
+        20,
+        "return document.querySelector('main').dataset.status === 'completed'",
+    );
+    browser.click("[data-command=refund]");
+    browser.wait_for(
+        "the refund's dry run",
+        20,
+        &format!(
+            "return !!document.querySelector('#confirm-dialog[open] [data-target=\"{sale}\"]')"
+        ),
+    );
+    browser.type_into("#confirm-reason", "customer returned the parcel");
+    browser.click("#confirm-ok");
+    let outcome = browser.wait_for(
+        "the refund's answer",
+        30,
+        "return document.querySelector('#confirm-result').dataset.outcome",
+    );
+    assert!(outcome == "applied" || outcome == "queued", "{outcome}");
+    browser.click("#confirm-cancel");
+    browser.wait_for(
+        "the link to the refund saga",
+        30,
+        "return !!document.querySelector('[data-test=refunded-by] a')",
+    );
+    browser.click("[data-test=refunded-by] a");
+    browser.wait_for(
+        "the refund saga completed, linking back to the sale",
+        60,
+        &format!(
+            "const back = document.querySelector('[data-test=refund-of] a');
+             return document.querySelector('main').dataset.status === 'completed' && back && back.dataset.saga === '{sale}'"
+        ),
+    );
+
     let stock = env.stock();
     assert_eq!(
         (stock["sold"].as_i64(), stock["reserved"].as_i64()),
-        (Some(visa as i64), Some(0)),
-        "{stock}"
+        (Some(visa as i64 - 1), Some(0)),
+        "every visa order sold, one returned by its refund: {stock}"
     );
     let audit = env.sagaflow(&["audit", "--json"]);
-    assert!(
-        audit.contains(&parked) && audit.contains("stock store fixed, INC-77"),
-        "{audit}"
-    );
+    for (id, reason) in [
+        (&parked, "stock store fixed, INC-77"),
+        (&parked_too, "bulk: stock store fixed, INC-77"),
+        (&sale, "customer returned the parcel"),
+    ] {
+        assert!(
+            audit
+                .lines()
+                .any(|l| l.contains(id.as_str()) && l.contains(reason)),
+            "{id} {reason}: {audit}"
+        );
+    }
     drop(worker);
 }
 

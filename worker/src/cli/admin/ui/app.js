@@ -100,6 +100,8 @@ function route() {
   const params = new URLSearchParams(query || '');
   const view = $('#view');
   view.replaceChildren();
+  // What a view says it has shown (read by tests) belongs to that view.
+  for (const k of Object.keys(view.dataset)) delete view.dataset[k];
   let name = 'sale';
   if (path.startsWith('/saga/')) {
     name = 'sagas';
@@ -344,8 +346,8 @@ function sagaView(root, id) {
       h('h1', {}, 'Saga ', h('span', { 'data-test': 'saga-id' }, s.id), ' ', badge(s.status)),
       h('p', {}, `${s.saga} · started ${fmtTime(s.created_ms)} UTC · `, s.ended_ms ? `ended after ${fmtDur(s.ended_ms - s.created_ms)}` : 'not ended'),
       s.reason ? h('p', { class: 'wrap', 'data-test': 'reason' }, s.reason) : null,
-      doc.refund_of ? h('p', {}, 'Refund of ', sagaLink(doc.refund_of.saga_id), ` (asked by ${doc.refund_of.operator}: ${doc.refund_of.reason})`) : null,
-      doc.refunded_by ? h('p', {}, 'Refunded by ', sagaLink(doc.refunded_by.id), ' ', badge(doc.refunded_by.status)) : null));
+      doc.refund_of ? h('p', { 'data-test': 'refund-of' }, 'Refund of ', sagaLink(doc.refund_of.saga_id), ` (asked by ${doc.refund_of.operator}: ${doc.refund_of.reason})`) : null,
+      doc.refunded_by ? h('p', { 'data-test': 'refunded-by' }, 'Refunded by ', sagaLink(doc.refunded_by.id), ' ', badge(doc.refunded_by.status)) : null));
     actions.replaceChildren(...Object.keys(COMMANDS).map((c) => h('button', { 'data-command': c, onclick: () => confirmOne(c, doc).then((sent) => sent && load()) }, `${c}…`)));
     drawTimeline(svg, detail, doc);
     table.replaceChildren(...doc.timeline.map((t) => h('tr', {},
@@ -424,6 +426,7 @@ function confirmDialog({ title, what, targets, extra, send }) {
     $('#confirm-reason').value = '';
     $('#confirm-error').textContent = '';
     $('#confirm-result').textContent = '';
+    delete $('#confirm-result').dataset.outcome;
     $('#confirm-ok').disabled = targets.length === 0;
     $('#confirm-ok').textContent = `Send to ${targets.length} saga${targets.length === 1 ? '' : 's'}`;
     $('#confirm-targets').replaceChildren(h('table', { 'data-test': 'dry-run' },
