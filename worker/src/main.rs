@@ -20,6 +20,9 @@ use std::process::ExitCode;
 /// core thread, where glibc paid for it in arena locks and consolidation
 /// (about a third of the core thread's time at 2,000 sagas in flight), and
 /// its per-thread free lists keep the resident set close to what is live.
+/// The `mimalloc` feature (default) selects it; without it, heap profilers
+/// that wrap `malloc` see every allocation.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -109,9 +109,13 @@ fn dashboard_sale(engine: &str) {
             };
             lines.push_str(&order(&id, card));
         }
+        // One malformed message in the sale: dead-lettered, not lost.
+        if b == 4 {
+            lines.push_str("this is not an order\n");
+        }
         let file = env.dir.join(format!("batch-{b}.jsonl"));
         std::fs::write(&file, lines).unwrap();
-        env.sagaflow(&["submit", file.to_str().unwrap()]);
+        env.sagaflow(&["submit", file.to_str().unwrap(), "--raw"]);
         std::thread::sleep(PACE);
         let ended =
             tile(&browser, "completed").unwrap_or(0) + tile(&browser, "compensated").unwrap_or(0);
@@ -154,6 +158,8 @@ fn dashboard_sale(engine: &str) {
                 "{s}"
             );
             assert_eq!(tile(&browser, "p50_ms"), s["p50_ms"].as_u64());
+            let dead = env.sagaflow(&["dlq", "list", "--json"]).lines().count() as u64;
+            assert_eq!((dead, tile(&browser, "dead_lettered")), (1, Some(1)));
             break;
         }
         assert!(
