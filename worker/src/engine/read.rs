@@ -242,6 +242,15 @@ pub fn breaker_wait(events: &[EventRow], status: &str) -> Option<(String, u64)> 
     ))
 }
 
+/// The attempt an `activity_completed` or `activity_failed` event records
+/// (a refusal by an open breaker too); `None` for any other event.
+fn attempt(e: &EventRow) -> Option<AttemptBody> {
+    if e.kind != "activity_completed" && e.kind != "activity_failed" {
+        return None;
+    }
+    serde_json::from_value(e.body.clone()).ok()
+}
+
 /// Builds the timeline of a saga from its definition and events: every
 /// step's action in order, then the compensations that ran, in the order
 /// they ran.
@@ -257,10 +266,7 @@ pub fn timeline(def: &SagaDef, events: &[EventRow], status: &str) -> Vec<Timelin
             }
             continue;
         }
-        if e.kind != "activity_completed" && e.kind != "activity_failed" {
-            continue;
-        }
-        let Ok(b) = serde_json::from_value::<AttemptBody>(e.body.clone()) else {
+        let Some(b) = attempt(e) else {
             continue;
         };
         let phase = b.phase.name();

@@ -8,7 +8,7 @@
 //! one of the waits named here; which one is read from what ended the
 //! gap, never from its length.
 
-use super::{AttemptBody, EventRow};
+use super::{attempt, EventRow};
 use sagaflow_workflows::BREAKER_OPEN;
 use serde::Serialize;
 
@@ -65,10 +65,7 @@ pub fn spans(events: &[EventRow], status: &str) -> Vec<Span> {
             commanded_at.get_or_insert(e.at_ms);
             continue;
         }
-        if e.kind != "activity_completed" && e.kind != "activity_failed" {
-            continue;
-        }
-        let Ok(b) = serde_json::from_value::<AttemptBody>(e.body.clone()) else {
+        let Some(b) = attempt(e) else {
             continue;
         };
         let phase = b.phase.name();
