@@ -238,10 +238,17 @@ async fn stats(State(state): State<Shared>) -> Answer {
 async fn sale(State(state): State<Shared>) -> Answer {
     let stats = blocking(&state, |s| s.source.stats()).await?;
     let stock = match state.health.readiness() {
-        Some(ready) => match ready.stock.levels().await {
-            Ok(levels) => json!(levels),
-            Err(e) => json!({"error": e.to_string()}),
-        },
+        // The embedded ledger reads SQLite: on the blocking pool, as every
+        // other read here.
+        Some(ready) => {
+            let stock = ready.stock.clone();
+            let runtime = tokio::runtime::Handle::current();
+            match tokio::task::spawn_blocking(move || runtime.block_on(stock.levels())).await {
+                Ok(Ok(levels)) => json!(levels),
+                Ok(Err(e)) => json!({"error": e.to_string()}),
+                Err(e) => json!({"error": e.to_string()}),
+            }
+        }
         None => Value::Null,
     };
     let intake = state.health.parts().map(|(_, t)| {
@@ -317,6 +324,19 @@ fn required(what: &str, value: Option<&str>) -> Result<String, ApiError> {
     }
 }
 
+/// The commands a saga takes.
+const COMMANDS: [&str; 4] = ["retry", "cancel", "resolve", "refund"];
+
+fn unknown_command(name: &str) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no command {name:?}; the commands are {}",
+            COMMANDS.join(", ")
+        ),
+    )
+}
+
 /// The command a route names; a resolve needs its step.
 fn signal(name: &str, step: Option<String>, output: Option<Value>) -> Result<Signal, ApiError> {
     match name {
@@ -327,10 +347,7 @@ fn signal(name: &str, step: Option<String>, output: Option<Value>) -> Result<Sig
                 .ok_or_else(|| bad("resolve needs \"step\": the step the saga is parked on"))?,
             output: output.unwrap_or_else(|| json!({})),
         }),
-        other => Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no command {other:?}; the commands are retry, cancel, resolve and refund"),
-        )),
+        other => Err(unknown_command(other)),
     }
 }
 
@@ -342,8 +359,8 @@ async fn command(
     Json(body): Json<CommandBody>,
 ) -> Answer {
     if body.dry_run {
-        if !["retry", "cancel", "resolve", "refund"].contains(&name.as_str()) {
-            signal(&name, None, None)?;
+        if !COMMANDS.contains(&name.as_str()) {
+            return Err(unknown_command(&name));
         }
         let target = blocking(&state, move |s| {
             let view = s.source.saga(&id)?;
