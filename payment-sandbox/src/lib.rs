@@ -16,7 +16,9 @@
 //! `GET /v1/payment_intents/{id}`, `GET /v1/refunds?payment_intent=..` and
 //! `GET /v1/payment_intents/search?query=metadata['KEY']:'VALUE'`. Every
 //! request needs `Authorization: Bearer sk_test_...`. The admin calls under
-//! `/_sandbox/` change the [`Knobs`] while it serves.
+//! `/_sandbox/` change the [`Knobs`] while it serves. It speaks HTTP/1.1
+//! and, to a client that opens with HTTP/2's preface, HTTP/2 without TLS
+//! (h2c, up to 1,000 concurrent streams per connection).
 //!
 //! Modules, one concern each: `server` (binding, the handler, the
 //! [`Sandbox`] handle), `knobs` and `faults` (what can go wrong and

@@ -20,16 +20,26 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::Response;
 use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use rusqlite::Connection;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Stripe's limit on `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;
+/// Concurrent HTTP/2 streams one connection may carry (hyper's default,
+/// 200, would queue a worker's calls behind a few connections at 2,000 in
+/// flight; a client meeting a real provider's lower limit opens more
+/// connections, `[payment] connections`).
+const MAX_STREAMS_PER_CONNECTION: u32 = 1_000;
 
 /// How to run a [`Sandbox`].
 #[derive(Debug, Clone, PartialEq)]
@@ -141,7 +151,7 @@ impl Sandbox {
             source,
         })?;
         conn.set_prepared_statement_cache_capacity(64);
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| SandboxError::Bind { addr, source })?;
         let local_addr = listener
@@ -159,17 +169,7 @@ impl Sandbox {
             .fallback(handle)
             .with_state(Arc::clone(&shared));
         let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .tcp_nodelay(true)
-                .await;
-            if let Err(error) = served {
-                tracing::warn!(%error, "payment sandbox server stopped");
-            }
-        });
+        tokio::spawn(serve(listener, app, stopped));
         let host = match local_addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -260,6 +260,45 @@ impl Drop for Sandbox {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// Accepts connections until `stopped`, each served as HTTP/1.1 or, when
+/// it opens with HTTP/2's preface, as HTTP/2 without TLS ("prior
+/// knowledge", h2c); then stops accepting, lets requests in flight finish
+/// and closes idle connections.
+async fn serve(listener: TcpListener, app: Router, mut stopped: oneshot::Receiver<()>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, most likely: wait for some
+                    // to close rather than spin.
+                    tracing::warn!(%error, "payment sandbox cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stopped => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // A client that goes away mid-request is its own business.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// The one handler: admin, faults, auth, routing, idempotency.

@@ -464,3 +464,62 @@ async fn without_the_request_log_nothing_is_logged() {
     assert_eq!(read_ledger(&db.path).unwrap().intents, 1);
     assert!(read_requests(&db.path, None).unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn it_speaks_http2_without_tls_and_http1_on_one_port() {
+    let f = Fixture::new("h2c").await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2
+        .post(format!("{}/v1/payment_intents", f.sandbox.base_url()))
+        .bearer_auth(KEY)
+        .header("Idempotency-Key", "h2/authorize")
+        .form(&[
+            ("amount", "1250"),
+            ("currency", "usd"),
+            ("capture_method", "manual"),
+            ("confirm", "true"),
+            ("payment_method", "pm_card_visa"),
+        ])
+        .send()
+        .await
+        .expect("the sandbox answers HTTP/2");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let created: Value = response.json().await.unwrap();
+    let path = format!("/v1/payment_intents/{}", created["id"].as_str().unwrap());
+
+    // The same intent over HTTP/1.1.
+    let response = f
+        .http
+        .get(format!("{}{path}", f.sandbox.base_url()))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    assert_eq!(response.json::<Value>().await.unwrap(), created);
+
+    // More concurrent streams than hyper's default limit (200) over the one
+    // HTTP/2 connection, each held by the latency knob: all answered.
+    f.sandbox.set_latency_ms(200);
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        reads.spawn(
+            h2.get(format!("{}{path}", f.sandbox.base_url()))
+                .bearer_auth(KEY)
+                .send(),
+        );
+    }
+    let mut answered = 0;
+    while let Some(response) = reads.join_next().await {
+        let response = response.unwrap().expect("every stream is answered");
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        answered += 1;
+    }
+    assert_eq!(answered, 300);
+    assert_eq!(f.ledger().intents, 1);
+}

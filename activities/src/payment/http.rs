@@ -26,6 +26,10 @@
 //!   search has had `search_lag_ms` to show it (from when the saga saw the
 //!   outcome become unknown), searching again until then, so a hold is
 //!   never left on a card because the search trailed the write;
+//! - requests go over HTTP/1.1 (a connection per concurrent request) or
+//!   HTTP/2 (multiplexed over [`PaymentClientConfig::connections`]
+//!   connections, taken in turn), as [`HttpVersion`] says; the choice
+//!   changes nothing above the transport;
 //! - the api key only travels in the `Authorization` header (marked
 //!   sensitive); it is never logged, printed by `Debug`, or put in an error.
 
@@ -38,6 +42,7 @@ use crate::registry::Registry;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use sagaflow_workflows::{ActivityCall, ActivityError};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +62,36 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Which HTTP version the client speaks to the provider.
+///
+/// At 2,000 concurrent calls HTTP/1.1 holds 2,000 connections, on both
+/// sides, each with its buffers, socket and wake-ups; HTTP/2 carries them
+/// as streams over a few connections (BENCHMARKS.md, "HTTP/2 to the
+/// provider").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HttpVersion {
+    /// Over `https`: HTTP/2 when the provider offers it in the TLS
+    /// handshake (ALPN), HTTP/1.1 otherwise. Over plain `http`: HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only; over plain `http` without negotiation ("prior
+    /// knowledge", h2c), which the payment sandbox serves.
+    Http2,
+}
+
+impl HttpVersion {
+    /// The name `sagas.toml` uses: `auto`, `http1` or `http2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpVersion::Auto => "auto",
+            HttpVersion::Http1 => "http1",
+            HttpVersion::Http2 => "http2",
+        }
+    }
+}
+
 /// How to reach the payment provider.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PaymentClientConfig {
@@ -73,6 +108,13 @@ pub struct PaymentClientConfig {
     /// whose authorization's outcome is unknown concludes "nothing to
     /// void" only this long after that outcome became unknown.
     pub search_lag_ms: u64,
+    /// HTTP version to speak.
+    pub http: HttpVersion,
+    /// HTTP/2 connections to open, at least 1; calls take them in turn, so
+    /// the provider's limit of concurrent streams per connection
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`, often 100 to 250) is
+    /// multiplied by this. Unused when HTTP/1.1 is spoken.
+    pub connections: usize,
 }
 
 impl std::fmt::Debug for PaymentClientConfig {
@@ -83,6 +125,8 @@ impl std::fmt::Debug for PaymentClientConfig {
             .field("currency", &self.currency)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("search_lag_ms", &self.search_lag_ms)
+            .field("http", &self.http)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -104,15 +148,23 @@ pub enum PaymentError {
     /// `request_timeout_ms` is 0.
     #[error("payment request_timeout_ms is 0; set [payment] request_timeout_ms to a positive number of milliseconds")]
     InvalidTimeout,
+    /// `connections` is 0.
+    #[error("payment connections is 0; set [payment] connections to 1 or more")]
+    InvalidConnections,
     /// reqwest could not build its client (TLS backend setup).
     #[error("cannot build the payment HTTP client: {0}; check the TLS setup of this machine")]
     Client(reqwest::Error),
 }
 
-/// The adapter: a keep-alive pooled HTTP client and the provider's address.
+/// The adapter: keep-alive pooled HTTP clients and the provider's address.
 /// Share it behind an `Arc`; it is safe to use from many tasks.
 pub struct PaymentClient {
-    http: reqwest::Client,
+    /// One client under HTTP/1.1 (its pool opens a connection per
+    /// concurrent request); one per HTTP/2 connection otherwise (a
+    /// reqwest client keeps one HTTP/2 connection per host).
+    http: Vec<reqwest::Client>,
+    /// The next client to use, modulo `http.len()`.
+    turn: AtomicUsize,
     base_url: String,
     currency: String,
     search_lag_ms: u64,
@@ -169,7 +221,7 @@ fn user_agent() -> String {
 
 impl PaymentClient {
     /// Builds the client (keep-alive pool, `TCP_NODELAY`, per-request
-    /// timeout). Sends nothing yet.
+    /// timeout, the HTTP version asked for). Sends nothing yet.
     pub fn new(config: PaymentClientConfig) -> Result<Self, PaymentError> {
         let base_url = config.base_url.trim_end_matches('/').to_owned();
         let parsed = reqwest::Url::parse(&base_url)
@@ -183,24 +235,45 @@ impl PaymentClient {
         if config.request_timeout_ms == 0 {
             return Err(PaymentError::InvalidTimeout);
         }
+        if config.connections == 0 {
+            return Err(PaymentError::InvalidConnections);
+        }
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.api_key))
             .map_err(|_| PaymentError::InvalidApiKey)?;
         auth.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
         let timeout = Duration::from_millis(config.request_timeout_ms);
-        let http = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .user_agent(user_agent())
-            .build()
-            .map_err(PaymentError::Client)?;
+        let plain = parsed.scheme() == "http";
+        // HTTP/1.1 multiplexes nothing: one client, whose pool holds a
+        // connection per concurrent call.
+        let clients = match (config.http, plain) {
+            (HttpVersion::Http1, _) | (HttpVersion::Auto, true) => 1,
+            _ => config.connections,
+        };
+        let agent = user_agent();
+        let http = (0..clients)
+            .map(|_| {
+                let builder = reqwest::Client::builder()
+                    .default_headers(headers.clone())
+                    .timeout(timeout)
+                    .connect_timeout(timeout)
+                    .tcp_nodelay(true)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(256)
+                    .user_agent(agent.as_str());
+                match (config.http, plain) {
+                    (HttpVersion::Http1, _) | (HttpVersion::Auto, true) => builder.http1_only(),
+                    (HttpVersion::Http2, _) => builder.http2_prior_knowledge(),
+                    (HttpVersion::Auto, false) => builder,
+                }
+                .build()
+                .map_err(PaymentError::Client)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(PaymentClient {
             http,
+            turn: AtomicUsize::new(0),
             base_url,
             currency: config.currency.to_ascii_lowercase(),
             search_lag_ms: config.search_lag_ms,
@@ -541,7 +614,7 @@ impl PaymentClient {
     async fn search(&self, key: &str, value: &str) -> Result<Vec<Value>, ActivityError> {
         let query = format!("metadata[{}]:{}", quote(key), quote(value));
         let request = self
-            .http
+            .client()
             .get(format!("{}/v1/payment_intents/search", self.base_url))
             .query(&[("query", query.as_str()), ("limit", "100")]);
         let answer = self.send(request, "search").await?;
@@ -562,6 +635,12 @@ impl PaymentClient {
         Ok(self.search(key, value).await?.into_iter().next())
     }
 
+    /// The client for the next call: the HTTP/2 connections in turn.
+    fn client(&self) -> &reqwest::Client {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        &self.http[turn % self.http.len()]
+    }
+
     async fn post(
         &self,
         path: &str,
@@ -569,7 +648,7 @@ impl PaymentClient {
         form: &[(&str, &str)],
     ) -> Result<Answer, ActivityError> {
         let request = self
-            .http
+            .client()
             .post(format!("{}{path}", self.base_url))
             .header("Idempotency-Key", key)
             .form(form);
@@ -577,7 +656,9 @@ impl PaymentClient {
     }
 
     async fn get(&self, path_and_query: &str, what: &str) -> Result<Answer, ActivityError> {
-        let request = self.http.get(format!("{}{path_and_query}", self.base_url));
+        let request = self
+            .client()
+            .get(format!("{}{path_and_query}", self.base_url));
         self.send(request, what).await
     }
 

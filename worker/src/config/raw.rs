@@ -255,6 +255,8 @@ pub(super) struct RawPayment {
     pub(super) currency: String,
     pub(super) request_timeout: Option<Spanned<String>>,
     pub(super) search_lag: Option<Spanned<String>>,
+    pub(super) http: Option<Spanned<String>>,
+    pub(super) connections: Option<Spanned<i64>>,
 }
 
 fn default_api_key_env() -> String {

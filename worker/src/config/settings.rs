@@ -1,6 +1,7 @@
 //! The deployment profile's settings as the rest of the worker reads them:
 //! valid by construction (see `validate.rs`).
 
+pub use sagaflow_activities::payment::http::HttpVersion;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -164,7 +165,17 @@ pub struct PaymentSettings {
     /// How long the provider's search may trail its writes, in ms (`[payment]
     /// search_lag`; the in-process sandbox has none).
     pub search_lag_ms: u64,
+    /// The HTTP version spoken to the provider (`[payment] http`); `auto`
+    /// means HTTP/2 to a sandbox this process started itself.
+    pub http: HttpVersion,
+    /// HTTP/2 connections to the provider (`[payment] connections`).
+    pub connections: usize,
 }
+
+/// HTTP/2 connections to the provider unless `[payment] connections` says
+/// otherwise: four times a provider's usual limit of 100 to 250
+/// concurrent streams each covers the default 512 concurrent activities.
+pub const DEFAULT_PAYMENT_CONNECTIONS: usize = 4;
 
 /// Settings of the embedded stock ledger.
 #[derive(Debug, Clone, PartialEq)]

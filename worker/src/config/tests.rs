@@ -2,6 +2,7 @@
 //! loads, profile mistakes fail with their exact message, and saga mistakes
 //! read exactly as `sagaflow_workflows::config` words them.
 
+use super::settings::{HttpVersion, DEFAULT_PAYMENT_CONNECTIONS};
 use super::Config;
 use sagaflow_activities::registry::BUILTIN_ACTIVITIES;
 use sagaflow_workflows::config::parse_sagas;
@@ -340,5 +341,33 @@ fn retention_takes_days_or_off_and_the_audit_outlives_the_sagas() {
     assert_eq!(
         err.trim(),
         "sagas.toml:10: [embedded]: audit_retention (7d) is shorter than retention (30d): the audit would forget commands on sagas the journal still holds; make audit_retention at least as long",
+    );
+}
+
+#[test]
+fn payment_transport_defaults_and_mistakes() {
+    let config = parse(PROFILE).unwrap();
+    assert_eq!(config.payment.http, HttpVersion::Auto);
+    assert_eq!(config.payment.connections, DEFAULT_PAYMENT_CONNECTIONS);
+
+    let config = parse(&format!(
+        "{PROFILE}\n[payment]\nhttp = \"http2\"\nconnections = 2\n"
+    ))
+    .unwrap();
+    assert_eq!(config.payment.http, HttpVersion::Http2);
+    assert_eq!(config.payment.connections, 2);
+
+    let err = parse(&format!(
+        "{PROFILE}\n[payment]\nhttp = \"http3\"\nconnections = 0\n"
+    ))
+    .unwrap_err();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "sagas.toml:9: [payment]: http is \"http3\"; write \"auto\" (HTTP/2 when the provider offers it over https), \"http1\" or \"http2\"",
+            "sagas.toml:10: [payment]: connections is 0; use 1 to 256 (HTTP/2 connections to the provider; the default is 4)",
+        ],
+        "{err}"
     );
 }

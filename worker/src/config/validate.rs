@@ -2,12 +2,12 @@
 //! chosen adapter needs present. Saga definitions are validated by
 //! `sagaflow_workflows::config` through the same [`Diagnostics`].
 
-use super::raw::{RawBreakers, RawConfig, RawEmbedded, RawServiceBus, RawTelemetry};
+use super::raw::{RawBreakers, RawConfig, RawEmbedded, RawPayment, RawServiceBus, RawTelemetry};
 use super::settings::{
-    AdminSettings, BreakerSettingsByDependency, CosmosSettings, EmbeddedSettings, OrdersKind,
-    OtlpProtocol, PaymentKind, PaymentSettings, Profile, RedisSettings, SandboxSettings,
-    ServiceBusSettings, StockSettings, TelemetrySettings, TemporalSettings,
-    DEFAULT_AUDIT_RETENTION_MS, DEFAULT_RETENTION_MS,
+    AdminSettings, BreakerSettingsByDependency, CosmosSettings, EmbeddedSettings, HttpVersion,
+    OrdersKind, OtlpProtocol, PaymentKind, PaymentSettings, Profile, RedisSettings,
+    SandboxSettings, ServiceBusSettings, StockSettings, TelemetrySettings, TemporalSettings,
+    DEFAULT_AUDIT_RETENTION_MS, DEFAULT_PAYMENT_CONNECTIONS, DEFAULT_RETENTION_MS,
 };
 use super::Config;
 use sagaflow_activities::breaker::BreakerSettings;
@@ -47,6 +47,7 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
         .map_or(DEFAULT_SEARCH_LAG_MS, |v| {
             d.duration(v, &none, "search_lag")
         });
+    let (http, connections) = payment_transport(d, &raw.payment);
     if raw.profile.payment == PaymentKind::Http && raw.payment.base_url.is_empty() {
         d.error(
             0..0,
@@ -152,6 +153,8 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
             currency: raw.payment.currency,
             request_timeout_ms,
             search_lag_ms,
+            http,
+            connections,
         },
         stock: StockSettings { reservation_ttl_ms },
         sandbox: SandboxSettings {
@@ -165,6 +168,44 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
         sagas,
     }
 }
+
+/// `[payment] http` and `connections`: the HTTP version spoken to the
+/// provider and how many HTTP/2 connections carry its calls.
+fn payment_transport(d: &mut Diagnostics<'_>, raw: &RawPayment) -> (HttpVersion, usize) {
+    let place = Some("[payment]".to_owned());
+    let http = match raw.http.as_ref().map(|h| (h.get_ref().trim(), h.span())) {
+        None | Some(("auto", _)) => HttpVersion::Auto,
+        Some(("http1", _)) => HttpVersion::Http1,
+        Some(("http2", _)) => HttpVersion::Http2,
+        Some((other, span)) => {
+            d.error(
+                span,
+                place.clone(),
+                format!("http is \"{other}\"; write \"auto\" (HTTP/2 when the provider offers it over https), \"http1\" or \"http2\""),
+            );
+            HttpVersion::Auto
+        }
+    };
+    let connections = match &raw.connections {
+        None => DEFAULT_PAYMENT_CONNECTIONS,
+        Some(n) if (1..=MAX_PAYMENT_CONNECTIONS).contains(n.get_ref()) => *n.get_ref() as usize,
+        Some(n) => {
+            d.error(
+                n.span(),
+                place,
+                format!(
+                    "connections is {}; use 1 to {MAX_PAYMENT_CONNECTIONS} (HTTP/2 connections to the provider; the default is {DEFAULT_PAYMENT_CONNECTIONS})",
+                    n.get_ref()
+                ),
+            );
+            DEFAULT_PAYMENT_CONNECTIONS
+        }
+    };
+    (http, connections)
+}
+
+/// More HTTP/2 connections than this is HTTP/1.1 with extra steps.
+const MAX_PAYMENT_CONNECTIONS: i64 = 256;
 
 /// `[telemetry]`: `endpoint` is an http(s) URL of an OTLP/HTTP receiver
 /// (a collector's port 4318, say); the traces path is added unless it is

@@ -40,6 +40,8 @@ fn config(base_url: &str, api_key: &str) -> PaymentClientConfig {
         currency: "usd".into(),
         request_timeout_ms: 5_000,
         search_lag_ms: 0,
+        http: HttpVersion::Auto,
+        connections: 1,
     }
 }
 
@@ -611,4 +613,105 @@ fn new_rejects_bad_config() {
 #[test]
 fn search_values_are_quoted() {
     assert_eq!(quote("o'1\\x"), r"'o\'1\\x'");
+}
+
+/// What a client in each mode opens a plain-http connection with: HTTP/2's
+/// preface only when asked for HTTP/2 (a provider over plain http may not
+/// speak it), a request line otherwise.
+#[tokio::test]
+async fn plain_http_speaks_http1_unless_http2_is_asked_for() {
+    use tokio::io::AsyncReadExt;
+    for (http, opening) in [
+        (HttpVersion::Auto, "POST /v1/payment_intents HTTP/1.1"),
+        (HttpVersion::Http1, "POST /v1/payment_intents HTTP/1.1"),
+        (HttpVersion::Http2, "PRI * HTTP/2.0"),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let client = PaymentClient::new(PaymentClientConfig {
+            http,
+            ..config(&url, "sk_test_adapter")
+        })
+        .unwrap();
+        let first_line = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut bytes = [0; 64];
+            let mut read = 0;
+            while !bytes[..read].contains(&b'\r') && read < bytes.len() {
+                match socket.read(&mut bytes[read..]).await.unwrap() {
+                    0 => break,
+                    n => read += n,
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes[..read]).into_owned();
+            text.split("\r").next().unwrap().to_owned()
+        });
+        // The listener hangs up without answering: the call fails, retryably.
+        let err = client
+            .authorize(&authorize_call("o1", "pm_card_visa"))
+            .await
+            .unwrap_err();
+        assert!(err.retryable, "{http:?}: {err:?}");
+        assert_eq!(first_line.await.unwrap(), opening, "{http:?}");
+    }
+}
+
+/// Over HTTP/2, with the calls spread over several connections, every
+/// saga's authorization and capture apply exactly once.
+#[tokio::test]
+async fn http2_over_several_connections_charges_each_order_once() {
+    let db = TempDb::new("http-h2");
+    let sandbox = start(&db).await;
+    let client = Arc::new(
+        PaymentClient::new(PaymentClientConfig {
+            http: HttpVersion::Http2,
+            connections: 3,
+            ..config(sandbox.base_url(), "sk_test_adapter")
+        })
+        .unwrap(),
+    );
+    let mut sagas = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let client = Arc::clone(&client);
+        sagas.spawn(async move {
+            let saga = format!("o{n}");
+            let authorization = client
+                .authorize(&authorize_call(&saga, "pm_card_visa"))
+                .await
+                .unwrap();
+            client
+                .capture(&capture_call(&saga, &authorization))
+                .await
+                .unwrap();
+            // A replay of both (a crash after the calls) changes nothing.
+            let again = client
+                .authorize(&authorize_call(&saga, "pm_card_visa"))
+                .await
+                .unwrap();
+            assert_eq!(again["payment_intent"], authorization["payment_intent"]);
+            client
+                .capture(&capture_call(&saga, &authorization))
+                .await
+                .unwrap();
+        });
+    }
+    while let Some(done) = sagas.join_next().await {
+        done.unwrap();
+    }
+    let ledger = read_ledger(&db.path).unwrap();
+    assert_eq!(ledger.intents, 12, "{ledger:?}");
+    assert_eq!(ledger.succeeded, 12, "{ledger:?}");
+    assert_eq!(ledger.captured_amount, 12 * 1250, "{ledger:?}");
+    assert_eq!(ledger.double_captures, 0, "{ledger:?}");
+}
+
+#[test]
+fn zero_connections_is_refused() {
+    let err = PaymentClient::new(PaymentClientConfig {
+        connections: 0,
+        ..config("http://127.0.0.1:1", "sk_test_adapter")
+    })
+    .unwrap_err();
+    assert!(matches!(err, PaymentError::InvalidConnections), "{err}");
+    assert!(err.to_string().contains("[payment] connections"), "{err}");
 }
