@@ -81,17 +81,6 @@ pub enum HttpVersion {
     Http2,
 }
 
-impl HttpVersion {
-    /// The name `sagas.toml` uses: `auto`, `http1` or `http2`.
-    pub fn name(self) -> &'static str {
-        match self {
-            HttpVersion::Auto => "auto",
-            HttpVersion::Http1 => "http1",
-            HttpVersion::Http2 => "http2",
-        }
-    }
-}
-
 /// How to reach the payment provider.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PaymentClientConfig {
