@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use sagaflow_activities::orders::cosmos::{CosmosOrders, CosmosOrdersConfig};
 use sagaflow_activities::orders::OrderStore;
 use sagaflow_activities::orders::Orders;
-use sagaflow_activities::payment::http::{HttpVersion, PaymentClient, PaymentClientConfig};
+use sagaflow_activities::payment::http::{PaymentClient, PaymentClientConfig};
 use sagaflow_activities::queue::EmbeddedQueue;
 use sagaflow_activities::registry::register_noop;
 use sagaflow_activities::stock::redis::{RedisStock, RedisStockConfig};
@@ -154,11 +154,11 @@ pub async fn open_payment(
             PaymentKind::Sandbox => 0,
             PaymentKind::Http => config.payment.search_lag_ms,
         },
-        // The sandbox this process starts speaks HTTP/2 without TLS; a
-        // provider over plain http may not.
-        http: match (config.payment.http, &sandbox) {
-            (HttpVersion::Auto, Some(_)) => HttpVersion::Http2,
-            (http, _) => http,
+        // A provider over plain http may not speak HTTP/2; the sandbox
+        // this process starts does.
+        http: match &sandbox {
+            Some(_) => config.payment.http.toward_own_sandbox(),
+            None => config.payment.http,
         },
         connections: config.payment.connections,
     })

@@ -27,7 +27,7 @@ mod tests;
 pub use sagaflow_workflows::config::{ConfigError, ConfigErrors};
 pub use settings::{
     AdminSettings, BreakerSettingsByDependency, CosmosSettings, EmbeddedSettings, EngineKind,
-    HttpVersion, OrdersKind, OtlpProtocol, PaymentKind, PaymentSettings, Profile, RedisSettings,
+    OrdersKind, OtlpProtocol, PaymentKind, PaymentSettings, Profile, RedisSettings,
     SandboxSettings, ServiceBusSettings, StockKind, StockSettings, TelemetrySettings,
     TemporalSettings, TriggerKind,
 };

@@ -81,6 +81,18 @@ pub enum HttpVersion {
     Http2,
 }
 
+impl HttpVersion {
+    /// The version to speak to a payment sandbox this process started
+    /// itself: it serves HTTP/2 without TLS, so `Auto` becomes `Http2`; an
+    /// explicit choice stands.
+    pub fn toward_own_sandbox(self) -> HttpVersion {
+        match self {
+            HttpVersion::Auto => HttpVersion::Http2,
+            chosen => chosen,
+        }
+    }
+}
+
 /// How to reach the payment provider.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PaymentClientConfig {

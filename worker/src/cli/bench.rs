@@ -21,7 +21,7 @@
 use super::run::runtime;
 use super::usage;
 use crate::app::{self, Adapters, DataPaths, SANDBOX_KEY};
-use crate::config::{Config, EngineKind, HttpVersion, PaymentKind};
+use crate::config::{Config, EngineKind, PaymentKind};
 use crate::engine::read::percentile;
 use crate::engine::temporal::client::TemporalClient;
 use crate::engine::temporal::worker::WorkerThread;
@@ -258,11 +258,9 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
     if let Some(p) = &provider {
         config.profile.payment = PaymentKind::Http;
         config.payment.base_url = p.url.clone();
-        // The sandbox child speaks HTTP/2 without TLS, as app.rs uses the
-        // in-process one.
-        if config.payment.http == HttpVersion::Auto {
-            config.payment.http = HttpVersion::Http2;
-        }
+        // The child is this process's own sandbox, as the in-process one
+        // is in app.rs.
+        config.payment.http = config.payment.http.toward_own_sandbox();
         // The standalone sandbox takes any sk_test_ key; no thread runs yet.
         if std::env::var_os(&config.payment.api_key_env).is_none() {
             std::env::set_var(&config.payment.api_key_env, SANDBOX_KEY);

@@ -173,8 +173,9 @@ pub struct PaymentSettings {
 }
 
 /// HTTP/2 connections to the provider unless `[payment] connections` says
-/// otherwise: four times a provider's usual limit of 100 to 250
-/// concurrent streams each covers the default 512 concurrent activities.
+/// otherwise: at a provider's usual limit of 100 to 250 concurrent streams
+/// each, four carry 400 to 1,000 calls at once, about the default 512
+/// concurrent activities.
 pub const DEFAULT_PAYMENT_CONNECTIONS: usize = 4;
 
 /// Settings of the embedded stock ledger.

@@ -715,3 +715,10 @@ fn zero_connections_is_refused() {
     assert!(matches!(err, PaymentError::InvalidConnections), "{err}");
     assert!(err.to_string().contains("[payment] connections"), "{err}");
 }
+
+#[test]
+fn an_own_sandbox_gets_http2_unless_a_version_was_chosen() {
+    assert_eq!(HttpVersion::Auto.toward_own_sandbox(), HttpVersion::Http2);
+    assert_eq!(HttpVersion::Http1.toward_own_sandbox(), HttpVersion::Http1);
+    assert_eq!(HttpVersion::Http2.toward_own_sandbox(), HttpVersion::Http2);
+}
