@@ -85,17 +85,26 @@ fn the_worker_reconnects_after_a_broker_restart_and_the_run_completes() {
     .stderr(std::fs::File::create(&log).unwrap())
     .spawn()
     .unwrap();
-    std::thread::sleep(Duration::from_millis(1_500));
+    // Mid-run: some sagas exist, not all (the broker's own counters lag
+    // too much to tell). A fixed 1.5 s wait once found none yet: a busy
+    // machine starts the worker slower.
+    let began = std::time::Instant::now();
+    let stats = ["stats", "--json", "--config", &c, "--data", &d];
+    let s = loop {
+        // Until the worker has opened its journal, `stats` says there is none.
+        let out = sb_command(&stats).output().expect("run sagaflow");
+        if out.status.success() || began.elapsed() > Duration::from_secs(20) {
+            let s = serde_json::from_str::<serde_json::Value>(&sb_ok(&stats)).unwrap();
+            if s["total"].as_u64().unwrap() > 0 || began.elapsed() > Duration::from_secs(20) {
+                break s;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         child.try_wait().unwrap().is_none(),
         "the run ended before the restart; make it longer"
     );
-    // Mid-run: some sagas exist, not all (the broker's own counters lag
-    // too much to tell).
-    let s = serde_json::from_str::<serde_json::Value>(&sb_ok(&[
-        "stats", "--json", "--config", &c, "--data", &d,
-    ]))
-    .unwrap();
     let before = s["total"].as_u64().unwrap();
     assert!(
         before > 0 && s["running"].as_u64().unwrap() + s["compensating"].as_u64().unwrap() > 0,
