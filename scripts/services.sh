@@ -33,9 +33,26 @@ temporal_bin() {
   echo "$TOOLS/temporal/bin/temporal"
 }
 
+# The keyword search attributes sagaflow's workflows carry; a server
+# started before one was added gets it here.
+SEARCH_ATTRIBUTES="SagaStatus SagaName SagaWorker"
+
+ensure_search_attributes() {
+  local bin=$1 have name
+  have=$("$bin" operator search-attribute list --address "127.0.0.1:$TEMPORAL_PORT" 2>/dev/null || true)
+  for name in $SEARCH_ATTRIBUTES; do
+    if ! grep -qw "$name" <<<"$have"; then
+      echo "services: adding the search attribute $name to the Temporal server" >&2
+      "$bin" operator search-attribute create --address "127.0.0.1:$TEMPORAL_PORT" \
+        --name "$name" --type Keyword >/dev/null 2>&1 || true
+    fi
+  done
+}
+
 start_temporal() {
   if port_open "$TEMPORAL_PORT"; then
     echo "services: Temporal already answers on 127.0.0.1:$TEMPORAL_PORT" >&2
+    ensure_search_attributes "$(temporal_bin)"
     return
   fi
   local bin
@@ -45,6 +62,7 @@ start_temporal() {
   nohup "$bin" server start-dev --headless --ip 127.0.0.1 --port "$TEMPORAL_PORT" \
     --db-filename "$TOOLS/temporal-dev.db" --log-level warn \
     --search-attribute SagaStatus=Keyword --search-attribute SagaName=Keyword \
+    --search-attribute SagaWorker=Keyword \
     >"$TOOLS/temporal-dev.log" 2>&1 &
   for _ in $(seq 1 120); do
     if port_open "$TEMPORAL_PORT" && "$bin" operator namespace describe --address "127.0.0.1:$TEMPORAL_PORT" default >/dev/null 2>&1; then

@@ -202,7 +202,73 @@ suite!(
     a_refund_returns_sold_units_once,
     a_live_sagas_reservation_is_kept_past_its_deadline,
     reservations_list_every_line_in_its_state,
+    a_re_run_finds_its_reservation_held_and_takes_nothing,
+    concurrent_attempts_of_one_reserve_hold_it_once,
 );
+
+/// Issue 29: a reserve run again (a crash re-run on Temporal, even after
+/// the capture and the commit) finds its whole reservation held and
+/// succeeds without touching it, in a sold-out sale.
+async fn a_re_run_finds_its_reservation_held_and_takes_nothing(s: &Stock) {
+    s.seed(&[("A".into(), 1), ("B".into(), 1)]).await.unwrap();
+    let ab = lines(&[("A", 1), ("B", 1)]);
+    s.reserve("s1", &ab, FAR).await.unwrap();
+    assert_eq!(kind(s.reserve("s2", &one("A"), FAR).await), "out_of_stock");
+    let again = s.reserve("s1", &ab, FAR).await.unwrap();
+    assert_eq!(again["state"], "reserved");
+    assert_eq!(counts(s).await, (0, 2, 0));
+    s.commit("s1", &ab).await.unwrap();
+    let after_commit = s.reserve("s1", &ab, FAR).await.unwrap();
+    assert_eq!(after_commit["state"], "committed");
+    assert_eq!(
+        counts(s).await,
+        (0, 0, 2),
+        "the re-run sold or freed nothing"
+    );
+}
+
+/// Attempts of one saga's reserve that overlap (a timed-out attempt still
+/// running beside its retry, two workers after a pause) hold the
+/// reservation once, and none undoes what another holds.
+async fn concurrent_attempts_of_one_reserve_hold_it_once(s: &Stock) {
+    s.seed(&[("A".into(), 3), ("B".into(), 3)]).await.unwrap();
+    let ab = lines(&[("A", 1), ("B", 1)]);
+    for round in 0..20i64 {
+        let id = format!("s{round}");
+        let mut attempts = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (s, id, ab) = (s.clone(), id.clone(), ab.clone());
+            attempts.spawn(async move { s.reserve(&id, &ab, FAR).await });
+        }
+        let mut failures = Vec::new();
+        while let Some(r) = attempts.join_next().await {
+            if let Err(e) = r.unwrap() {
+                failures.push(e);
+            }
+        }
+        if round < 3 {
+            assert!(failures.is_empty(), "round {round}: {failures:?}");
+            let held = 2 * (round + 1);
+            assert_eq!(counts(s).await, (6 - held, held, 0), "round {round}");
+        } else {
+            assert!(
+                failures.len() == 4 && failures.iter().all(|e| e.kind == "out_of_stock"),
+                "round {round}: {failures:?}"
+            );
+        }
+    }
+    // Three sagas hold A and B each; the sold-out rounds hold nothing.
+    let held: Vec<(String, String)> = s
+        .reservations()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.state == LineState::Reserved)
+        .map(|l| (l.reservation, l.sku))
+        .collect();
+    assert_eq!(held.len(), 6, "{held:?}");
+    assert_eq!(counts(s).await, (0, 6, 0));
+}
 
 async fn reserve_is_idempotent_and_stops_at_zero(s: &Stock) {
     s.seed(&[("A".into(), 2)]).await.unwrap();
@@ -515,52 +581,151 @@ async fn redis_connect_fails_fast_with_what_to_do() {
     assert!(e.contains("is not valid"), "{e}");
 }
 
-/// Issue 12, defect 8: an attempt of a multi-line reserve that was killed
-/// after taking line A (its claim token is not the next attempt's), then a
-/// retry that fails `out_of_stock` on B: before the fix A stayed reserved
-/// under the saga until the reaper's deadline. (The embedded ledger takes
-/// every line in one transaction: an attempt never leaves a part.)
+/// Makes every read and script on `sku`'s reservation records fail with a
+/// real Redis error (WRONGTYPE: the hash is set aside and a string put in
+/// its place) until [`mend_line`].
+async fn break_line(prefix: &str, sku: &str) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}resv:{{{sku}}}");
+    let exists: bool = conn.exists(&key).await.unwrap();
+    if exists {
+        let _: () = conn.rename(&key, format!("{key}:aside")).await.unwrap();
+    }
+    let _: () = conn.set(&key, "broken").await.unwrap();
+}
+
+/// Puts back what [`break_line`] set aside.
+async fn mend_line(prefix: &str, sku: &str) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}resv:{{{sku}}}");
+    let _: () = conn.del(&key).await.unwrap();
+    let aside: bool = conn.exists(format!("{key}:aside")).await.unwrap();
+    if aside {
+        let _: () = conn.rename(format!("{key}:aside"), &key).await.unwrap();
+    }
+}
+
+/// Issue 29: a reserve re-run after the capture (a crash re-run on
+/// Temporal) meets a Redis error on its second line in a sold-out sale.
+/// Before the fix the failed attempt gave back every line held under the
+/// saga, another buyer took the unit, and the retry ended `out_of_stock`:
+/// the saga compensated with the capture standing, charged and not sold.
+/// Now the error leaves what is held in place and stays retryable.
 #[tokio::test]
-async fn redis_a_failed_reserve_leaves_nothing_an_interrupted_attempt_took() {
-    let b = Backend::redis("interrupted").await;
+async fn redis_an_error_in_a_re_run_leaves_the_reservation_held() {
+    let b = Backend::redis("rerun-error").await;
+    let prefix = b.redis_prefix.clone().unwrap();
+    b.stock
+        .seed(&[("A".into(), 1), ("B".into(), 1)])
+        .await
+        .unwrap();
+    let ab = lines(&[("A", 1), ("B", 1)]);
+    b.stock.reserve("s1", &ab, FAR).await.unwrap();
+    // ... authorize, order, capture: the customer is charged. A crash, and
+    // the re-run's reserve meets an error on line 2.
+    break_line(&prefix, "B").await;
+    let e = b.stock.reserve("s1", &ab, FAR).await.unwrap_err();
+    assert!(e.retryable, "a Redis error stays retryable: {e}");
+    mend_line(&prefix, "B").await;
+    assert_eq!(
+        counts(&b.stock).await,
+        (0, 2, 0),
+        "s1 still holds both lines"
+    );
+    // The sale goes on: the next buyer finds nothing.
+    assert_eq!(
+        kind(b.stock.reserve("s2", &one("A"), FAR).await),
+        "out_of_stock"
+    );
+    // The retry finds the reservation held; the commit sells it.
+    b.stock.reserve("s1", &ab, FAR).await.unwrap();
+    b.stock.commit("s1", &ab).await.unwrap();
+    assert_eq!(counts(&b.stock).await, (0, 0, 2), "sold, as charged");
+    b.finish().await;
+}
+
+/// Issue 29: an attempt of a multi-line reserve that is still running
+/// (here: it took line A under its own claim and goes on to B) and a
+/// second attempt of the same reserve that fails on B: the second gives
+/// back only its own claims, so the first one's A stays held when it
+/// reports the reservation held. (Before, a failed reserve gave back every
+/// line under the saga, whoever held it: issue 12's fix for an attempt
+/// killed mid-way, whose lines the reaper now returns once the saga ends.)
+#[tokio::test]
+async fn redis_a_failed_attempt_never_releases_another_attempts_lines() {
+    let b = Backend::redis("concurrent").await;
+    let prefix = b.redis_prefix.clone().unwrap();
     let Stock::Redis(redis_stock) = &b.stock else {
         unreachable!()
     };
     b.stock
-        .seed(&[("A".into(), 5), ("B".into(), 1)])
+        .seed(&[("A".into(), 5), ("B".into(), 2)])
         .await
         .unwrap();
-    // The killed attempt's first line, exactly as the adapter sends it.
-    let (sha, keys) = redis_stock.reserve_script_for("A");
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let took: String = redis::cmd("EVALSHA")
-        .arg(&sha)
-        .arg(3)
-        .arg(&keys)
-        .arg(&["s1", "2", &FAR.to_string(), "tkilled-attempt", "1"][..])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(took, "taken");
-    assert_eq!(counts(&b.stock).await, (4, 2, 0));
-    // Meanwhile another buyer takes the last B.
+    // The other attempt's first line, exactly as the adapter sends it.
+    assert_eq!(other_attempt(redis_stock, "A", "1").await, "taken");
+    assert_eq!(counts(&b.stock).await, (5, 2, 0));
+    // This attempt meets an error on B, and gives nothing back.
+    break_line(&prefix, "B").await;
+    let order = lines(&[("A", 2), ("B", 2)]);
+    let e = b.stock.reserve("s1", &order, FAR).await.unwrap_err();
+    assert!(e.retryable, "{e}");
+    mend_line(&prefix, "B").await;
+    assert_eq!(
+        counts(&b.stock).await,
+        (5, 2, 0),
+        "the other attempt's A is still held"
+    );
+    // A business failure gives back only this attempt's own claims.
     b.stock.reserve("s9", &one("B"), FAR).await.unwrap();
-    let order = lines(&[("A", 2), ("B", 1)]);
     assert_eq!(
         kind(b.stock.reserve("s1", &order, FAR).await),
         "out_of_stock"
     );
     assert_eq!(
         counts(&b.stock).await,
-        (5, 1, 0),
-        "only s9's B is reserved: nothing is left under s1"
+        (4, 3, 0),
+        "A is still the other attempt's"
     );
-    // s1 can still buy once B is back.
+    // The other attempt, once B is back, completes: both lines held.
     b.stock.release("s9", &one("B")).await.unwrap();
-    b.stock.reserve("s1", &order, FAR).await.unwrap();
-    assert_eq!(counts(&b.stock).await, (3, 3, 0));
+    assert_eq!(other_attempt(redis_stock, "B", "0").await, "taken");
+    let held: Vec<(String, String, LineState)> = b
+        .stock
+        .reservations()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.reservation == "s1")
+        .map(|l| (l.reservation, l.sku, l.state))
+        .collect();
+    assert_eq!(
+        held,
+        [
+            ("s1".into(), "A".into(), LineState::Reserved),
+            ("s1".into(), "B".into(), LineState::Reserved)
+        ]
+    );
+    assert_eq!(counts(&b.stock).await, (3, 4, 0));
     b.finish().await;
+}
+
+/// One line of a multi-line reserve of `s1` (2 units), sent as another
+/// attempt of it would send it, under that attempt's own claim token.
+async fn other_attempt(stock: &RedisStock, sku: &str, primary: &str) -> String {
+    let (sha, keys) = stock.reserve_script_for(sku);
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(3)
+        .arg(&keys)
+        .arg(&["s1", "2", &FAR.to_string(), "tother-attempt", primary][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

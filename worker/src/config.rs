@@ -19,6 +19,7 @@
 
 mod raw;
 mod settings;
+mod temporal;
 mod validate;
 
 #[cfg(test)]
@@ -28,7 +29,7 @@ pub use sagaflow_workflows::config::{ConfigError, ConfigErrors};
 pub use settings::{
     AdminSettings, BreakerSettingsByDependency, CosmosSettings, EmbeddedSettings, EngineKind,
     OrdersKind, OtlpProtocol, PaymentKind, PaymentSettings, Profile, RedisSettings,
-    SandboxSettings, ServiceBusSettings, StockKind, StockSettings, TelemetrySettings,
+    SandboxSettings, ServiceBusSettings, StepMode, StockKind, StockSettings, TelemetrySettings,
     TemporalSettings, TriggerKind,
 };
 

@@ -251,6 +251,14 @@ impl Signal {
                 other.name()
             )),
             (Signal::Cancel, SagaStatus::Running) if stage.cancellable => Ok(()),
+            // Parked before compensating a chain that may have passed its
+            // pivot (Temporal's all-local steps): the operator who checked
+            // the pivot did not happen may compensate.
+            (Signal::Cancel, SagaStatus::Parked { .. })
+                if stage.cancellable && stage.phase == Some(Phase::Action) =>
+            {
+                Ok(())
+            }
             (Signal::Cancel, SagaStatus::Compensating)
             | (Signal::Cancel, SagaStatus::Parked { .. })
                 if stage.phase == Some(Phase::Compensation) =>
@@ -327,6 +335,26 @@ pub trait SagaContext {
         true
     }
 
+    /// The last step whose action an earlier run of the chain that holds
+    /// step `index` may have done without the engine recording it: a crash
+    /// makes the next worker run that chain again from where the record
+    /// stops. The embedded engine records every result before the next
+    /// step begins, so its chain is the step itself (the default). On
+    /// Temporal, steps run as local activities in one workflow task form a
+    /// chain. Must depend on the definition alone (deterministic).
+    fn chain_end(&self, def: &SagaDef, index: usize) -> usize {
+        let _ = def;
+        index
+    }
+
+    /// Whether this run of the current chain is provably its first, so no
+    /// earlier unrecorded run can have gone further than this one. True by
+    /// default (an engine without chains). Must be deterministic under
+    /// replay.
+    fn first_run(&self) -> bool {
+        true
+    }
+
     /// Whether the engine wants to hear what ended ([`Self::finished`]):
     /// the interpreter builds no report otherwise. No by default.
     fn traced(&self) -> bool {
@@ -341,5 +369,5 @@ pub trait SagaContext {
 }
 
 use crate::finished::Finished;
-use crate::model::StepDef;
+use crate::model::{SagaDef, StepDef};
 use crate::status::SagaStatus;

@@ -36,6 +36,9 @@ use crate::finished::{Finished, Work};
 use crate::model::SagaDef;
 use crate::status::SagaStatus;
 use serde::{Deserialize, Serialize};
+use undo::{past_pivot_reason, StepOutcome, Undo};
+
+mod undo;
 use serde_json::{Map, Value};
 
 /// How a saga ended.
@@ -99,7 +102,28 @@ async fn run_steps<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> Sag
                 if last_cancellable(def).is_some_and(|last| index < last)
                     && ctx.try_signal() == Some(Signal::Cancel)
                 {
-                    return compensate_and_end(ctx, def, Some(index), None, order, &outputs).await;
+                    let undo = Undo::decide(ctx, def, index, StepOutcome::Done);
+                    if !undo.past_pivot {
+                        return compensate_and_end(ctx, def, undo, order, &outputs).await;
+                    }
+                    // An earlier run may have gone on past the pivot: park
+                    // on the next step rather than compensate behind it.
+                    let next = &def.steps[index + 1];
+                    let reason = past_pivot_reason(def, &next.name, "is next and a cancel arrived");
+                    index += 1;
+                    first_attempt = 1;
+                    match park(ctx, index, &next.name, Phase::Action, reason, true).await {
+                        Unparked::Retry => {}
+                        Unparked::Resolved(output) => {
+                            outputs[index] = Some(output);
+                            index += 1;
+                        }
+                        Unparked::Cancel => {
+                            return compensate_and_end(ctx, def, undo, order, &outputs).await;
+                        }
+                    }
+                    ctx.set_status(SagaStatus::Running);
+                    continue;
                 }
                 index += 1;
                 first_attempt = 1;
@@ -107,9 +131,13 @@ async fn run_steps<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> Sag
             Err(Failure::Cancelled) => {
                 // Cancelled while waiting to retry: the last attempt failed
                 // retryably, so it may have taken effect: undo it too.
-                let unknown_since = Some(ctx.now_ms());
-                return compensate_and_end(ctx, def, Some(index), unknown_since, order, &outputs)
-                    .await;
+                let undo = Undo {
+                    through: Some(index),
+                    skip: None,
+                    unknown: Some((ctx.now_ms(), index)),
+                    past_pivot: false,
+                };
+                return compensate_and_end(ctx, def, undo, order, &outputs).await;
             }
             Err(Failure::Gave(error, last_attempt)) if def.is_after_pivot(index) => {
                 let reason = format!(
@@ -117,29 +145,46 @@ async fn run_steps<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> Sag
                      fix the cause, then `sagaflow retry`, or do the step by hand and `sagaflow resolve --step {}`",
                     step.name, step.action, last_attempt, error, step.name
                 );
-                match park(ctx, index, &step.name, Phase::Action, reason).await {
+                match park(ctx, index, &step.name, Phase::Action, reason, false).await {
                     Unparked::Retry => first_attempt = last_attempt + 1,
                     Unparked::Resolved(output) => {
                         outputs[index] = Some(output);
                         index += 1;
                         first_attempt = 1;
                     }
+                    Unparked::Cancel => unreachable!("a park past the pivot is not cancellable"),
                 }
                 ctx.set_status(SagaStatus::Running);
             }
-            Err(Failure::Gave(error, _)) => {
+            Err(Failure::Gave(error, last_attempt)) => {
                 // A retryable failure leaves the outcome unknown: undo this
                 // step too. A business failure (not retryable, or a kind the
                 // policy lists as non-retryable) means it did not happen.
                 let definitive =
                     !error.retryable || step.retry.non_retryable.iter().any(|k| k == &error.kind);
-                let (undo_through, unknown_since) = if definitive {
-                    (index.checked_sub(1), None)
+                let outcome = if definitive {
+                    StepOutcome::NotDone
                 } else {
-                    (Some(index), Some(ctx.now_ms()))
+                    StepOutcome::Unknown
                 };
-                return compensate_and_end(ctx, def, undo_through, unknown_since, order, &outputs)
-                    .await;
+                let undo = Undo::decide(ctx, def, index, outcome);
+                if !undo.past_pivot {
+                    return compensate_and_end(ctx, def, undo, order, &outputs).await;
+                }
+                let what = format!("failed after {last_attempt} attempt(s): {error}");
+                let reason = past_pivot_reason(def, &step.name, &what);
+                match park(ctx, index, &step.name, Phase::Action, reason, true).await {
+                    Unparked::Retry => first_attempt = last_attempt + 1,
+                    Unparked::Resolved(output) => {
+                        outputs[index] = Some(output);
+                        index += 1;
+                        first_attempt = 1;
+                    }
+                    Unparked::Cancel => {
+                        return compensate_and_end(ctx, def, undo, order, &outputs).await;
+                    }
+                }
+                ctx.set_status(SagaStatus::Running);
             }
         }
     }
@@ -157,23 +202,15 @@ fn last_cancellable(def: &SagaDef) -> Option<usize> {
     def.pivot.or(def.steps.len().checked_sub(1))
 }
 
-/// Undoes steps `last..=0` (if any) and ends the saga compensated.
-/// `unknown_since` is set when step `last` itself may or may not have taken
-/// effect (its last attempt failed retryably): the saga time its outcome
-/// became unknown, which its compensation sees as `unknown_since_ms` (a
-/// void must give the provider's search time to show what that attempt
-/// may have created).
+/// Undoes what `undo` names and ends the saga compensated.
 async fn compensate_and_end<C: SagaContext>(
     ctx: &C,
     def: &SagaDef,
-    last: Option<usize>,
-    unknown_since: Option<u64>,
+    undo: Undo,
     order: &Value,
     outputs: &[Option<Value>],
 ) -> SagaOutcome {
-    if let Some(last) = last {
-        compensate(ctx, def, last, unknown_since, order, outputs).await;
-    }
+    compensate(ctx, def, undo, order, outputs).await;
     ctx.set_stage(&Stage::default());
     ctx.set_status(SagaStatus::Compensated);
     SagaOutcome {
@@ -181,25 +218,33 @@ async fn compensate_and_end<C: SagaContext>(
     }
 }
 
-/// Undoes steps `last..=0` in reverse, parking on a compensation that keeps
-/// failing until an operator retries or resolves it.
+/// Undoes the steps `undo` names in reverse, parking on a compensation that
+/// keeps failing until an operator retries or resolves it.
 async fn compensate<C: SagaContext>(
     ctx: &C,
     def: &SagaDef,
-    last: usize,
-    unknown_since: Option<u64>,
+    undo: Undo,
     order: &Value,
     outputs: &[Option<Value>],
 ) {
+    let Some(last) = undo.through else {
+        return;
+    };
     ctx.set_status(SagaStatus::Compensating);
     for index in (0..=last).rev() {
         let step = &def.steps[index];
         let Some(activity) = &step.compensation else {
             continue;
         };
+        if undo.skip == Some(index) {
+            continue;
+        }
         let mut first_attempt = 1;
         loop {
-            let unknown_since = unknown_since.filter(|_| index == last);
+            let unknown_since = undo
+                .unknown
+                .filter(|(_, from)| index >= *from)
+                .map(|(since, _)| since);
             match attempt_until_done(
                 ctx,
                 def,
@@ -220,11 +265,15 @@ async fn compensate<C: SagaContext>(
                          fix the cause, then `sagaflow retry`, or undo the step by hand and `sagaflow resolve --step {}`",
                         step.name, activity, last_attempt, error, step.name
                     );
-                    let unparked = park(ctx, index, &step.name, Phase::Compensation, reason).await;
+                    let unparked =
+                        park(ctx, index, &step.name, Phase::Compensation, reason, false).await;
                     ctx.set_status(SagaStatus::Compensating);
                     match unparked {
                         Unparked::Retry => first_attempt = last_attempt + 1,
                         Unparked::Resolved(_) => break,
+                        Unparked::Cancel => {
+                            unreachable!("a compensation's park is not cancellable")
+                        }
                     }
                 }
             }
@@ -238,22 +287,25 @@ enum Unparked {
     Retry,
     /// The operator did it by hand; this is its output.
     Resolved(Value),
+    /// Compensate (only where the park is `cancellable`).
+    Cancel,
 }
 
 /// Parks the saga on step `index`'s (named `name`) action or compensation
-/// until an operator retries or resolves it; other commands do not apply
-/// here.
+/// until an operator retries or resolves it, or cancels it where
+/// `cancellable`; other commands do not apply here.
 async fn park<C: SagaContext>(
     ctx: &C,
     index: usize,
     name: &str,
     phase: Phase,
     reason: String,
+    cancellable: bool,
 ) -> Unparked {
     ctx.set_stage(&Stage {
         step: Some(index),
         phase: Some(phase),
-        cancellable: false,
+        cancellable,
     });
     ctx.set_status(SagaStatus::Parked { reason });
     loop {
@@ -263,6 +315,7 @@ async fn park<C: SagaContext>(
                 step: named,
                 output,
             } if named == name => return Unparked::Resolved(output),
+            Signal::Cancel if cancellable => return Unparked::Cancel,
             Signal::Resolve { .. } | Signal::Cancel => {}
         }
     }

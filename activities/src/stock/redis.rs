@@ -29,7 +29,10 @@
 //! order's SKUs sit in different slots; a script cannot span slots. So a
 //! reservation is one record per (reservation id, SKU), each changed
 //! atomically by a script in its SKU's slot, and a multi-line reserve runs
-//! the lines in turn and undoes the ones it took when a later line fails.
+//! the lines in turn and undoes the ones it took when a later line is
+//! refused (out of stock; a Redis error undoes nothing and stays
+//! retryable). A reserve that finds every line already held returns at
+//! once, writing nothing: a re-run after the commit finds it committed.
 //! The undo must be safe when two attempts of the same call overlap (an
 //! attempt that timed out may still be running when its retry starts): each
 //! attempt of a multi-line call records a claim token on every line it took
@@ -363,8 +366,15 @@ impl RedisStock {
     }
 
     /// Reserves every line of an order under `reservation` until
-    /// `deadline_ms`, all or nothing. Idempotent: a retry returns the same
-    /// reservation and takes nothing more.
+    /// `deadline_ms`, all or nothing. Idempotent: a retry, or a re-run
+    /// after a crash (even after the capture and the commit), finds the
+    /// reservation held and returns it without touching it.
+    ///
+    /// Never undoes what may be another attempt's: a Redis error leaves
+    /// every line held and fails retryably (the next attempt finds them
+    /// held; if the saga ends instead, its compensation, the reaper or
+    /// `reconcile` returns them), and a business failure gives back only
+    /// the lines this attempt's own claim holds alone.
     pub async fn reserve(
         &self,
         reservation: &str,
@@ -372,6 +382,11 @@ impl RedisStock {
         deadline_ms: u64,
     ) -> Result<Value, ActivityError> {
         let lines = aggregate_lines(items);
+        if lines.len() > 1 {
+            if let Some(held) = self.held_whole(reservation, &lines).await? {
+                return Ok(held);
+            }
+        }
         let token = claim_token(&lines);
         let deadline = deadline_ms.to_string();
         let mut first_state = None;
@@ -385,7 +400,10 @@ impl RedisStock {
                 )
                 .await;
             let failure = match outcome {
-                Err(e) => Some(self.unavailable(e)),
+                // What this attempt took stays held: undoing it could
+                // release lines a concurrent attempt has just reported
+                // held, and a retry finds them.
+                Err(e) => return Err(self.unavailable(e)),
                 Ok(state) => match state.as_str() {
                     "taken" | "R" => {
                         first_state.get_or_insert("reserved");
@@ -415,21 +433,17 @@ impl RedisStock {
             match failure {
                 None => {}
                 Some(error) => {
-                    // A reserve that fails leaves nothing under the saga's
-                    // reservation: not only this attempt's lines but any an
-                    // earlier, interrupted attempt took (its claim token is
-                    // not ours, so undoing only our claims would leave them
-                    // held until the reaper's deadline). If the undo fails
-                    // too, the lines keep their deadline and the reaper
-                    // returns them, so nothing leaks for good.
+                    // A business failure gives back this attempt's own
+                    // claims: a line goes back only when no other attempt
+                    // claims it too (a concurrent one may be about to
+                    // report it held). Lines an interrupted attempt left
+                    // keep its claim: the saga has ended, so the reaper
+                    // returns them at their deadline. If the undo fails,
+                    // the reaper returns them too: nothing leaks for good.
                     if !token.is_empty() {
                         for (sku, _) in &lines {
                             if let Err(e) = self
-                                .run::<i64>(
-                                    &self.scripts.unreserve,
-                                    sku,
-                                    &[reservation, ALL_CLAIMS],
-                                )
+                                .run::<i64>(&self.scripts.unreserve, sku, &[reservation, &token])
                                 .await
                             {
                                 tracing::warn!(reservation, sku, error = %e, "undoing a partial reservation failed; the reaper will return it at its deadline");
@@ -597,6 +611,27 @@ impl RedisStock {
             }
         }
         Ok(json!({"kind": "return", "reservation": reservation, "state": "returned"}))
+    }
+
+    /// The reservation as a reserve returns it when every line of it is
+    /// already held (reserved or committed), read without writing; `None`
+    /// when a line is missing or closed.
+    async fn held_whole(
+        &self,
+        reservation: &str,
+        lines: &[(String, u32)],
+    ) -> Result<Option<Value>, ActivityError> {
+        let mut first = None;
+        for (sku, _) in lines {
+            match self.line_state(reservation, sku).await?.as_deref() {
+                Some("R") => first.get_or_insert("reserved"),
+                Some("C") => first.get_or_insert("committed"),
+                _ => return Ok(None),
+            };
+        }
+        Ok(first.map(
+            |state| json!({"kind": "reservation", "reservation": reservation, "state": state}),
+        ))
     }
 
     async fn line_state(
@@ -809,10 +844,6 @@ fn state_name(code: &str) -> &str {
         other => other,
     }
 }
-
-/// The claim token `unreserve.lua` reads as "whoever claimed it": a failed
-/// reserve gives back every line still only reserved under its id.
-const ALL_CLAIMS: &str = "*";
 
 /// A token naming one attempt of a multi-line call ("" for one line, which
 /// needs no undo). Unique per process and call; the `t` keeps Lua's cjson

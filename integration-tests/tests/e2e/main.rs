@@ -64,8 +64,10 @@ mod servicebus;
 mod shared_sandbox;
 /// A saga slower than the reservation TTL keeps its stock (defect 2).
 mod slow_saga;
-/// Steps as local activities on Temporal: a third of the history events.
+/// Step modes on Temporal: the history events each writes.
 mod temporal_history;
+/// A Temporal worker dies right after the capture; another takes over.
+mod temporal_kill;
 /// The repository itself: the code map's paths exist, the deterministic
 /// core stays deterministic, the docs carry no stale phrase.
 mod tidy;

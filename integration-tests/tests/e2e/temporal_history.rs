@@ -1,8 +1,9 @@
-//! Steps as local activities on Temporal (issue 15, part 2): the same
-//! checkout sagas, run one way and the other, read back from the cluster's
-//! own histories. Local steps cut the events per saga by at least 30%
-//! (36 to 13 for a saga that completes), and `show` still gives every step,
-//! its attempts and its error from the markers.
+//! How steps run on Temporal (issue 15, part 2; issue 29): the same
+//! checkout sagas in each `[temporal] steps` mode, read back from the
+//! cluster's own histories. Every step local writes the fewest events,
+//! checkpointed chains (the default) at most 18 with the pivot an activity
+//! task, and `show` gives every step, its attempts and its error from the
+//! markers as from the activity tasks.
 
 use crate::scenarios::{entry, Env};
 use serde_json::Value;
@@ -30,15 +31,14 @@ fn count(history: &[Value], kind: &str) -> usize {
         .count()
 }
 
-/// Runs one completed and one declined checkout with `[temporal]
-/// local_activities = local`; returns their histories after checking what
-/// `show` says of them.
-fn run(local: bool) -> (Vec<Value>, Vec<Value>) {
-    let setting = format!("local_activities = {local}");
+/// Runs one completed and one declined checkout with `[temporal] steps =
+/// mode`; returns their histories after checking what `show` says of them.
+fn run(mode: &str) -> (Vec<Value>, Vec<Value>) {
+    let setting = format!("steps = \"{mode}\"");
     let env = Env::new(
-        if local { "local-steps" } else { "task-steps" },
+        &format!("{mode}-steps"),
         "temporal",
-        &[("local_activities = true", &setting)],
+        &[("steps = \"checkpointed\"", &setting)],
     );
     env.sagaflow(&["stock", "set", "SKU-1=2"]);
     let ok = env.submit("ok", "pm_card_visa");
@@ -83,36 +83,78 @@ fn run(local: bool) -> (Vec<Value>, Vec<Value>) {
 }
 
 #[test]
-fn local_steps_cut_a_checkout_sagas_history_by_two_thirds() {
-    let (tasks_ok, tasks_declined) = run(false);
-    let (local_ok, local_declined) = run(true);
+fn each_step_mode_writes_the_history_it_promises() {
+    let (tasks_ok, tasks_declined) = run("activities");
+    let (local_ok, local_declined) = run("local");
+    let (split_ok, split_declined) = run("checkpointed");
 
     // Activity tasks: three events per step and a workflow task per result.
     assert_eq!(count(&tasks_ok, "ActivityTaskScheduledEventAttributes"), 5);
     assert_eq!(count(&tasks_ok, "MarkerRecordedEventAttributes"), 0);
-    // Local steps: one marker per step (and the patch's), no activity task.
+    // Local steps: one marker per step, no activity task.
     assert_eq!(count(&local_ok, "ActivityTaskScheduledEventAttributes"), 0);
-    assert_eq!(count(&local_ok, "MarkerRecordedEventAttributes"), 6);
+    assert_eq!(count(&local_ok, "MarkerRecordedEventAttributes"), 5);
     assert_eq!(
         count(&local_declined, "ActivityTaskScheduledEventAttributes"),
         0
     );
+    // Checkpointed: the pivot alone is an activity task; the four other
+    // steps are markers, recorded by the workflow task that schedules the
+    // pivot (the three before it) and the one that ends the saga.
+    assert_eq!(count(&split_ok, "ActivityTaskScheduledEventAttributes"), 1);
+    assert_eq!(count(&split_ok, "MarkerRecordedEventAttributes"), 4);
+    let pivot_at = split_ok
+        .iter()
+        .position(|e| {
+            e["attributes"]
+                .get("ActivityTaskScheduledEventAttributes")
+                .is_some()
+        })
+        .unwrap();
+    let markers_before = split_ok[..pivot_at]
+        .iter()
+        .filter(|e| {
+            e["attributes"]
+                .get("MarkerRecordedEventAttributes")
+                .is_some()
+        })
+        .count();
+    assert_eq!(
+        markers_before, 3,
+        "the steps before the pivot are recorded before it is scheduled"
+    );
+    assert_eq!(
+        count(&split_declined, "ActivityTaskScheduledEventAttributes"),
+        0,
+        "a declined card never reaches the pivot"
+    );
+    assert!(
+        split_ok.len() <= 18,
+        "checkpointed: {} events for a completed checkout, at most 18 expected",
+        split_ok.len()
+    );
 
-    for (what, tasks, local) in [
-        ("completed", &tasks_ok, &local_ok),
-        ("compensated", &tasks_declined, &local_declined),
+    for (what, tasks, local, split) in [
+        ("completed", &tasks_ok, &local_ok, &split_ok),
+        (
+            "compensated",
+            &tasks_declined,
+            &local_declined,
+            &split_declined,
+        ),
     ] {
-        let ratio = local.len() as f64 / tasks.len() as f64;
         eprintln!(
-            "{what}: {} events with activity tasks, {} with local steps ({ratio:.2})",
+            "{what}: {} events with activity tasks, {} checkpointed, {} every step local",
             tasks.len(),
+            split.len(),
             local.len()
         );
         assert!(
-            ratio <= 0.7,
+            local.len() as f64 <= 0.7 * tasks.len() as f64,
             "{what}: local steps wrote {} events, activity tasks {}: at least 30% fewer expected",
             local.len(),
             tasks.len()
         );
+        assert!(split.len() < tasks.len(), "{what}");
     }
 }

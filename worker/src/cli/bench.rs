@@ -21,7 +21,7 @@
 use super::run::runtime;
 use super::usage;
 use crate::app::{self, Adapters, DataPaths, SANDBOX_KEY};
-use crate::config::{Config, EngineKind, PaymentKind};
+use crate::config::{Config, EngineKind, PaymentKind, StepMode};
 use crate::engine::read::percentile;
 use crate::engine::temporal::client::TemporalClient;
 use crate::engine::temporal::worker::WorkerThread;
@@ -64,10 +64,30 @@ pub enum Provider {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TemporalSteps {
-    /// Local activities, results recorded as markers (`[temporal] local_activities = true`)
+    /// Local chains on each side of the pivot, the pivot an activity task (`[temporal] steps = "checkpointed"`)
+    Checkpointed,
+    /// Every step a local activity, results recorded as markers (`steps = "local"`)
     Local,
-    /// One activity task per step (`[temporal] local_activities = false`)
+    /// One activity task per step (`steps = "activities"`)
     Activities,
+}
+
+impl TemporalSteps {
+    fn mode(self) -> StepMode {
+        match self {
+            TemporalSteps::Checkpointed => StepMode::Checkpointed,
+            TemporalSteps::Local => StepMode::Local,
+            TemporalSteps::Activities => StepMode::Activities,
+        }
+    }
+
+    fn of(mode: StepMode) -> TemporalSteps {
+        match mode {
+            StepMode::Checkpointed => TemporalSteps::Checkpointed,
+            StepMode::Local => TemporalSteps::Local,
+            StepMode::Activities => TemporalSteps::Activities,
+        }
+    }
 }
 
 /// Arguments of `bench`.
@@ -84,8 +104,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 200)]
     pub in_flight: usize,
     /// Activities running at once, at most ([embedded]
-    /// max_concurrent_activities) [default: --in-flight, or the config's
-    /// when higher]
+    /// max_concurrent_activities; on Temporal, [temporal] activity_slots and
+    /// local_activity_slots) [default: --in-flight, or the config's when
+    /// higher]
     #[arg(long, value_name = "N")]
     pub max_activities: Option<usize>,
     /// One transaction and fsync per journal event instead of group commit
@@ -106,8 +127,7 @@ pub struct BenchArgs {
     /// ("off": keep them) [default: [embedded] retention]
     #[arg(long, value_name = "DURATION|off", value_parser = parse_retention)]
     pub retention: Option<Retention>,
-    /// On Temporal: run the steps as local activities or as activity tasks
-    /// [default: [temporal] local_activities]
+    /// On Temporal: how the steps run [default: [temporal] steps]
     #[arg(long, value_enum, value_name = "HOW")]
     pub temporal_steps: Option<TemporalSteps>,
     /// Print one JSON object instead of text
@@ -210,7 +230,7 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
         if config.profile.engine != EngineKind::Temporal {
             anyhow::bail!("--temporal-steps applies to --engine temporal");
         }
-        config.temporal.local_activities = steps == TemporalSteps::Local;
+        config.temporal.steps = steps.mode();
     }
     let sagas = args.sagas.unwrap_or(match args.activities {
         Activities::Noop => 20_000,
@@ -223,6 +243,10 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
         Some(n) => n.max(1),
         None => config.embedded.max_concurrent_activities.max(in_flight),
     };
+    if let Some(n) = args.max_activities {
+        config.temporal.activity_slots = n.max(1);
+        config.temporal.local_activity_slots = n.max(1);
+    }
     if args.keep_journal && data.is_none() {
         anyhow::bail!("--keep-journal keeps the journal in --data DIR; pass --data");
     }
@@ -427,6 +451,7 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
         if let (Some(steps), Some(events)) = (result.temporal_steps, result.history_events_per_saga)
         {
             let steps = match steps {
+                TemporalSteps::Checkpointed => "checkpointed local chains",
                 TemporalSteps::Local => "local activities",
                 TemporalSteps::Activities => "activity tasks",
             };
@@ -665,11 +690,7 @@ async fn bench_temporal(
         journal_sagas_before: None,
         first_saga_ms: None,
         journal_mb: None,
-        temporal_steps: Some(if config.temporal.local_activities {
-            TemporalSteps::Local
-        } else {
-            TemporalSteps::Activities
-        }),
+        temporal_steps: Some(TemporalSteps::of(config.temporal.steps)),
         history_events_per_saga: Some(
             history_events_per_saga(&client.scoped(&run), latencies.len()).await?,
         ),

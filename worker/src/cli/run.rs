@@ -5,6 +5,7 @@ use crate::app::{self, Adapters, DataPaths};
 use crate::config::{Config, EngineKind, TriggerKind};
 use crate::engine::liveness::Liveness;
 use crate::engine::temporal::client::TemporalClient;
+use crate::engine::temporal::intake::{self, OwnSagas};
 use crate::engine::temporal::worker::WorkerThread;
 use crate::engine::{Definition, Ended, Engine, Starter};
 use crate::trigger::embedded::{self, TriggerConfig};
@@ -12,11 +13,11 @@ use crate::trigger::servicebus::ServiceBusTrigger;
 use crate::trigger::{Intake, TriggerStats};
 use anyhow::{bail, Context, Result};
 use sagaflow_activities::queue::EmbeddedQueue;
-use sagaflow_activities::{Breakers, Order};
+use sagaflow_activities::Order;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,17 +147,23 @@ impl Worker {
                 tracing::info!(
                     address = config.temporal.address,
                     task_queue = config.temporal.task_queue,
+                    steps = config.temporal.steps.name(),
                     "Temporal worker polling"
                 );
-                let live = Arc::new(AtomicUsize::new(0));
+                let own = Arc::new(OwnSagas::default());
+                let live = own.in_progress.clone();
                 let answered_at = Arc::new(AtomicU64::new(0));
-                let watcher = tokio::spawn(watch_open_sagas(
+                let breakers = adapters.registry.breakers().clone();
+                let answered = answered_at.clone();
+                let watcher = tokio::spawn(intake::watch(
                     client.clone(),
-                    live.clone(),
-                    adapters.registry.breakers().clone(),
-                    answered_at.clone(),
+                    own.clone(),
+                    move || breakers.snapshots().iter().map(|b| b.waiting).sum(),
+                    move || {
+                        answered.store(sagaflow_activities::attempt::wall_ms(), Ordering::Relaxed)
+                    },
                 ));
-                let starter = Starter::Temporal(client.clone(), live.clone());
+                let starter = Starter::Temporal(client.clone(), own);
                 (
                     EngineRun::Temporal {
                         client,
@@ -306,33 +313,6 @@ impl Worker {
 /// With the Service Bus trigger, the queue counts as empty after this long
 /// without a message.
 const SERVICE_BUS_QUIET_MS: u64 = 1500;
-
-/// Keeps `live` at the number of sagas in progress on the cluster: running
-/// or compensating, less those waiting for one of this worker's open
-/// breakers, so the trigger holds back when `--max-live` are in progress
-/// (visibility lags a little, so this is approximate).
-/// `answered_at` keeps when visibility last answered, for `/readyz`.
-async fn watch_open_sagas(
-    client: TemporalClient,
-    live: Arc<AtomicUsize>,
-    breakers: Breakers,
-    answered_at: Arc<AtomicU64>,
-) {
-    loop {
-        if let (Ok(r), Ok(c)) = (
-            client.count(Some("running")).await,
-            client.count(Some("compensating")).await,
-        ) {
-            answered_at.store(sagaflow_activities::attempt::wall_ms(), Ordering::Relaxed);
-            let waiting: usize = breakers.snapshots().iter().map(|b| b.waiting).sum();
-            live.store(
-                ((r + c) as usize).saturating_sub(waiting),
-                Ordering::Relaxed,
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 /// `sagaflow run`: the worker, until Ctrl-C (or idle with `--until-idle`).
 pub fn run(config: Config, data: &Path, args: RunArgs) -> Result<ExitCode> {

@@ -94,8 +94,20 @@ pub(super) struct RawTemporal {
     pub(super) namespace: String,
     #[serde(default = "default_task_queue")]
     pub(super) task_queue: String,
-    #[serde(default = "default_local_activities")]
-    pub(super) local_activities: bool,
+    /// How steps run; see `config::temporal`.
+    #[serde(default)]
+    pub(super) steps: Option<Spanned<String>>,
+    /// Replaced by `steps`: read only to say so.
+    #[serde(default)]
+    pub(super) local_activities: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub(super) workflow_task_slots: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) activity_slots: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) local_activity_slots: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) workflow_cache: Option<Spanned<i64>>,
 }
 
 impl Default for RawTemporal {
@@ -104,7 +116,12 @@ impl Default for RawTemporal {
             address: default_temporal_address(),
             namespace: default_namespace(),
             task_queue: default_task_queue(),
-            local_activities: default_local_activities(),
+            steps: None,
+            local_activities: None,
+            workflow_task_slots: None,
+            activity_slots: None,
+            local_activity_slots: None,
+            workflow_cache: None,
         }
     }
 }
@@ -119,10 +136,6 @@ fn default_namespace() -> String {
 
 fn default_task_queue() -> String {
     "sagaflow".into()
-}
-
-fn default_local_activities() -> bool {
-    true
 }
 
 #[derive(Deserialize)]

@@ -103,10 +103,59 @@ pub struct TemporalSettings {
     pub namespace: String,
     /// Task queue for the saga workflow and its activities.
     pub task_queue: String,
-    /// Steps run as local activities (results recorded as markers when the
-    /// workflow task completes) rather than as activity tasks: about a
-    /// third of the history events per saga. Decided per saga at its start.
-    pub local_activities: bool,
+    /// How a saga's steps run on the cluster; decided per saga at its
+    /// start.
+    pub steps: StepMode,
+    /// Workflow tasks this worker runs at once.
+    pub workflow_task_slots: usize,
+    /// Activity tasks this worker runs at once.
+    pub activity_slots: usize,
+    /// Local activities this worker runs at once.
+    pub local_activity_slots: usize,
+    /// Sagas whose state this worker keeps between workflow tasks.
+    pub workflow_cache: usize,
+}
+
+/// How a saga's steps run on Temporal (`[temporal] steps`), and so what a
+/// crash can make the next worker run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepMode {
+    /// The steps before the pivot as one chain of local activities, the
+    /// pivot as an activity task (its scheduling records the chain's
+    /// results first), the steps after it local again. A crash re-runs at
+    /// most the chain in progress on one side of the pivot, never the
+    /// pivot's effect behind it.
+    #[default]
+    Checkpointed,
+    /// Every step an activity task: each result recorded as it ends; a
+    /// crash re-runs at most the attempt in flight.
+    Activities,
+    /// Every step a local activity: fewest events, but results are
+    /// recorded only when the workflow task completes, so a crash can
+    /// re-run every step since, the pivot included.
+    Local,
+}
+
+impl StepMode {
+    /// The mode named as `sagas.toml` writes it.
+    pub fn parse(name: &str) -> Option<StepMode> {
+        match name {
+            "checkpointed" => Some(StepMode::Checkpointed),
+            "activities" => Some(StepMode::Activities),
+            "local" => Some(StepMode::Local),
+            _ => None,
+        }
+    }
+
+    /// Its name in `sagas.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepMode::Checkpointed => "checkpointed",
+            StepMode::Activities => "activities",
+            StepMode::Local => "local",
+        }
+    }
 }
 
 /// Where the Service Bus trigger consumes orders (`[servicebus]`).

@@ -6,7 +6,7 @@ use super::raw::{RawBreakers, RawConfig, RawEmbedded, RawPayment, RawServiceBus,
 use super::settings::{
     AdminSettings, BreakerSettingsByDependency, CosmosSettings, EmbeddedSettings, HttpVersion,
     OrdersKind, OtlpProtocol, PaymentKind, PaymentSettings, Profile, RedisSettings,
-    SandboxSettings, ServiceBusSettings, StockSettings, TelemetrySettings, TemporalSettings,
+    SandboxSettings, ServiceBusSettings, StockSettings, TelemetrySettings,
     DEFAULT_AUDIT_RETENTION_MS, DEFAULT_PAYMENT_CONNECTIONS, DEFAULT_RETENTION_MS,
 };
 use super::Config;
@@ -86,16 +86,7 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
         .as_ref()
         .map_or(0, |v| d.duration(v, &none, "latency"));
 
-    let address = raw.temporal.address.get_ref();
-    if address.contains("://") || !address.contains(':') {
-        d.error(
-            raw.temporal.address.span(),
-            Some("[temporal]".into()),
-            format!(
-                "address \"{address}\" is not host:port; write e.g. \"127.0.0.1:7233\" (no scheme)"
-            ),
-        );
-    }
+    let temporal = super::temporal::temporal(d, raw.temporal);
     if raw.profile.orders == OrdersKind::Cosmos && raw.cosmos.region.trim().is_empty() {
         d.error(
             0..0,
@@ -128,12 +119,7 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
             retention_ms,
             audit_retention_ms,
         },
-        temporal: TemporalSettings {
-            address: raw.temporal.address.into_inner(),
-            namespace: raw.temporal.namespace,
-            task_queue: raw.temporal.task_queue,
-            local_activities: raw.temporal.local_activities,
-        },
+        temporal,
         servicebus,
         redis: RedisSettings {
             url_env: raw.redis.url_env,

@@ -45,8 +45,9 @@ pub use self::api::{Definition, Ended, EngineConfig, EngineError, EngineHandle, 
 pub use self::lifecycle::Engine;
 
 use self::temporal::client::{TemporalClient, TemporalError};
+use self::temporal::intake::OwnSagas;
 use serde_json::Value;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Why a saga could not be started. Either way nothing was started, so a
@@ -66,9 +67,9 @@ pub enum StartError {
 pub enum Starter {
     /// The embedded engine in this process.
     Embedded(EngineHandle),
-    /// A Temporal cluster, and how many sagas are open on it (kept
-    /// current by a watcher; approximate).
-    Temporal(TemporalClient, Arc<AtomicUsize>),
+    /// A Temporal cluster, and the sagas this worker started that are in
+    /// progress (kept current by a watcher; approximate).
+    Temporal(TemporalClient, Arc<OwnSagas>),
 }
 
 impl Starter {
@@ -82,7 +83,13 @@ impl Starter {
     ) -> Result<StartOutcome, StartError> {
         Ok(match self {
             Starter::Embedded(h) => h.start(saga_id, def, order).await?,
-            Starter::Temporal(c, _) => c.start(c.saga_input(saga_id, &def, order)).await?,
+            Starter::Temporal(c, own) => {
+                let outcome = c.start(c.saga_input(saga_id, &def, order)).await?;
+                if outcome == StartOutcome::Started {
+                    own.note_start();
+                }
+                outcome
+            }
         })
     }
 
@@ -108,13 +115,13 @@ impl Starter {
 
     /// Sagas in progress, which the trigger's `max_live` limits: neither
     /// parked nor waiting for an open breaker. On the embedded engine the
-    /// core's count; on Temporal, running and compensating on the cluster
-    /// (as visibility last said) less those this worker's breakers
-    /// refused and that have not come back.
+    /// core's count; on Temporal, the sagas this worker started that are
+    /// running or compensating (as visibility last said, plus its starts
+    /// since) less those its breakers refused and that have not come back.
     pub fn in_progress(&self) -> usize {
         match self {
             Starter::Embedded(h) => h.in_progress(),
-            Starter::Temporal(_, live) => live.load(Ordering::Relaxed),
+            Starter::Temporal(_, own) => own.in_progress.load(Ordering::Relaxed),
         }
     }
 }

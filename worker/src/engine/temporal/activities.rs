@@ -54,7 +54,11 @@ impl<const N: usize> ExecutableActivity for Slot<N> {
             // The breaker and the attempt's time limit are applied here, as
             // on the embedded engine; the server's start-to-close timeout
             // (a little longer) only catches a worker that died.
+            let activity = (fault::armed()).then(|| call.activity.clone());
             let result = this.registry.attempt(call).await;
+            if let Some(activity) = activity {
+                fault::after_answer(&activity, result.is_ok());
+            }
             result.map_err(|e| {
                 ActivityError::application(
                     ApplicationFailure::builder(e.message.clone())
@@ -86,5 +90,37 @@ impl ActivityImplementer for TemporalActivities {
             .register_activity::<Slot<8>>(self.clone())
             .register_activity::<Slot<9>>(self.clone())
             .register_activity::<Slot<10>>(self);
+    }
+}
+
+/// A test-only fault point: `SAGAFLOW_TEST_ABORT_AFTER=ACTIVITY` makes the
+/// process abort right after `ACTIVITY` answers with success, before the
+/// SDK can report the result (an activity task's completion, or the
+/// workflow task that would record a local activity's marker): the crash
+/// the kill tests need at that exact instant. Off unless a test sets it.
+mod fault {
+    use std::sync::OnceLock;
+
+    /// The variable a test sets.
+    const VAR: &str = "SAGAFLOW_TEST_ABORT_AFTER";
+
+    fn target() -> Option<&'static str> {
+        static TARGET: OnceLock<Option<String>> = OnceLock::new();
+        TARGET
+            .get_or_init(|| std::env::var(VAR).ok().filter(|v| !v.is_empty()))
+            .as_deref()
+    }
+
+    /// Whether a test armed the fault point.
+    pub(super) fn armed() -> bool {
+        target().is_some()
+    }
+
+    /// Aborts when `activity` is the armed one and succeeded.
+    pub(super) fn after_answer(activity: &str, ok: bool) {
+        if ok && target() == Some(activity) {
+            eprintln!("{VAR}={activity}: aborting after its answer, as the test asked");
+            std::process::abort();
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! workflow's Temporal history, translated into sagaflow's journal events.
 
 use super::workflow::{
-    SagaInput, SagaWorkflow, REASON_MEMO, SAGA_NAME, SAGA_STATUS, WORKFLOW_TYPE,
+    SagaInput, SagaWorkflow, REASON_MEMO, SAGA_NAME, SAGA_STATUS, SAGA_WORKER, WORKFLOW_TYPE,
 };
 use crate::config::TemporalSettings;
 use crate::engine::command::CommandRequest;
@@ -148,15 +148,15 @@ impl TemporalClient {
     }
 
     /// The input of a new saga on this cluster: the definition it runs
-    /// and how its steps run (`[temporal] local_activities`), fixed at
-    /// its start.
+    /// and how its steps run (`[temporal] steps`), fixed at its start.
     pub fn saga_input(&self, saga_id: String, def: &Definition, order: Value) -> SagaInput {
         SagaInput {
             saga_id,
             def_hash: def.hash.clone(),
             def: def.def.clone(),
             order,
-            local_steps: self.settings.local_activities,
+            local_steps: false,
+            steps: Some(self.settings.steps),
         }
     }
 
@@ -171,6 +171,7 @@ impl TemporalClient {
                 .search_attributes(SearchAttributes::new([
                     SAGA_STATUS.value_set("running".to_owned()),
                     SAGA_NAME.value_set(input.def.name.clone()),
+                    SAGA_WORKER.value_set(super::intake::worker_id().to_owned()),
                 ]))
                 .build();
         match self
@@ -188,16 +189,17 @@ impl TemporalClient {
     /// `SagaName` search attributes (starts and status upserts would fail).
     pub async fn check_search_attributes(&self) -> Result<(), TemporalError> {
         let probe = format!(
-            "WorkflowType = '{WORKFLOW_TYPE}' AND SagaStatus = 'running' AND SagaName = 'checkout'"
+            "WorkflowType = '{WORKFLOW_TYPE}' AND SagaStatus = 'running' AND SagaName = 'checkout' AND SagaWorker = 'probe'"
         );
         match self.client.count_workflows(probe, WorkflowCountOptions::default()).await {
             Ok(_) => Ok(()),
             Err(e) => Err(TemporalError::Request(format!(
-                "the namespace {} lacks the SagaStatus/SagaName search attributes ({e}); create them: \
-                 temporal operator search-attribute create --namespace {} --name SagaStatus --type Keyword \
-                 && temporal operator search-attribute create --namespace {} --name SagaName --type Keyword \
+                "the namespace {ns} lacks the SagaStatus/SagaName/SagaWorker search attributes ({e}); create them: \
+                 temporal operator search-attribute create --namespace {ns} --name SagaStatus --type Keyword \
+                 && temporal operator search-attribute create --namespace {ns} --name SagaName --type Keyword \
+                 && temporal operator search-attribute create --namespace {ns} --name SagaWorker --type Keyword \
                  (scripts/services.sh starts a dev server that has them)",
-                self.settings.namespace, self.settings.namespace, self.settings.namespace
+                ns = self.settings.namespace
             ))),
         }
     }

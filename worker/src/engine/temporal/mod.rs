@@ -10,7 +10,8 @@
 //! - [`client`]: starting sagas (workflow id = saga id, duplicate starts
 //!   harmless), signals, and the views the CLI needs (list, show, history,
 //!   stats) built from Temporal's visibility and histories;
-//! - [`worker`]: connecting and running the Temporal worker.
+//! - [`worker`]: connecting and running the Temporal worker;
+//! - [`intake`]: what one worker has in progress, for its intake limit.
 //!
 //! Invariants:
 //! - the resolved saga definition travels in the workflow input: a running
@@ -25,6 +26,7 @@
 
 pub mod activities;
 pub mod client;
+pub mod intake;
 pub mod worker;
 pub mod workflow;
 

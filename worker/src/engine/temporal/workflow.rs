@@ -1,11 +1,12 @@
 //! `SagaWorkflow`: the generic saga interpreter as a Temporal workflow.
 
 use super::client::failure_error;
+use crate::config::StepMode;
 use crate::engine::command::CommandRequest;
 use futures::future::Either;
 use sagaflow_workflows::{
-    run_saga, ActivityCall, ActivityError, Finished, SagaContext, SagaDef, SagaOutcome, SagaStatus,
-    Signal, Stage, StepDef,
+    run_saga, ActivityCall, ActivityError, Finished, Phase, SagaContext, SagaDef, SagaOutcome,
+    SagaStatus, Signal, Stage, StepDef,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -38,6 +39,9 @@ pub const SAGA_STATUS: SearchAttributeKey<String> = SearchAttributeKey::keyword(
 pub const LOCAL_STEPS_PATCH: &str = "local-steps-1";
 /// Keyword search attribute holding the saga name.
 pub const SAGA_NAME: SearchAttributeKey<String> = SearchAttributeKey::keyword("SagaName");
+/// Keyword search attribute holding the identity of the worker that
+/// started the saga (its intake limit counts it: [`super::intake`]).
+pub const SAGA_WORKER: SearchAttributeKey<String> = SearchAttributeKey::keyword("SagaWorker");
 
 /// What a saga workflow starts with: everything it needs, nothing read
 /// later.
@@ -51,11 +55,16 @@ pub struct SagaInput {
     pub def: SagaDef,
     /// The order.
     pub order: Value,
-    /// Run the steps as local activities (`[temporal] local_activities` at
-    /// the saga's start); absent in inputs from before the option, which
-    /// ran activity tasks.
+    /// Run the steps as local activities: the form of
+    /// [`SagaInput::steps`] = `local` before step modes (`[temporal]
+    /// local_activities`), behind the `local-steps-1` patch; false in new
+    /// inputs and in inputs from before either option (activity tasks).
     #[serde(default)]
     pub local_steps: bool,
+    /// How the steps run (`[temporal] steps` at the saga's start); absent
+    /// in inputs from before step modes, which `local_steps` decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<StepMode>,
 }
 
 /// Calls an activity by its registered name.
@@ -90,14 +99,20 @@ impl SagaWorkflow {
         ctx: &mut WorkflowContext<Self>,
         input: SagaInput,
     ) -> WorkflowResult<SagaOutcome> {
-        // The input decides, the patch marker keeps the decision in the
-        // history: a worker replaying a history without the marker (older
-        // code ran it) takes the activity tasks that history holds.
-        let local = input.local_steps && ctx.patched(LOCAL_STEPS_PATCH);
+        // The input decides. Inputs from before step modes asked for local
+        // steps with `local_steps`, and the patch marker kept the decision
+        // in the history: a history without the marker (older code ran it)
+        // replays with the activity tasks it holds.
+        let steps = match input.steps {
+            Some(mode) => mode,
+            None if input.local_steps && ctx.patched(LOCAL_STEPS_PATCH) => StepMode::Local,
+            None => StepMode::Activities,
+        };
         let saga = TemporalSaga {
             ctx: ctx.clone(),
             saga_id: input.saga_id.clone(),
-            local,
+            steps,
+            pivot: input.def.pivot.map(|p| input.def.steps[p].name.clone()),
         };
         ctx.state_mut(|s| s.steps = input.def.steps.clone());
         Ok(run_saga(&saga, &input.def, &input.order).await)
@@ -154,10 +169,35 @@ impl SagaWorkflow {
 pub struct TemporalSaga {
     ctx: WorkflowContext<SagaWorkflow>,
     saga_id: String,
-    /// Steps run as local activities: in the worker, within the workflow
-    /// task, each result a marker in the history when the task completes.
-    local: bool,
+    /// Which steps run as local activities (in the worker, within the
+    /// workflow task, each result a marker in the history when the task
+    /// completes) and which as activity tasks.
+    steps: StepMode,
+    /// The name of the definition's pivot step, if it has one.
+    pivot: Option<String>,
 }
+
+impl TemporalSaga {
+    /// Whether `call` runs as a local activity. In the checkpointed mode
+    /// only the pivot's action is an activity task: scheduling it
+    /// completes the workflow task, which records the results of the
+    /// local chain before it, so no chain spans the pivot.
+    fn runs_local(&self, call: &ActivityCall) -> bool {
+        match self.steps {
+            StepMode::Activities => false,
+            StepMode::Local => true,
+            StepMode::Checkpointed => {
+                call.phase != Phase::Action || self.pivot.as_deref() != Some(call.step.as_str())
+            }
+        }
+    }
+}
+
+/// The first workflow task's first attempt starts at event 3
+/// (`WorkflowExecutionStarted`, `WorkflowTaskScheduled`,
+/// `WorkflowTaskStarted`); a task re-run after a timeout or a failure, or
+/// any later task, starts further on.
+const FIRST_TASK_STARTED_EVENT: u32 = 3;
 
 impl SagaContext for TemporalSaga {
     fn saga_id(&self) -> &str {
@@ -184,7 +224,7 @@ impl SagaContext for TemporalSaga {
         let retry = RetryPolicy::builder().maximum_attempts(1).build();
         let summary = format!("{} {} #{}", call.step, call.phase.name(), call.attempt);
         let activity = NamedActivity(call.activity.clone());
-        let fut = if self.local {
+        let fut = if self.runs_local(&call) {
             // The call rides in the marker, so `show` reads the step,
             // phase and attempt back from the history as it does from an
             // activity task's scheduled event.
@@ -229,6 +269,28 @@ impl SagaContext for TemporalSaga {
 
     fn try_signal(&self) -> Option<Signal> {
         self.ctx.state_mut(|s| s.inbox.pop_front())
+    }
+
+    /// The chain of local steps that holds `index`, as [`StepMode`] forms
+    /// them: a crash before the workflow task completes makes the next
+    /// worker run the chain again.
+    fn chain_end(&self, def: &SagaDef, index: usize) -> usize {
+        let last = def.steps.len().saturating_sub(1);
+        match (self.steps, def.pivot) {
+            (StepMode::Activities, _) => index,
+            (StepMode::Local, _) | (StepMode::Checkpointed, None) => last,
+            (StepMode::Checkpointed, Some(p)) if index < p => p - 1,
+            (StepMode::Checkpointed, Some(p)) if index == p => p,
+            (StepMode::Checkpointed, Some(_)) => last,
+        }
+    }
+
+    /// Provably the first run only in the first attempt of the first
+    /// workflow task: the history holds nothing an earlier run left. Any
+    /// later task may be a re-run (the SDK does not tell the workflow
+    /// which attempt a task is), so the interpreter assumes it may be.
+    fn first_run(&self) -> bool {
+        self.ctx.history_length() <= FIRST_TASK_STARTED_EVENT
     }
 
     /// The SDK's patching API: a history recorded before the change (no

@@ -1,0 +1,105 @@
+//! `[temporal]`: where the cluster is, how a saga's steps run on it, and
+//! the worker's slots.
+
+use super::raw::RawTemporal;
+use super::settings::{StepMode, TemporalSettings};
+use sagaflow_workflows::config::Diagnostics;
+use toml::Spanned;
+
+/// Workflow tasks one worker runs at once (the SDK's default).
+pub const DEFAULT_WORKFLOW_TASK_SLOTS: usize = 100;
+/// Activity tasks one worker runs at once: as many calls as the embedded
+/// engine's `max_concurrent_activities`, so a 150 ms provider does not cap
+/// a worker at the SDK's 100 slots (about 660 calls a second).
+pub const DEFAULT_ACTIVITY_SLOTS: usize = 512;
+/// Local activities one worker runs at once (same reasoning).
+pub const DEFAULT_LOCAL_ACTIVITY_SLOTS: usize = 512;
+/// Sagas whose state a worker keeps between workflow tasks (the SDK's
+/// default); past it the least recently used are replayed from history.
+pub const DEFAULT_WORKFLOW_CACHE: usize = 1_000;
+/// The most of any slot count or the cache.
+const MAX_SLOTS: i64 = 100_000;
+
+/// Checks `[temporal]` and resolves its defaults.
+pub(super) fn temporal(d: &mut Diagnostics<'_>, raw: RawTemporal) -> TemporalSettings {
+    let section = || Some("[temporal]".to_owned());
+    let address = raw.address.get_ref();
+    if address.contains("://") || !address.contains(':') {
+        d.error(
+            raw.address.span(),
+            section(),
+            format!(
+                "address \"{address}\" is not host:port; write e.g. \"127.0.0.1:7233\" (no scheme)"
+            ),
+        );
+    }
+    if let Some(old) = &raw.local_activities {
+        let instead = match old.get_ref().as_bool() {
+            Some(false) => "steps = \"activities\"",
+            _ => "steps = \"checkpointed\" (the default, safe around the pivot) or steps = \"local\" (fewer events; a crash can re-run the pivot)",
+        };
+        d.error(
+            old.span(),
+            section(),
+            format!("local_activities was replaced by `steps`; remove it and write {instead}"),
+        );
+    }
+    let steps = match raw.steps.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None => StepMode::Checkpointed,
+        Some((name, span)) => StepMode::parse(name).unwrap_or_else(|| {
+            d.error(
+                span,
+                section(),
+                format!(
+                    "steps is \"{name}\"; use \"checkpointed\" (the default), \"activities\" or \"local\""
+                ),
+            );
+            StepMode::Checkpointed
+        }),
+    };
+    let mut count = |value: &Option<Spanned<i64>>, key: &str, default: usize| -> usize {
+        let Some(value) = value else {
+            return default;
+        };
+        let n = *value.get_ref();
+        if !(1..=MAX_SLOTS).contains(&n) {
+            d.error(
+                value.span(),
+                section(),
+                format!("{key} is {n}; use 1 to {MAX_SLOTS} (the default is {default})"),
+            );
+            return default;
+        }
+        n as usize
+    };
+    let workflow_task_slots = count(
+        &raw.workflow_task_slots,
+        "workflow_task_slots",
+        DEFAULT_WORKFLOW_TASK_SLOTS,
+    );
+    let activity_slots = count(
+        &raw.activity_slots,
+        "activity_slots",
+        DEFAULT_ACTIVITY_SLOTS,
+    );
+    let local_activity_slots = count(
+        &raw.local_activity_slots,
+        "local_activity_slots",
+        DEFAULT_LOCAL_ACTIVITY_SLOTS,
+    );
+    let workflow_cache = count(
+        &raw.workflow_cache,
+        "workflow_cache",
+        DEFAULT_WORKFLOW_CACHE,
+    );
+    TemporalSettings {
+        address: raw.address.into_inner(),
+        namespace: raw.namespace,
+        task_queue: raw.task_queue,
+        steps,
+        workflow_task_slots,
+        activity_slots,
+        local_activity_slots,
+        workflow_cache,
+    }
+}
