@@ -41,6 +41,8 @@ mod dashboard;
 mod dead_letter;
 /// The flash-sale demo and the inspection commands on its data.
 mod demo;
+/// A Temporal deployment of several worker processes (sandbox, Redis).
+mod deployment;
 /// Parked sagas do not hold intake back (issue 13).
 mod intake;
 /// `/metrics` agrees with `stats` and with the journal, attempt by attempt.
@@ -68,6 +70,8 @@ mod slow_saga;
 mod temporal_history;
 /// A Temporal worker dies right after the capture; another takes over.
 mod temporal_kill;
+/// Each Temporal worker's intake limit counts its own sagas.
+mod temporal_scale;
 /// The repository itself: the code map's paths exist, the deterministic
 /// core stays deterministic, the docs carry no stale phrase.
 mod tidy;

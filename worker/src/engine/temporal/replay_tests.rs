@@ -6,8 +6,18 @@
 //! dev server with `sagaflow history ID --engine temporal --export FILE`:
 //! a completed saga, a declined card (compensated), a failure at the pivot
 //! (compensated), a parked saga, and a parked saga an operator retried, all
-//! with activity tasks; and a completed and a declined saga whose steps ran
-//! as local activities (`local-*.json`, behind the `local-steps-1` patch).
+//! with activity tasks; a completed and a declined saga whose steps ran as
+//! local activities (`local-*.json`, behind the `local-steps-1` patch).
+//! Since step modes (`[temporal] steps`), `scripts/record-histories.sh`
+//! records the rest: `checkpointed-*` (completed, compensated, a retried
+//! step, a takeover after a worker aborted right after the capture, a
+//! parked compensation an operator retried with the `command` Update),
+//! `local-takeover.json` and `local-completed-v2.json` (every step local,
+//! the input form without a patch marker). One is built, not recorded:
+//! `local-input-no-marker.json` is `completed.json` with its input's
+//! `local_steps` set to true, what a saga started by newer code and run
+//! by a worker from before local steps leaves: no patch marker, so it must
+//! replay with the activity tasks it holds.
 //! Add one when a new path appears; never edit one to make a test pass.
 
 use super::workflow::SagaWorkflow;
@@ -42,10 +52,18 @@ async fn recorded_histories_replay_without_nondeterminism() {
     let all = histories();
     let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
     for wanted in [
+        "checkpointed-compensated.json",
+        "checkpointed-completed.json",
+        "checkpointed-parked-update.json",
+        "checkpointed-retried.json",
+        "checkpointed-takeover.json",
         "completed.json",
         "compensated.json",
-        "local-completed.json",
         "local-compensated.json",
+        "local-completed-v2.json",
+        "local-completed.json",
+        "local-input-no-marker.json",
+        "local-takeover.json",
         "parked.json",
         "pivot.json",
         "retried.json",
