@@ -139,10 +139,33 @@ fn three_temporal_workers_survive_kills_and_restarts_and_the_books_agree() {
             kills: 5,
         }
     };
+    require_temporal();
+    chaos("temporal", 3, &scale, "checkpointed");
+}
+
+/// The all-local opt-in (`[temporal] steps = "local"`), where a kill can
+/// make the next worker repeat the capture: a smaller sale in CI.
+#[test]
+fn three_temporal_workers_with_every_step_local_survive_kills_and_the_books_agree() {
+    let scale = if full() {
+        Scale {
+            orders: 2_000,
+            kills: 20,
+        }
+    } else {
+        Scale {
+            orders: 150,
+            kills: 3,
+        }
+    };
+    require_temporal();
+    chaos("temporal", 3, &scale, "local");
+}
+
+fn require_temporal() {
     if std::net::TcpStream::connect("127.0.0.1:7233").is_err() {
         panic!("Temporal is not running on 127.0.0.1:7233: start it with `scripts/services.sh temporal` (scripts/test.sh does)");
     }
-    chaos("temporal", 3, &scale);
 }
 
 #[test]
@@ -158,25 +181,27 @@ fn one_embedded_worker_survives_kills_and_restarts_and_the_books_agree() {
             kills: 5,
         }
     };
-    chaos("embedded", 1, &scale);
+    chaos("embedded", 1, &scale, "checkpointed");
 }
 
-fn chaos(engine: &str, worker_count: usize, scale: &Scale) {
+/// `mode`: `[temporal] steps` (ignored by the embedded engine).
+fn chaos(engine: &str, worker_count: usize, scale: &Scale, mode: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let seed = seed();
     eprintln!("chaos {engine}: seed {seed} (SAGAFLOW_CHAOS_SEED={seed} replays the schedule)");
     let mut rng = Rng(seed);
     let began = Instant::now();
-    let dir = common::data_dir(&format!("chaos-{engine}"));
+    let dir = common::data_dir(&format!("chaos-{engine}-{mode}"));
     let mut redis = RedisServer::start(&dir.join("redis"));
     let sandbox = StandaloneSandbox::start(&dir.join("provider"), API_KEY, FAULTS);
-    let queue = fresh_queue(&format!("chaos-{engine}"));
-    let unique = format!("chaos-{engine}-{}-{seed}", std::process::id());
+    let queue = fresh_queue(&format!("chaos-{engine}-{mode}"));
+    let unique = format!("chaos-{engine}-{mode}-{}-{seed}", std::process::id());
     let data = dir.join("workers");
     std::fs::create_dir_all(&data).unwrap();
     let base_url = format!("base_url = \"{}\"", sandbox.url);
     let key_prefix = format!("key_prefix = \"{unique}:\"");
     let task_queue = format!("task_queue = \"{unique}\"");
+    let steps = format!("steps = \"{mode}\"");
     let mut replace = vec![
         ("stock = \"embedded\"", "stock = \"redis\""),
         ("key_prefix = \"sagaflow:\"", key_prefix.as_str()),
@@ -190,6 +215,7 @@ fn chaos(engine: &str, worker_count: usize, scale: &Scale) {
     if engine == "temporal" {
         replace.push(("engine = \"embedded\"", "engine = \"temporal\""));
         replace.push(("task_queue = \"sagaflow\"", task_queue.as_str()));
+        replace.push(("steps = \"checkpointed\"", steps.as_str()));
     }
     let config = servicebus_config(&data, &queue, &replace);
     let redis_url = redis.url();
@@ -309,6 +335,9 @@ fn chaos(engine: &str, worker_count: usize, scale: &Scale) {
     // Every valid order a saga that ended; the queue drained.
     let limit = Duration::from_secs(if full() { 1_200 } else { 300 });
     let waited = Instant::now();
+    // Sagas an operator sent forward, and commands sent (all-local only).
+    let mut retried: BTreeSet<String> = BTreeSet::new();
+    let mut operator_commands = 0;
     let stats = loop {
         workers.check_alive();
         let stats: Value = serde_json::from_str(ok(&["stats", "--json"]).trim()).unwrap();
@@ -317,7 +346,36 @@ fn chaos(engine: &str, worker_count: usize, scale: &Scale) {
         if ended == valid.len() as u64 && depth(&queue) == (0, 0) {
             break stats;
         }
-        if waited.elapsed() > limit || (n("parked") > 0 && n("running") + n("compensating") == 0) {
+        // With every step local, a re-run that would compensate a chain
+        // that may have passed the pivot parks instead. The operator's
+        // procedure: `retry` (forward: each step idempotent, so if the
+        // earlier run passed the step it succeeds now); a step that fails
+        // the same way again never happened, so `cancel` compensates.
+        let mut commanded = false;
+        if mode == "local" && n("parked") > 0 {
+            for line in ok(&["list", "--status", "parked", "--json", "--limit", "100000"]).lines() {
+                let row: Value = serde_json::from_str(line).unwrap();
+                if !row["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("may have passed the pivot")
+                {
+                    continue;
+                }
+                let id = row["id"].as_str().unwrap().to_owned();
+                let verb = if retried.insert(id.clone()) {
+                    "retry"
+                } else {
+                    "cancel"
+                };
+                let why = "chaos: a re-run that may have passed the pivot";
+                let _ = run(&[verb, &id, "--reason", why]).output();
+                operator_commands += 1;
+                commanded = true;
+            }
+        }
+        let stuck = n("parked") > 0 && n("running") + n("compensating") == 0 && !commanded;
+        if waited.elapsed() > limit || stuck {
             let parked = ok(&["list", "--status", "parked"]);
             let logs: String = (0..workers.len()).map(|s| logs_of(&data, s)).collect();
             panic!("chaos {engine} (seed {seed}): not every saga ended after {limit:?}: {stats}\nparked:\n{parked}\n{logs}");
@@ -430,6 +488,8 @@ fn chaos(engine: &str, worker_count: usize, scale: &Scale) {
         "completed": n("completed"),
         "compensated": n("compensated"),
         "parked": n("parked"),
+        "steps": mode,
+        "operator_commands": operator_commands,
         "kills": workers.kills.len(),
         "redis_restarts": redis_restarts,
         "broker_restarts": broker_restarts,
