@@ -20,7 +20,8 @@
 # mid-run (a cancel is applied or refused, a retry of a running saga is
 # refused by the workflow's validator: both go through a workflow task,
 # which is what load delays). Then the same commands on an idle deployment
-# (a few sagas held in flight by a slow provider), in the same session.
+# in the same session: a few sagas waiting for the payment breaker (the
+# provider answers 503 to everything), so nothing else runs.
 set -euo pipefail
 bin="$(realpath "${1:-target/release/sagaflow}")"
 cd "$(dirname "$0")/.."
@@ -45,9 +46,9 @@ work = tempfile.mkdtemp(prefix="sagaflow-bench-load-")
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
-def sandbox(latency):
-    d = os.path.join(work, "provider-" + latency)
-    p = subprocess.Popen([BIN, "sandbox", "--port", "0", "--json", "--data", d, "--latency", latency],
+def sandbox(*knobs):
+    d = os.path.join(work, "provider-" + "-".join(knobs))
+    p = subprocess.Popen([BIN, "sandbox", "--port", "0", "--json", "--data", d, *knobs],
                          env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return p, json.loads(p.stdout.readline())["base_url"]
 
@@ -122,6 +123,15 @@ class Deployment:
             times[verb].append((time.monotonic() - began) * 1000)
         return times
 
+    def task_timeouts(self, ids):
+        """Workflow-task timeouts in the histories of `ids` (a sample)."""
+        n = 0
+        for saga in ids:
+            r = subprocess.run([TEMPORAL, "workflow", "show", "-w", saga, "-o", "json"],
+                               capture_output=True, text=True)
+            n += r.stdout.count("WorkflowTaskTimedOut") + r.stdout.count("WORKFLOW_TASK_TIMED_OUT")
+        return n
+
     def history_events(self):
         r = subprocess.run([TEMPORAL, "workflow", "list", "--query",
                             f"TaskQueue = '{self.name}' AND SagaStatus = 'completed'",
@@ -162,10 +172,11 @@ def load_run(mode, url):
             "p50_ms": pct(durations, 0.5), "p99_ms": pct(durations, 0.99),
             "history_events_per_saga": round(d.history_events(), 1),
             "worker_cpu_ms_per_saga": round(cpu * 1000 / len(rows), 2),
+            "task_timeouts_in_50": d.task_timeouts([r["id"] for r in rows[::max(1, len(rows) // 50)]][:50]),
             "commands": commanded}
 
 def idle_run(url):
-    # A provider this slow keeps the few sagas in flight while they are commanded.
+    # The provider is down: the sagas wait for the breaker, on timers.
     d = Deployment("idle", "checkpointed", url)
     d.run("stock", "set", "SKU-1=1000")
     d.submit(COMMANDS, "i")
@@ -178,8 +189,8 @@ def idle_run(url):
     d.stop()
     return times
 
-sb, url = sandbox(LATENCY)
-slow, slow_url = sandbox("20s")
+sb, url = sandbox("--latency", LATENCY)
+slow, slow_url = sandbox("--outage", "24h")
 results = []
 try:
     for rnd in range(1, ROUNDS + 1):
@@ -195,17 +206,17 @@ finally:
     sb.terminate(); slow.terminate()
 
 print(f"two workers, {IN_FLIGHT} in flight in all, provider latency {LATENCY}, {N} checkout sagas per run")
-print("| round | steps | sagas/s | p50 ms | p99 ms | history events/saga | worker CPU ms/saga | cancel p50/p99 ms | retry p50/p99 ms |")
-print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| round | steps | sagas/s | p50 ms | p99 ms | history events/saga | worker CPU ms/saga | task timeouts (50 sagas) | cancel p50/p99 ms | retry p50/p99 ms |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in results:
     if "mode" in r:
         c = r["commands"][1] if r["commands"] else {"cancel": [], "retry": []}
         print(f"| {r['round']} | {r['mode']} | {r['sagas_per_sec']} | {r['p50_ms']} | {r['p99_ms']} | "
-              f"{r['history_events_per_saga']} | {r['worker_cpu_ms_per_saga']} | "
+              f"{r['history_events_per_saga']} | {r['worker_cpu_ms_per_saga']} | {r['task_timeouts_in_50']} | "
               f"{pct(c['cancel'], .5):.0f}/{pct(c['cancel'], .99):.0f} | {pct(c['retry'], .5):.0f}/{pct(c['retry'], .99):.0f} |")
     else:
         c = r["idle"]
-        print(f"| {r['round']} | idle (commands only) | | | | | | "
+        print(f"| {r['round']} | idle (commands only) | | | | | | | "
               f"{pct(c['cancel'], .5):.0f}/{pct(c['cancel'], .99):.0f} | {pct(c['retry'], .5):.0f}/{pct(c['retry'], .99):.0f} |")
 rate = {m: statistics.mean(r["sagas_per_sec"] for r in results if r.get("mode") == m) for m in MODES}
 if "activities" in rate:

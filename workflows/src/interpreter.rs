@@ -36,10 +36,10 @@ use crate::finished::{Finished, Work};
 use crate::model::SagaDef;
 use crate::status::SagaStatus;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use undo::{past_pivot_reason, StepOutcome, Undo};
 
 mod undo;
-use serde_json::{Map, Value};
 
 /// How a saga ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +130,9 @@ async fn run_steps<C: SagaContext>(ctx: &C, def: &SagaDef, order: &Value) -> Sag
             }
             Err(Failure::Cancelled) => {
                 // Cancelled while waiting to retry: the last attempt failed
-                // retryably, so it may have taken effect: undo it too.
+                // retryably, so it may have taken effect: undo it too. (The
+                // wait's timer recorded every result before it, so no
+                // unrecorded run went further: no chain to widen.)
                 let undo = Undo {
                     through: Some(index),
                     skip: None,
