@@ -676,7 +676,8 @@ async fn bench_temporal(
         group_commit: None,
         sagas: latencies.len(),
         in_flight,
-        max_concurrent_activities: None,
+        // Activity and local-activity slots alike (`--max-activities`).
+        max_concurrent_activities: Some(config.temporal.activity_slots),
         sagas_per_sec: (latencies.len() as f64 / elapsed.as_secs_f64() * 10.0).round() / 10.0,
         p50_ms: percentile(&latencies, 0.50) as f64 / 1000.0,
         p99_ms: percentile(&latencies, 0.99) as f64 / 1000.0,

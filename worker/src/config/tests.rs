@@ -2,7 +2,7 @@
 //! loads, profile mistakes fail with their exact message, and saga mistakes
 //! read exactly as `sagaflow_workflows::config` words them.
 
-use super::settings::{HttpVersion, DEFAULT_PAYMENT_CONNECTIONS};
+use super::settings::{HttpVersion, StepMode, DEFAULT_PAYMENT_CONNECTIONS};
 use super::Config;
 use sagaflow_activities::registry::BUILTIN_ACTIVITIES;
 use sagaflow_workflows::config::parse_sagas;
@@ -369,5 +369,49 @@ fn payment_transport_defaults_and_mistakes() {
             "sagas.toml:10: [payment]: connections is 0; use 1 to 256 (HTTP/2 connections to the provider; the default is 4)",
         ],
         "{err}"
+    );
+}
+
+#[test]
+fn temporal_steps_and_slots_are_checked_and_the_old_key_says_what_replaced_it() {
+    let text = format!(
+        "{PROFILE}\n[temporal]\nlocal_activities = true\nsteps = \"fast\"\nworkflow_task_slots = 0\n"
+    );
+    let err = parse(&text).unwrap_err();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "sagas.toml:9: [temporal]: local_activities was replaced by `steps`; remove it and write steps = \"checkpointed\" (the default, safe around the pivot) or steps = \"local\" (fewer events; a crash can re-run the pivot)",
+            "sagas.toml:10: [temporal]: steps is \"fast\"; use \"checkpointed\" (the default), \"activities\" or \"local\"",
+            "sagas.toml:11: [temporal]: workflow_task_slots is 0; use 1 to 100000 (the default is 100)",
+        ],
+        "{err}"
+    );
+    let err = parse(&format!(
+        "{PROFILE}\n[temporal]\nlocal_activities = false\n"
+    ))
+    .unwrap_err();
+    assert!(err.contains("write steps = \"activities\""), "{err}");
+
+    let defaults = parse(PROFILE).unwrap().temporal;
+    assert_eq!(defaults.steps, StepMode::Checkpointed);
+    assert_eq!(
+        (
+            defaults.workflow_task_slots,
+            defaults.activity_slots,
+            defaults.local_activity_slots,
+            defaults.workflow_cache
+        ),
+        (100, 512, 512, 1_000)
+    );
+    let set = parse(&format!(
+        "{PROFILE}\n[temporal]\nsteps = \"local\"\nactivity_slots = 64\nworkflow_cache = 10\n"
+    ))
+    .unwrap()
+    .temporal;
+    assert_eq!(
+        (set.steps, set.activity_slots, set.workflow_cache),
+        (StepMode::Local, 64, 10)
     );
 }
