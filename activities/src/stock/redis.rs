@@ -65,54 +65,19 @@
 //! 7.0 has no per-field expiry, so pruning old `C`/`L`/`X` records is an
 //! operator job for now.
 
-use super::{
-    aggregate_lines, Expired, LineState, ReservationLine, Settled, SkuLevel, StockError,
-    StockSnapshot,
-};
+mod books;
+mod lines;
+mod scripts;
+
+use super::{aggregate_lines, StockError};
 use crate::order::OrderLine;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, Client, RedisError, Script};
+use lines::{already_committed, claim_token, closed, state_name};
 use sagaflow_workflows::ActivityError;
+use scripts::Scripts;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-/// Shared by every script: read and write a line record of `KEYS[2]`.
-const PRELUDE: &str = include_str!("redis/prelude.lua");
-
-/// KEYS: stock, resv, deadlines. ARGV: id, qty, deadline_ms, claim token
-/// ("" for single-line orders), primary ("1" on the order's first SKU: that
-/// line stands for the reservation in counts). Returns `taken`, the existing state (`R`,
-/// `C`, `L`, `X`), `out_of_stock` or `unknown_sku`.
-const RESERVE: &str = include_str!("redis/reserve.lua");
-
-/// Undoes what one attempt of a multi-line reserve took. ARGV: id, token.
-/// Returns 1 when units went back.
-const UNRESERVE: &str = include_str!("redis/unreserve.lua");
-
-/// ARGV: id. Returns `released`, `nothing` (tombstone written) or
-/// `committed` (nothing changed).
-const RELEASE: &str = include_str!("redis/release.lua");
-
-/// ARGV: id, claim token ("" for single-line). Returns `committed`,
-/// `retaken` (expired line sold from available), `C` (already),
-/// `sold_out`, `L`, `T` or `unknown`.
-const COMMIT: &str = include_str!("redis/commit.lua");
-
-/// Gives back a line one commit attempt re-took. ARGV: id, token.
-const UNCOMMIT: &str = include_str!("redis/uncommit.lua");
-
-/// Returns a sold line to stock (a refund). ARGV: id. Returns `returned`,
-/// `T` (already), `unknown` or the state of a line never sold.
-const RETURN: &str = include_str!("redis/return.lua");
-
-/// ARGV: now_ms, keep_until_ms, then (id, lives) pairs. Keeps the lines of
-/// live sagas with the new deadline and expires the others. Returns
-/// {reservations reclaimed, reservations kept}.
-const SETTLE: &str = include_str!("redis/settle.lua");
-
-/// ARGV: units. Replaces the SKU's stock and forgets its reservations.
-const SEED: &str = include_str!("redis/seed.lua");
 
 /// How many expired ids one settle script call handles, so a backlog does
 /// not block the server for long.
@@ -135,46 +100,6 @@ impl RedisStockConfig {
             url: url.into(),
             key_prefix: "sagaflow:".into(),
         }
-    }
-}
-
-struct Scripts {
-    reserve: Script,
-    unreserve: Script,
-    release: Script,
-    commit: Script,
-    uncommit: Script,
-    give_back: Script,
-    settle: Script,
-    seed: Script,
-}
-
-impl Scripts {
-    fn new() -> Scripts {
-        let s = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
-        Scripts {
-            reserve: s(RESERVE),
-            unreserve: s(UNRESERVE),
-            release: s(RELEASE),
-            commit: s(COMMIT),
-            uncommit: s(UNCOMMIT),
-            give_back: s(RETURN),
-            settle: s(SETTLE),
-            seed: s(SEED),
-        }
-    }
-
-    fn all(&self) -> [&Script; 8] {
-        [
-            &self.reserve,
-            &self.unreserve,
-            &self.release,
-            &self.commit,
-            &self.uncommit,
-            &self.give_back,
-            &self.settle,
-            &self.seed,
-        ]
     }
 }
 
@@ -651,218 +576,6 @@ impl RedisStock {
                 .and_then(|v| v["s"].as_str().map(str::to_owned))
         }))
     }
-
-    /// Reservation lines past their deadline and still held, at most
-    /// `limit` per SKU, oldest first. Nothing changes.
-    pub async fn expired(&self, now_ms: u64, limit: usize) -> Result<Expired, StockError> {
-        let mut lines = Vec::new();
-        let mut conn = self.conn.clone();
-        for sku in self.skus().await? {
-            let SkuKeys([_, _, deadlines]) = self.keys(&sku);
-            let ids: Vec<String> = ::redis::cmd("ZRANGEBYSCORE")
-                .arg(&deadlines)
-                .arg("-inf")
-                .arg(format!("({now_ms}"))
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.plumbing(e))?;
-            lines.extend(ids.into_iter().map(|id| (sku.clone(), id)));
-        }
-        Ok(Expired { lines })
-    }
-
-    /// Settles expired lines SKU by SKU: a live saga's line gets the
-    /// deadline `keep_until_ms`, any other goes back to available (see
-    /// `settle.lua`).
-    pub async fn settle(
-        &self,
-        expired: &Expired,
-        lives: &(dyn Fn(&str) -> bool + Sync),
-        now_ms: u64,
-        keep_until_ms: u64,
-    ) -> Result<Settled, StockError> {
-        let (now, keep_until) = (now_ms.to_string(), keep_until_ms.to_string());
-        let mut settled = Settled::default();
-        let mut rest = expired.lines.as_slice();
-        while let Some((sku, _)) = rest.first() {
-            let same = rest.iter().take_while(|(s, _)| s == sku).count();
-            let (these, after) = rest.split_at(same.min(SETTLE_BATCH));
-            rest = after;
-            let mut args: Vec<&str> = Vec::with_capacity(2 + 2 * these.len());
-            args.extend([now.as_str(), keep_until.as_str()]);
-            for (_, id) in these {
-                args.extend([id.as_str(), if lives(id) { "1" } else { "0" }]);
-            }
-            let (reclaimed, kept): (usize, usize) = self
-                .run(&self.scripts.settle, sku, &args)
-                .await
-                .map_err(|e| self.plumbing(e))?;
-            settled.reclaimed += reclaimed;
-            settled.kept += kept;
-        }
-        Ok(settled)
-    }
-
-    async fn skus(&self) -> Result<Vec<String>, StockError> {
-        let mut conn = self.conn.clone();
-        let mut skus: Vec<String> = conn
-            .smembers(self.skus_key())
-            .await
-            .map_err(|e| self.plumbing(e))?;
-        skus.sort();
-        Ok(skus)
-    }
-
-    /// Every line of every reservation (see [`super::Stock::reservations`]),
-    /// read SKU by SKU with `HSCAN`, so a large ledger does not block the
-    /// server. Tombstones (`L` lines that never held units) are left out.
-    pub async fn reservations(&self) -> Result<Vec<ReservationLine>, StockError> {
-        let mut conn = self.conn.clone();
-        let mut lines = Vec::new();
-        for sku in self.skus().await? {
-            let SkuKeys([_, resv, _]) = self.keys(&sku);
-            let mut cursor = 0u64;
-            loop {
-                let (next, page): (u64, Vec<(String, String)>) = ::redis::cmd("HSCAN")
-                    .arg(&resv)
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| self.plumbing(e))?;
-                for (reservation, record) in page {
-                    // Written by the scripts: {"s": state, "q": units, ...}.
-                    let record: Value = serde_json::from_str(&record).unwrap_or(Value::Null);
-                    let units = record["q"].as_u64().unwrap_or(0) as u32;
-                    let state = match record["s"].as_str().unwrap_or("") {
-                        "R" => LineState::Reserved,
-                        "C" => LineState::Committed,
-                        "X" => LineState::Expired,
-                        "T" => LineState::Returned,
-                        _ => LineState::Released,
-                    };
-                    if units > 0 {
-                        lines.push(ReservationLine {
-                            reservation,
-                            sku: sku.clone(),
-                            units,
-                            state,
-                        });
-                    }
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-        Ok(lines)
-    }
-
-    /// Totals over every seeded SKU, for invariant checks. Each SKU's counts
-    /// are read atomically; the totals are not one instant across SKUs.
-    pub async fn snapshot(&self) -> Result<StockSnapshot, StockError> {
-        let mut snapshot = StockSnapshot::default();
-        for sku in self.skus().await? {
-            let ([initial, available, reserved, sold], committed) = self.counts(&sku).await?;
-            snapshot.initial += initial;
-            snapshot.available += available;
-            snapshot.reserved += reserved;
-            snapshot.sold += sold;
-            snapshot.committed_reservations += committed;
-            if available + reserved + sold != initial || available < 0 || reserved < 0 || sold < 0 {
-                snapshot.inconsistent = true;
-            }
-        }
-        Ok(snapshot)
-    }
-
-    /// Each SKU's counts (see [`super::Stock::levels`]).
-    pub async fn levels(&self) -> Result<Vec<SkuLevel>, StockError> {
-        let mut levels = Vec::new();
-        for sku in self.skus().await? {
-            let ([initial, available, reserved, sold], _) = self.counts(&sku).await?;
-            levels.push(SkuLevel {
-                sku,
-                initial,
-                available,
-                reserved,
-                sold,
-            });
-        }
-        Ok(levels)
-    }
-
-    /// One SKU's initial, available, reserved and sold units, and its
-    /// committed reservations (a missing field counts 0).
-    async fn counts(&self, sku: &str) -> Result<([i64; 4], i64), StockError> {
-        let SkuKeys([stock, _, _]) = self.keys(sku);
-        let counts: Vec<Option<i64>> = ::redis::cmd("HMGET")
-            .arg(&stock)
-            .arg(&["initial", "available", "reserved", "sold", "committed"])
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.plumbing(e))?;
-        let [initial, available, reserved, sold, committed] =
-            <[Option<i64>; 5]>::try_from(counts).unwrap_or_default();
-        let n = |v: Option<i64>| v.unwrap_or(0);
-        Ok((
-            [n(initial), n(available), n(reserved), n(sold)],
-            n(committed),
-        ))
-    }
-}
-
-fn already_committed(reservation: &str) -> ActivityError {
-    ActivityError::business(
-        "already_committed",
-        format!("reservation {reservation} is committed (sold); it cannot be released"),
-    )
-}
-
-fn closed(reservation: &str, state: &str, verb: &str) -> ActivityError {
-    ActivityError::business(
-        "reservation_closed",
-        format!(
-            "reservation {reservation} is {}; it cannot be {verb}",
-            state_name(state)
-        ),
-    )
-}
-
-fn state_name(code: &str) -> &str {
-    match code {
-        "R" => "reserved",
-        "C" => "committed",
-        "L" => "released",
-        "X" => "expired",
-        "T" => "returned",
-        other => other,
-    }
-}
-
-/// A token naming one attempt of a multi-line call ("" for one line, which
-/// needs no undo). Unique per process and call; the `t` keeps Lua's cjson
-/// from ever reading it as a number.
-fn claim_token(lines: &[(String, u32)]) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    if lines.len() < 2 {
-        return String::new();
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "t{:x}-{:x}-{:x}",
-        std::process::id(),
-        nanos,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// `redis://user:secret@host` -> `redis://user:***@host`.
@@ -880,31 +593,4 @@ fn mask_password(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_key_of_a_sku_shares_its_hash_tag() {
-        // Redis Cluster hashes only what is between the first `{` and the
-        // next `}`: the three keys must agree on it, whatever the prefix.
-        let tag = |key: &str| {
-            let open = key.find('{').unwrap();
-            let close = open + key[open..].find('}').unwrap();
-            key[open + 1..close].to_owned()
-        };
-        for (prefix, sku) in [("sagaflow:", "SKU-1"), ("a:b:", "x}y"), ("p", "{z")] {
-            let SkuKeys(keys) = sku_keys(prefix, sku);
-            let tags: Vec<String> = keys.iter().map(|k| tag(k)).collect();
-            assert!(tags.iter().all(|t| *t == tags[0]), "{keys:?}");
-        }
-    }
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            mask_password("redis://:s3cret@h:6379/0"),
-            "redis://:***@h:6379/0"
-        );
-        assert_eq!(mask_password("redis://h:6379"), "redis://h:6379");
-    }
-}
+mod tests;
