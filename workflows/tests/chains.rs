@@ -8,13 +8,16 @@
 //! whether this run is provably the chain's first.
 
 use sagaflow_workflows::{
-    run_saga, ActivityCall, ActivityError, Command, Phase, ReplayContext, Resolution, RetryPolicy,
-    SagaContext, SagaDef, SagaStatus, Signal, Stage, StepDef,
+    run_saga, ActivityCall, ActivityError, Command, Phase, ReplayContext, Resolution, SagaContext,
+    SagaDef, SagaStatus, Signal, Stage,
 };
 use serde_json::{json, Value};
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+
+mod common;
+use common::checkout;
 
 /// How the engine under test chains steps.
 #[derive(Clone, Copy)]
@@ -71,59 +74,6 @@ impl SagaContext for Chained {
     }
     fn first_run(&self) -> bool {
         self.first_run
-    }
-}
-
-fn policy(max_attempts: u32, non_retryable: &[&str]) -> RetryPolicy {
-    RetryPolicy {
-        initial_interval_ms: 100,
-        backoff_coefficient: 2.0,
-        max_interval_ms: 1_000,
-        max_attempts,
-        non_retryable: non_retryable.iter().map(|s| s.to_string()).collect(),
-        jitter: 0.2,
-    }
-}
-
-fn step(name: &str, action: &str, compensation: Option<&str>, retry: RetryPolicy) -> StepDef {
-    StepDef {
-        name: name.into(),
-        action: action.into(),
-        compensation: compensation.map(Into::into),
-        timeout_ms: 1_000,
-        compensation_timeout_ms: None,
-        max_wait_ms: None,
-        retry,
-    }
-}
-
-fn checkout() -> SagaDef {
-    SagaDef {
-        name: "checkout".into(),
-        steps: vec![
-            step(
-                "reserve_stock",
-                "stock.reserve",
-                Some("stock.release"),
-                policy(5, &["out_of_stock"]),
-            ),
-            step(
-                "authorize_payment",
-                "payment.authorize",
-                Some("payment.void"),
-                policy(5, &["card_declined"]),
-            ),
-            step(
-                "create_order",
-                "orders.create",
-                Some("orders.cancel"),
-                policy(5, &[]),
-            ),
-            step("capture_payment", "payment.capture", None, policy(5, &[])),
-            step("commit_stock", "stock.commit", None, policy(3, &[])),
-        ],
-        pivot: Some(3),
-        compensation_retry: policy(4, &[]),
     }
 }
 
