@@ -53,6 +53,15 @@ struct Scale {
     kills: usize,
 }
 
+impl Scale {
+    /// `(orders, kills)` for the full run (`SAGAFLOW_CHAOS=full`), else the
+    /// reduced one CI runs.
+    fn pick(full_run: (usize, usize), ci: (usize, usize)) -> Scale {
+        let (orders, kills) = if full() { full_run } else { ci };
+        Scale { orders, kills }
+    }
+}
+
 fn full() -> bool {
     std::env::var("SAGAFLOW_CHAOS").is_ok_and(|v| v == "full")
 }
@@ -128,17 +137,7 @@ fn invalid(id: &str) -> String {
 
 #[test]
 fn three_temporal_workers_survive_kills_and_restarts_and_the_books_agree() {
-    let scale = if full() {
-        Scale {
-            orders: 2_000,
-            kills: 20,
-        }
-    } else {
-        Scale {
-            orders: 300,
-            kills: 5,
-        }
-    };
+    let scale = Scale::pick((2_000, 20), (300, 5));
     require_temporal();
     chaos("temporal", 3, &scale, "checkpointed");
 }
@@ -147,17 +146,7 @@ fn three_temporal_workers_survive_kills_and_restarts_and_the_books_agree() {
 /// make the next worker repeat the capture: a smaller sale in CI.
 #[test]
 fn three_temporal_workers_with_every_step_local_survive_kills_and_the_books_agree() {
-    let scale = if full() {
-        Scale {
-            orders: 2_000,
-            kills: 20,
-        }
-    } else {
-        Scale {
-            orders: 150,
-            kills: 3,
-        }
-    };
+    let scale = Scale::pick((2_000, 20), (150, 3));
     require_temporal();
     chaos("temporal", 3, &scale, "local");
 }
@@ -170,17 +159,7 @@ fn require_temporal() {
 
 #[test]
 fn one_embedded_worker_survives_kills_and_restarts_and_the_books_agree() {
-    let scale = if full() {
-        Scale {
-            orders: 10_000,
-            kills: 20,
-        }
-    } else {
-        Scale {
-            orders: 2_000,
-            kills: 5,
-        }
-    };
+    let scale = Scale::pick((10_000, 20), (2_000, 5));
     chaos("embedded", 1, &scale, "checkpointed");
 }
 
