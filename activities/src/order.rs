@@ -71,11 +71,37 @@ pub const MAX_LINE_QTY: u32 = 10_000;
 /// 99,999,999, i.e. 999,999.99 in a two-decimal currency).
 pub const MAX_AMOUNT: u64 = 99_999_999;
 
-/// Characters an order id may not hold: Cosmos DB forbids `/ \ ? #` in
-/// document ids, and control characters break the HTTP headers the id
-/// travels in (`Idempotency-Key`).
-fn forbidden_in_id(c: char) -> bool {
-    matches!(c, '/' | '\\' | '?' | '#') || c.is_control()
+/// The longest order id.
+pub const MAX_ID: usize = 128;
+
+/// Why `id` cannot be an order (and saga) id, or `None` when it can. One
+/// rule, so that every accepted id works everywhere it travels: 1 to
+/// [`MAX_ID`] visible ASCII characters (`!` to `~`: an HTTP header value
+/// for the provider's `Idempotency-Key`, a Redis hash field, a Temporal
+/// workflow id, and no bidi or zero-width character to spoof another id
+/// on a screen), without `/ \ ? #` (Cosmos DB forbids them in document
+/// ids) or `%` (an id in a URL path is percent-encoded once and decoded
+/// once; a `%` invites a second decoding), and not dots only (`.` and `..`
+/// are no URL path segment).
+pub fn id_problem(id: &str) -> Option<String> {
+    const RULE: &str = "an order id is 1 to 128 visible ASCII characters (letters, digits and punctuation, no spaces), without / \\ ? # %, and not only dots";
+    if id.is_empty() || id.len() > MAX_ID {
+        return Some(format!("order_id is {} bytes long; {RULE}", id.len()));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !matches!(c, '!'..='~') || matches!(c, '/' | '\\' | '?' | '#' | '%'))
+    {
+        return Some(format!(
+            "order_id \"{}\" contains '{}'; {RULE}",
+            id.escape_debug(),
+            c.escape_debug()
+        ));
+    }
+    if id.bytes().all(|b| b == b'.') {
+        return Some(format!("order_id {id:?} is only dots; {RULE}"));
+    }
+    None
 }
 
 impl Order {
@@ -107,14 +133,8 @@ impl Order {
                 self.order_id
             ));
         }
-        if self.order_id.is_empty() || self.order_id.len() > 128 {
-            return Err("order_id must be 1 to 128 characters".into());
-        }
-        if let Some(c) = self.order_id.chars().find(|c| forbidden_in_id(*c)) {
-            return Err(format!(
-                "order_id {:?} contains {c:?}; ids become Cosmos DB document ids and HTTP header values, so /, \\, ?, # and control characters are not allowed",
-                self.order_id
-            ));
+        if let Some(problem) = id_problem(&self.order_id) {
+            return Err(problem);
         }
         if self.items.is_empty() || self.items.len() > MAX_LINES {
             return Err(format!(
@@ -312,12 +332,37 @@ mod tests {
             r#""a\\b""#,
             r#""a?b""#,
             r#""a#b""#,
+            r#""a%2Fb""#,
             r#""a\u0001b""#,
+            r#""ö-1""#,
+            r#""🛒-1""#,
+            r#""o-\u202e1""#,
+            r#""o\u200b1""#,
+            r#""a b""#,
+            r#""""#,
+            r#"".""#,
+            r#""..""#,
         ] {
             let e = Order::from_message(id(bad).as_bytes(), None, 4096).unwrap_err();
             assert_eq!(e.reason, "InvalidOrder", "{bad}");
-            assert!(e.description.contains("are not allowed"), "{bad}: {e}");
+            assert!(
+                e.description
+                    .contains("an order id is 1 to 128 visible ASCII"),
+                "{bad}: {e}"
+            );
         }
+        let e = Order::from_message(id(r#""o-\u202e1""#).as_bytes(), None, 4096).unwrap_err();
+        assert!(
+            !e.description.contains('\u{202E}') && e.description.contains("\\u{202e}"),
+            "the reason shows the character escaped: {e}"
+        );
+        for good in [r#""a.b""#, r#""...a""#, r#""o-1:x_y~!""#] {
+            Order::from_message(id(good).as_bytes(), None, 4096).unwrap();
+        }
+        let long = |n: usize| id(&format!("\"{}\"", "a".repeat(n)));
+        Order::from_message(long(128).as_bytes(), None, 4096).unwrap();
+        let e = Order::from_message(long(129).as_bytes(), None, 4096).unwrap_err();
+        assert!(e.description.contains("129 bytes"), "{e}");
         let huge = OK.replace(r#""qty":1"#, r#""qty":4000000000"#);
         let e = Order::from_message(huge.as_bytes(), None, 4096).unwrap_err();
         assert!(e.description.contains("at most 10000 units"), "{e}");

@@ -66,7 +66,7 @@ use std::time::Duration;
 const MAX_CANCEL_ROUNDS: usize = 8;
 
 /// Where the orders live and how hard the SDK retries a throttled request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CosmosOrdersConfig {
     /// Account endpoint, e.g. `https://myaccount.documents.azure.com:443/`
     /// (read from the variable named by `[cosmos] endpoint_env`).
@@ -84,6 +84,21 @@ pub struct CosmosOrdersConfig {
     /// asks) before the activity fails as retryable. 0 leaves every retry to
     /// the saga's retry policy.
     pub throttle_retries: u32,
+}
+
+/// The account key never shows: `{:?}` prints it redacted, as logs and
+/// errors print configs (`[cosmos] key_env` holds a secret).
+impl std::fmt::Debug for CosmosOrdersConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CosmosOrdersConfig")
+            .field("endpoint", &self.endpoint)
+            .field("key", &"<redacted>")
+            .field("database", &self.database)
+            .field("container", &self.container)
+            .field("region", &self.region)
+            .field("throttle_retries", &self.throttle_retries)
+            .finish()
+    }
 }
 
 /// The stored document.
@@ -416,4 +431,27 @@ fn cosmos_error(container: &str, e: CosmosError) -> ActivityError {
         kind,
         format!("Cosmos DB request to {container} failed: {e}; {hint}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_account_key() {
+        let config = CosmosOrdersConfig {
+            endpoint: "https://acct.documents.azure.com:443/".into(),
+            key: "c2VjcmV0LWFjY291bnQta2V5".into(),
+            database: "shop".into(),
+            container: "orders".into(),
+            region: "East US".into(),
+            throttle_retries: 3,
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("c2VjcmV0LWFjY291bnQta2V5"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("shop"),
+            "{shown}"
+        );
+    }
 }

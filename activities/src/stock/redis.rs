@@ -66,6 +66,7 @@
 //! operator job for now.
 
 mod books;
+mod config;
 mod lines;
 mod scripts;
 
@@ -73,6 +74,8 @@ use super::{aggregate_lines, StockError};
 use crate::order::OrderLine;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, Client, RedisError, Script};
+use config::mask_password;
+pub use config::RedisStockConfig;
 use lines::{already_committed, claim_token, closed, state_name};
 use sagaflow_workflows::ActivityError;
 use scripts::Scripts;
@@ -82,26 +85,6 @@ use std::time::Duration;
 /// How many expired ids one settle script call handles, so a backlog does
 /// not block the server for long.
 const SETTLE_BATCH: usize = 500;
-
-/// Where and under which key prefix the stock lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisStockConfig {
-    /// `redis://[:password@]host:port[/db]` (read from the variable named by
-    /// `[redis] url_env`).
-    pub url: String,
-    /// Prepended to every key; default `sagaflow:`. Tests use a random one.
-    pub key_prefix: String,
-}
-
-impl RedisStockConfig {
-    /// The default prefix `sagaflow:` at `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        RedisStockConfig {
-            url: url.into(),
-            key_prefix: "sagaflow:".into(),
-        }
-    }
-}
 
 /// The Redis stock ledger. Cheap to share behind an `Arc`; every call clones
 /// the multiplexed connection, so calls run concurrently.
@@ -575,20 +558,6 @@ impl RedisStock {
                 .ok()
                 .and_then(|v| v["s"].as_str().map(str::to_owned))
         }))
-    }
-}
-
-/// `redis://user:secret@host` -> `redis://user:***@host`.
-fn mask_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
     }
 }
 

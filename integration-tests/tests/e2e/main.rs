@@ -24,6 +24,9 @@ mod sandbox;
 
 /// The worker's admin API: token rules, reads, commands, `--admin URL`.
 mod admin;
+/// No web page but the dashboard reaches the admin API: Host allow-list
+/// without a token, same-origin `/api`, probes in the deployed shape.
+mod admin_browser;
 /// `sagaflow bench --provider separate`: both processes measured.
 mod bench;
 /// Bulk retry at scale: hundreds parked by a stock fault, and a run
@@ -72,6 +75,9 @@ mod temporal_history;
 mod temporal_kill;
 /// Each Temporal worker's intake limit counts its own sagas.
 mod temporal_scale;
+/// Two deployments on one namespace: queries, reads and commands stay
+/// on their own task queue.
+mod temporal_scope;
 /// The repository itself: the code map's paths exist, the deterministic
 /// core stays deterministic, the docs carry no stale phrase.
 mod tidy;

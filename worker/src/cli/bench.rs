@@ -624,7 +624,7 @@ async fn bench_temporal(
     let (registry, def, _adapters) = world(config, paths, args.activities, sagas).await?;
     let client = TemporalClient::connect(&config.temporal).await?;
     client.check_search_attributes().await?;
-    let worker = WorkerThread::spawn(&config.temporal, registry).await?;
+    let worker = WorkerThread::spawn(&config.temporal, registry, Arc::default()).await?;
     let run = format!(
         "bench-{:x}",
         std::time::SystemTime::now()

@@ -12,6 +12,7 @@
 
 use super::command::{embedded_check_and_queue, operator_name, start_refund, CommandArgs, Verdict};
 use super::inspect::{open_journal, Source};
+use super::shown::shown;
 use crate::config::Config;
 use crate::engine::command::{Audit, CommandRequest};
 use crate::engine::core::now_ms;
@@ -25,6 +26,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+mod checks;
 
 /// Which command a bulk request sends.
 #[derive(Debug, Clone)]
@@ -198,18 +201,19 @@ pub fn plan(
     note: &mut dyn FnMut(String),
 ) -> Result<Planned> {
     let dir = plans_dir(source, data);
+    checks::rate(spec.rate)?;
     Ok(match (&spec.resume, &spec.where_) {
         (Some(bulk_id), _) => {
+            // The id names a file: checked before it is used as a path.
+            checks::bulk_id(bulk_id)?;
             let path = plan_path(&dir, bulk_id);
             let text = std::fs::read_to_string(&path).with_context(|| {
                 format!(
-                    "no bulk run {bulk_id} at {}; `ls {}` lists the runs planned here",
-                    path.display(),
-                    dir.join("bulk").display()
+                    "no bulk run {bulk_id} in the data directory (bulk/{bulk_id}.json); the runs planned here are the files in its bulk/ directory"
                 )
             })?;
             let plan: Plan = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a bulk plan", path.display()))?;
+                .with_context(|| format!("bulk/{bulk_id}.json is not a bulk plan"))?;
             if plan.command.name() != what.name() {
                 bail!(
                     "bulk run {bulk_id} is a {}, not a {}; resume it with `sagaflow {} --resume {bulk_id}`",
@@ -240,13 +244,7 @@ pub fn plan(
                 .bulk_id
                 .clone()
                 .unwrap_or_else(|| format!("b{}", now_ms()));
-            if bulk_id.is_empty()
-                || !bulk_id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                bail!("bulk id {bulk_id:?}: use letters, digits, - and _ only (it names a file)");
-            }
+            checks::bulk_id(&bulk_id)?;
             let path = plan_path(&dir, &bulk_id);
             if path.exists() {
                 bail!(
@@ -355,9 +353,11 @@ fn print(answer: &BulkAnswer, json: bool) -> Result<ExitCode> {
                 writeln!(out, "{}", serde_json::to_string(summary)?)?;
             } else {
                 for (id, why) in &summary.refusals {
+                    let (id, why) = (shown(id), shown(why));
                     writeln!(out, "{} refused for saga {id}: {why}", summary.command)?;
                 }
                 for (id, why) in &summary.failures {
+                    let (id, why) = (shown(id), shown(why));
                     writeln!(
                         out,
                         "{} for saga {id} failed: {why}; `--resume {}` tries it again",
@@ -419,11 +419,11 @@ fn dry_run(out: &mut impl Write, found: &[Target], command: &str, json: bool) ->
         writeln!(
             out,
             "{:<32} {:<10} {:<13} {:<20} {}",
-            t.id,
+            shown(&t.id),
             t.saga,
             t.status,
             t.step.as_deref().unwrap_or("-"),
-            t.error.as_deref().unwrap_or("")
+            shown(t.error.as_deref().unwrap_or(""))
         )?;
     }
     Ok(())

@@ -8,6 +8,7 @@
 //! records it with who sent it and why.
 
 use super::inspect::{open_journal, Source};
+use super::shown::shown;
 use crate::app::DataPaths;
 use crate::config::Config;
 use crate::engine::command::{refund_id, Audit, CommandRequest, StartRequest};
@@ -203,8 +204,10 @@ fn send(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> Resu
         match &verdict {
             Verdict::Applied => writeln!(
                 out,
-                "{name} applied to saga {id} (by {}: {})",
-                request.audit.operator, request.audit.reason
+                "{name} applied to saga {} (by {}: {})",
+                shown(&id),
+                shown(&request.audit.operator),
+                shown(&request.audit.reason)
             )?,
             Verdict::Queued => writeln!(
                 out,
@@ -212,7 +215,11 @@ fn send(source: &Source, data: &Path, signal: Signal, args: CommandArgs) -> Resu
             )?,
             Verdict::Refused(why) => {
                 drop(out);
-                eprintln!("sagaflow: {name} refused for saga {id}: {why}");
+                eprintln!(
+                    "sagaflow: {name} refused for saga {}: {}",
+                    shown(&id),
+                    shown(why)
+                );
             }
         }
     }
@@ -598,14 +605,14 @@ pub fn audit(source: &Source, data: &Path, args: AuditArgs) -> Result<ExitCode> 
             out,
             "{:<24} {:<24} {:<8} {:<8} {:<12} {}{}",
             rfc3339(r.at_ms),
-            r.saga_id,
+            shown(&r.saga_id),
             r.command,
             r.outcome,
-            r.operator,
-            r.reason,
+            shown(&r.operator),
+            shown(&r.reason),
             match (r.outcome.as_str(), r.detail.as_deref()) {
-                ("refused", Some(d)) => format!(" (refused: {d})"),
-                (_, Some(d)) => format!(" ({d})"),
+                ("refused", Some(d)) => format!(" (refused: {})", shown(d)),
+                (_, Some(d)) => format!(" ({})", shown(d)),
                 _ => String::new(),
             }
         )?;

@@ -3,6 +3,7 @@
 //! dead-letter table, or the Service Bus / broker dead-letter queue.
 
 use super::run::{read_input, runtime, split_messages};
+use super::shown::shown;
 use crate::app::{self, DataPaths};
 use crate::config::{Config, TriggerKind};
 use crate::trigger::servicebus::deadletter::{self, DeadLetter};
@@ -147,10 +148,10 @@ fn print_dead_letters(rows: &[DeadLetter], json: bool) -> Result<ExitCode> {
                 out,
                 "message {}: {}{}{}\n  body: {}",
                 r.id,
-                r.reason,
+                shown(&r.reason),
                 if r.reason.is_empty() { "" } else { ": " },
-                r.description,
-                r.body
+                shown(&r.description),
+                shown(&r.body)
             )?;
         }
     }

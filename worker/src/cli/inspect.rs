@@ -1,5 +1,6 @@
 //! Operator views over the journal: list, show, history, stats, signal.
 
+use super::shown::shown;
 use crate::app::DataPaths;
 use crate::config::{Config, StockKind, TemporalSettings};
 use crate::engine::journal;
@@ -237,12 +238,12 @@ pub fn list(source: &Source, args: ListArgs) -> Result<ExitCode> {
         writeln!(
             out,
             "{:<w$} {:<10} {:<13} {:>9}  {:<12}  {}",
-            r.id,
+            shown(&r.id),
             r.saga,
             r.status,
             duration,
             ms_to_utc(r.created_ms),
-            r.reason.as_deref().unwrap_or("")
+            shown(r.reason.as_deref().unwrap_or(""))
         )?;
     }
     if rows.is_empty() {
@@ -290,10 +291,12 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
     writeln!(
         out,
         "saga {} ({}) status {}",
-        saga.id, saga.saga, saga.status
+        shown(&saga.id),
+        saga.saga,
+        saga.status
     )?;
     if let Some(r) = &saga.reason {
-        writeln!(out, "  reason: {r}")?;
+        writeln!(out, "  reason: {}", shown(r))?;
     }
     if let Some((dependency, since)) = &waiting {
         writeln!(
@@ -303,7 +306,7 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
         )?;
     }
     if let Some(of) = &refund_of {
-        let text = |k: &str| of[k].as_str().unwrap_or("?").to_owned();
+        let text = |k: &str| shown(of[k].as_str().unwrap_or("?")).into_owned();
         writeln!(
             out,
             "  refund of: saga {} (asked by {}: {})",
@@ -349,7 +352,7 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
             t.duration_ms
                 .map(|d| format!("{d}ms"))
                 .unwrap_or_else(|| "-".into()),
-            t.last_error.as_deref().unwrap_or("")
+            shown(t.last_error.as_deref().unwrap_or(""))
         )?;
     }
     if !commands.is_empty() {
@@ -366,11 +369,11 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
                     .map(|s| format!(" --step {s}"))
                     .unwrap_or_default(),
                 if c.operator.is_empty() {
-                    "(unknown)"
+                    "(unknown)".into()
                 } else {
-                    &c.operator
+                    shown(&c.operator)
                 },
-                c.reason,
+                shown(&c.reason),
                 c.bulk
                     .as_deref()
                     .map(|b| format!(" (bulk {b})"))

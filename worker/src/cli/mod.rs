@@ -15,6 +15,7 @@ mod ready;
 mod reconcile;
 mod run;
 mod sandbox;
+mod shown;
 mod usage;
 
 use crate::config::{Config, EngineKind};

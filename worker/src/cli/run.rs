@@ -5,7 +5,8 @@ use crate::app::{self, Adapters, DataPaths};
 use crate::config::{Config, EngineKind, TriggerKind};
 use crate::engine::liveness::Liveness;
 use crate::engine::temporal::client::TemporalClient;
-use crate::engine::temporal::intake::{self, OwnSagas};
+use crate::engine::temporal::intake::{self, OwnSagas, StartWindow};
+use crate::engine::temporal::task_wait::TaskWait;
 use crate::engine::temporal::worker::WorkerThread;
 use crate::engine::{Definition, Ended, Engine, Starter};
 use crate::trigger::embedded::{self, TriggerConfig};
@@ -142,15 +143,23 @@ impl Worker {
             EngineKind::Temporal => {
                 let client = TemporalClient::connect(&config.temporal).await?;
                 client.check_search_attributes().await?;
+                let wait = Arc::new(TaskWait::default());
                 let worker =
-                    WorkerThread::spawn(&config.temporal, adapters.registry.clone()).await?;
+                    WorkerThread::spawn(&config.temporal, adapters.registry.clone(), wait.clone())
+                        .await?;
                 tracing::info!(
                     address = config.temporal.address,
                     task_queue = config.temporal.task_queue,
                     steps = config.temporal.steps.name(),
                     "Temporal worker polling"
                 );
-                let own = Arc::new(OwnSagas::default());
+                let window = config
+                    .temporal
+                    .max_task_wait_ms
+                    .map(|ms| (StartWindow::new(ms), wait));
+                let own = Arc::new(OwnSagas::new(
+                    window.as_ref().map_or(usize::MAX, |(w, _)| w.limit()),
+                ));
                 let live = own.in_progress.clone();
                 let answered_at = Arc::new(AtomicU64::new(0));
                 let breakers = adapters.registry.breakers().clone();
@@ -158,6 +167,7 @@ impl Worker {
                 let watcher = tokio::spawn(intake::watch(
                     client.clone(),
                     own.clone(),
+                    window,
                     move || breakers.snapshots().iter().map(|b| b.waiting).sum(),
                     move || {
                         answered.store(sagaflow_activities::attempt::wall_ms(), Ordering::Relaxed)

@@ -108,6 +108,8 @@ pub(super) struct RawTemporal {
     pub(super) local_activity_slots: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) workflow_cache: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) max_task_wait: Option<Spanned<String>>,
 }
 
 impl Default for RawTemporal {
@@ -122,6 +124,7 @@ impl Default for RawTemporal {
             activity_slots: None,
             local_activity_slots: None,
             workflow_cache: None,
+            max_task_wait: None,
         }
     }
 }

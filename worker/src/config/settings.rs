@@ -114,6 +114,9 @@ pub struct TemporalSettings {
     pub local_activity_slots: usize,
     /// Sagas whose state this worker keeps between workflow tasks.
     pub workflow_cache: usize,
+    /// The workflow-task wait above which the worker takes fewer new
+    /// sagas (`None`: only `--max-live` limits intake).
+    pub max_task_wait_ms: Option<u64>,
 }
 
 /// How a saga's steps run on Temporal (`[temporal] steps`), and so what a

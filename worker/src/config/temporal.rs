@@ -4,6 +4,7 @@
 use super::raw::RawTemporal;
 use super::settings::{StepMode, TemporalSettings};
 use sagaflow_workflows::config::Diagnostics;
+use sagaflow_workflows::duration::parse_duration_ms;
 use toml::Spanned;
 
 /// Workflow tasks one worker runs at once (the SDK's default).
@@ -17,6 +18,10 @@ pub const DEFAULT_LOCAL_ACTIVITY_SLOTS: usize = 512;
 /// Sagas whose state a worker keeps between workflow tasks (the SDK's
 /// default); past it the least recently used are replayed from history.
 pub const DEFAULT_WORKFLOW_CACHE: usize = 1_000;
+/// How long the cluster may keep a worker's workflow tasks waiting before
+/// the worker takes fewer new sagas: operator commands travel through the
+/// same queues, and a second keeps their answers within two.
+pub const DEFAULT_MAX_TASK_WAIT_MS: u64 = 1_000;
 /// The most of any slot count or the cache.
 const MAX_SLOTS: i64 = 100_000;
 
@@ -92,6 +97,7 @@ pub(super) fn temporal(d: &mut Diagnostics<'_>, raw: RawTemporal) -> TemporalSet
         "workflow_cache",
         DEFAULT_WORKFLOW_CACHE,
     );
+    let max_task_wait_ms = max_task_wait(d, raw.max_task_wait.as_ref());
     TemporalSettings {
         address: raw.address.into_inner(),
         namespace: raw.namespace,
@@ -101,5 +107,26 @@ pub(super) fn temporal(d: &mut Diagnostics<'_>, raw: RawTemporal) -> TemporalSet
         activity_slots,
         local_activity_slots,
         workflow_cache,
+        max_task_wait_ms,
     }
+}
+
+/// `max_task_wait`: a duration from 100 ms to 10 minutes, or "off".
+fn max_task_wait(d: &mut Diagnostics<'_>, value: Option<&Spanned<String>>) -> Option<u64> {
+    let Some(value) = value else {
+        return Some(DEFAULT_MAX_TASK_WAIT_MS);
+    };
+    let text = value.get_ref().trim();
+    if text == "off" {
+        return None;
+    }
+    let problem = match parse_duration_ms(text) {
+        Ok(ms) if (100..=600_000).contains(&ms) => return Some(ms),
+        Ok(_) => format!(
+            "max_task_wait is {text}; use \"100ms\" to \"10m\" (the default is \"1s\"), or \"off\" to limit intake by --max-live alone"
+        ),
+        Err(e) => format!("max_task_wait: {e}, or \"off\""),
+    };
+    d.error(value.span(), Some("[temporal]".to_owned()), problem);
+    Some(DEFAULT_MAX_TASK_WAIT_MS)
 }

@@ -415,3 +415,23 @@ fn temporal_steps_and_slots_are_checked_and_the_old_key_says_what_replaced_it() 
         (StepMode::Local, 64, 10)
     );
 }
+
+#[test]
+fn temporal_max_task_wait_is_a_bounded_duration_or_off() {
+    assert_eq!(
+        parse(PROFILE).unwrap().temporal.max_task_wait_ms,
+        Some(1_000)
+    );
+    let set = |v: &str| parse(&format!("{PROFILE}\n[temporal]\nmax_task_wait = \"{v}\"\n"));
+    assert_eq!(set("250ms").unwrap().temporal.max_task_wait_ms, Some(250));
+    assert_eq!(set("off").unwrap().temporal.max_task_wait_ms, None);
+    assert_eq!(
+        set("10ms").unwrap_err(),
+        "sagas.toml:9: [temporal]: max_task_wait is 10ms; use \"100ms\" to \"10m\" (the default is \"1s\"), or \"off\" to limit intake by --max-live alone"
+    );
+    let err = set("soon").unwrap_err();
+    assert!(
+        err.starts_with("sagas.toml:9: [temporal]: max_task_wait: ") && err.ends_with("or \"off\""),
+        "{err}"
+    );
+}

@@ -93,6 +93,11 @@ impl Filter {
                     }
                     &mut f.status
                 }
+                ("saga", "=") | ("step", "=") if !is_name(value) => {
+                    return Err(format!(
+                        "--where term {term:?}: a {key} name is letters, digits and _ . : - (as in sagas.toml)"
+                    ))
+                }
                 ("saga", "=") => &mut f.saga,
                 ("step", "=") => &mut f.step,
                 ("error", "~") => &mut f.error,
@@ -129,6 +134,15 @@ impl Filter {
                 .as_deref()
                 .is_none_or(|e| error.is_some_and(|err| err.contains(e)))
     }
+}
+
+/// Whether `value` can be a saga or step name: what sagas.toml's names
+/// are made of, and nothing a query language could read as syntax.
+fn is_name(value: &str) -> bool {
+    value.len() <= 200
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 /// The step and error of the last attempt among a saga's journal events
@@ -177,6 +191,8 @@ mod tests {
             ("started<yesterday", "not an RFC 3339 time"),
             ("status=parked and ", "empty term"),
             ("step=", "has no value"),
+            ("saga=x' OR TaskQueue != '", "a saga name is letters"),
+            ("step=commit stock", "a step name is letters"),
         ] {
             let err = Filter::parse(bad).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");

@@ -124,4 +124,23 @@ impl Starter {
             Starter::Temporal(_, own) => own.in_progress.load(Ordering::Relaxed),
         }
     }
+
+    /// The most sagas in progress the engine takes now, below `--max-live`:
+    /// on Temporal, the window the cluster's task waits allow
+    /// ([`temporal::intake::StartWindow`]); unbounded on the embedded
+    /// engine, whose journal applies its own back-pressure.
+    pub fn window(&self) -> usize {
+        match self {
+            Starter::Embedded(_) => usize::MAX,
+            Starter::Temporal(_, own) => own.window.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Tells the engine that intake stopped at [`Starter::window`] with
+    /// orders waiting: the window is in use, and may grow.
+    pub fn note_window_met(&self) {
+        if let Starter::Temporal(_, own) = self {
+            own.window_met.store(true, Ordering::Relaxed);
+        }
+    }
 }

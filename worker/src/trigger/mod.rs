@@ -50,6 +50,9 @@ pub enum Pause {
     BreakerOpen(String),
     /// `max_live` sagas are in progress.
     Full(usize),
+    /// As many sagas are in progress as the cluster's task waits allow now
+    /// (`[temporal] max_task_wait`), fewer than `max_live`.
+    Window(usize),
 }
 
 impl std::fmt::Display for Pause {
@@ -59,6 +62,10 @@ impl std::fmt::Display for Pause {
                 write!(f, "the {dependency} circuit breaker is open")
             }
             Pause::Full(max) => write!(f, "{max} sagas are in progress (--max-live)"),
+            Pause::Window(n) => write!(
+                f,
+                "{n} sagas are in progress, as many as the cluster's workflow-task waits allow now ([temporal] max_task_wait)"
+            ),
         }
     }
 }
@@ -99,8 +106,14 @@ impl Intake {
         {
             return Err(Pause::BreakerOpen(dependency.to_owned()));
         }
-        match self.max_live.checked_sub(engine.in_progress() + unsettled) {
+        let window = engine.window();
+        let limit = self.max_live.min(window);
+        match limit.checked_sub(engine.in_progress() + unsettled) {
             Some(room) if room > 0 => Ok(room),
+            _ if window < self.max_live => {
+                engine.note_window_met();
+                Err(Pause::Window(window))
+            }
             _ => Err(Pause::Full(self.max_live)),
         }
     }

@@ -166,3 +166,75 @@ impl AdminClient {
         Ok(self.call(self.http.post(self.url(&path)?).json(&body))?.1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::AdminClient;
+    use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    use proptest::prelude::*;
+    use sagaflow_activities::order::id_problem;
+
+    /// What the dashboard's `encodeURIComponent` leaves as it is.
+    const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'!')
+        .remove(b'~')
+        .remove(b'*')
+        .remove(b'\'')
+        .remove(b'(')
+        .remove(b')');
+
+    /// The id a server reads back from `/api/sagas/{encoded}`.
+    fn read_back(encoded: &str) -> Option<String> {
+        let url = url::Url::parse(&format!("http://127.0.0.1:7070/api/sagas/{encoded}")).ok()?;
+        let segments: Vec<&str> = url.path_segments()?.collect();
+        match segments.as_slice() {
+            ["api", "sagas", one] => percent_decode_str(one).decode_utf8().ok().map(Into::into),
+            _ => None,
+        }
+    }
+
+    proptest! {
+        /// Every id the door accepts works everywhere it travels: the
+        /// provider's `Idempotency-Key` header, a Cosmos DB document id, a
+        /// Redis hash field and key suffix, and one URL path segment from
+        /// the CLI's `--admin` client and the dashboard alike.
+        #[test]
+        fn an_accepted_order_id_is_valid_in_every_store_header_and_url(
+            id in prop_oneof![
+                "[ -~]{0,130}",
+                "[a-z./%#?\\\\ ]{1,4}",
+                any::<String>(),
+                "[a-z\u{200B}\u{202E}\u{00F6}\u{1F6D2}-]{1,6}",
+            ]
+        ) {
+            if id_problem(&id).is_none() {
+                let key = format!("{id}/reserve_stock/compensate");
+                let header = reqwest::header::HeaderValue::from_str(&key);
+                prop_assert!(header.is_ok_and(|h| h.to_str().is_ok()), "header {key:?}");
+                prop_assert!(id.len() <= 255 && !id.contains(['/', '\\', '?', '#']), "cosmos {id:?}");
+                prop_assert!(id.bytes().all(|b| b.is_ascii_graphic()), "redis {id:?}");
+                prop_assert_eq!(read_back(&AdminClient::segment(&id)), Some(id.clone()));
+                let dashboard = utf8_percent_encode(&id, URI_COMPONENT).to_string();
+                prop_assert_eq!(read_back(&dashboard), Some(id.clone()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_issues_corpus_is_refused_and_the_rest_reads_back() {
+        for bad in ["ö-1", "\u{202E}1", "a\u{200B}", ".", "..", "a b", "a%2Fb"] {
+            assert!(id_problem(bad).is_some(), "{bad:?}");
+        }
+        let long = "a".repeat(128);
+        for good in [long.as_str(), "a.b", "o-1!~*'()"] {
+            assert!(id_problem(good).is_none(), "{good:?}");
+            assert_eq!(
+                read_back(&AdminClient::segment(good)).as_deref(),
+                Some(good)
+            );
+        }
+    }
+}

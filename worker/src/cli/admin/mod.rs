@@ -9,6 +9,10 @@
 //!   variable `[admin] token_env` names, or the worker does not start;
 //!   a token that is set is required on every `/api` route, compared in
 //!   constant time, and never written to a log line or an error;
+//! - no web page but the dashboard reaches the API: without a token only
+//!   requests addressed to loopback names or the bound address are
+//!   served (DNS rebinding), and `/api` refuses other origins
+//!   ([`origin`]);
 //! - operations block (SQLite reads, the Temporal client on its own
 //!   runtime), so they run on the blocking pool, never on the runtime
 //!   threads the sagas' activities use.
@@ -17,6 +21,7 @@
 
 pub mod auth;
 pub mod client;
+mod origin;
 mod routes;
 mod ui;
 
@@ -34,6 +39,9 @@ pub(crate) struct AdminState {
     config: Config,
     data: std::path::PathBuf,
     token: Option<Token>,
+    /// The address the API listens on: without a token, the one name
+    /// besides loopback's that requests may be addressed to.
+    bound: SocketAddr,
     /// The running worker's breakers and intake, once it has started.
     health: Arc<super::health::HealthView>,
 }
@@ -90,6 +98,7 @@ pub async fn start(
         config: config.clone(),
         data: data.to_owned(),
         token,
+        bound: addr,
         health: Arc::default(),
     });
     let health = state.health.clone();

@@ -23,7 +23,8 @@ use std::sync::Arc;
 type Shared = Arc<AdminState>;
 
 /// Every route: `/api` behind the token check; the probes without it, as
-/// the kubelet and scrapers call them, exposing no saga data.
+/// the kubelet and scrapers call them, exposing no saga data; all of them
+/// behind the `Host`/`Origin` check ([`super::origin`]).
 pub(super) fn router(state: Shared) -> Router {
     let probes = Router::new()
         .route("/ui", get(super::ui::page))
@@ -45,8 +46,32 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/api/bulk/:command", post(bulk_command))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(probes)
+        .layer(middleware::from_fn_with_state(state, guard_browser))
+}
+
+/// Refuses what a browser page other than the dashboard could send
+/// ([`super::origin::check`]), before the token is looked at.
+async fn guard_browser(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let verdict = {
+        let headers = req.headers();
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let host =
+            text(header::HOST.as_str()).or_else(|| req.uri().authority().map(|a| a.as_str()));
+        super::origin::check(
+            host,
+            text(header::ORIGIN.as_str()),
+            text("sec-fetch-site"),
+            state.bound,
+            state.token.is_some(),
+            req.uri().path().starts_with("/api"),
+        )
+    };
+    match verdict {
+        Ok(()) => next.run(req).await,
+        Err(why) => ApiError(StatusCode::FORBIDDEN, why.to_string()).into_response(),
+    }
 }
 
 /// `GET /metrics`: the worker's metrics in OpenMetrics text
@@ -68,8 +93,14 @@ async fn healthz() -> Response {
 }
 
 /// `GET /readyz`: 200 when every part the profile uses answers, else 503;
-/// either way each part's check (`crate::cli::ready`).
-async fn readyz(State(state): State<Shared>) -> Response {
+/// either way each part's check (`crate::cli::ready`). When the worker has
+/// a token, a caller without it (the kubelet) gets each check's name and
+/// verdict only: a store's error text names hosts and users.
+async fn readyz(State(state): State<Shared>, headers: axum::http::HeaderMap) -> Response {
+    let detailed = state
+        .token
+        .as_ref()
+        .is_none_or(|token| token.admits(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())));
     let Some(readiness) = state.health.readiness() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -83,6 +114,14 @@ async fn readyz(State(state): State<Shared>) -> Response {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
+    };
+    let checks = if detailed {
+        json!(checks)
+    } else {
+        json!(checks
+            .iter()
+            .map(|c| json!({"name": c.name, "ok": c.ok}))
+            .collect::<Vec<_>>())
     };
     (status, Json(json!({"ready": ready, "checks": checks}))).into_response()
 }

@@ -7,6 +7,7 @@
 //! `SagaStatus` and `SagaName` search attributes), show and history from the
 //! workflow's Temporal history, translated into sagaflow's journal events.
 
+use super::scope::{literal, owned};
 use super::workflow::{
     SagaInput, SagaWorkflow, REASON_MEMO, SAGA_NAME, SAGA_STATUS, SAGA_WORKER, WORKFLOW_TYPE,
 };
@@ -128,23 +129,26 @@ impl TemporalClient {
     /// conditions. In scope means this deployment's: the ones on its task
     /// queue, so `list`, `stats`, idle checks and bulk targets never count
     /// another deployment's sagas on a shared namespace.
+    /// Every value in it is a [`literal`], and `extra` is parenthesised,
+    /// so nothing in it reaches past the task-queue term ([`super::scope`]).
     fn query(&self, extra: Option<String>) -> String {
         let mut q = format!(
-            "WorkflowType = '{WORKFLOW_TYPE}' AND TaskQueue = '{}'",
-            self.settings.task_queue
+            "WorkflowType = '{WORKFLOW_TYPE}' AND TaskQueue = {}",
+            literal(&self.settings.task_queue)
         );
         if let Some(prefix) = &self.scope {
-            q.push_str(&format!(" AND WorkflowId STARTS_WITH '{prefix}'"));
+            q.push_str(&format!(" AND WorkflowId STARTS_WITH {}", literal(prefix)));
         }
         if let Some(extra) = extra {
-            q.push_str(" AND ");
+            q.push_str(" AND (");
             q.push_str(&extra);
+            q.push(')');
         }
         q
     }
 
     fn status_query(&self, status: Option<&str>) -> String {
-        self.query(status.map(|s| format!("SagaStatus = '{s}'")))
+        self.query(status.map(|s| format!("SagaStatus = {}", literal(s))))
     }
 
     /// The input of a new saga on this cluster: the definition it runs
@@ -262,10 +266,10 @@ impl TemporalClient {
         // (`query` scopes them to this deployment's task queue.)
         let mut terms = Vec::new();
         if let Some(s) = &filter.status {
-            terms.push(format!("SagaStatus = '{s}'"));
+            terms.push(format!("SagaStatus = {}", literal(s)));
         }
         if let Some(s) = &filter.saga {
-            terms.push(format!("SagaName = '{s}'"));
+            terms.push(format!("SagaName = {}", literal(s)));
         }
         if let Some(t) = filter.started_after {
             terms.push(format!("StartTime > '{}'", time(t)));
@@ -341,9 +345,9 @@ impl TemporalClient {
                 let since = chrono::DateTime::from_timestamp_millis(since_ms as i64)
                     .unwrap_or_default()
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                let query = format!(
-                    "WorkflowType = '{WORKFLOW_TYPE}' AND (ExecutionStatus = 'Running' OR CloseTime >= '{since}')"
-                );
+                let query = self.query(Some(format!(
+                    "ExecutionStatus = 'Running' OR CloseTime >= '{since}'"
+                )));
                 self.client
                     .list_workflows(query, WorkflowListOptions::default())
                     .map_err(request)
@@ -505,9 +509,12 @@ impl TemporalClient {
             .map_err(request)
     }
 
-    /// The raw Temporal history of a saga.
+    /// The raw Temporal history of a saga of this deployment: a workflow
+    /// started on another task queue is "not found" here
+    /// ([`super::scope::owned`]), so no read or command reaches it.
     pub async fn raw_history(&self, saga_id: &str) -> Result<Vec<HistoryEvent>, TemporalError> {
-        self.client
+        let events = self
+            .client
             .get_workflow_handle::<SagaWorkflow>(saga_id)
             .fetch_history(WorkflowFetchHistoryOptions::default())
             .into_events()
@@ -515,7 +522,11 @@ impl TemporalClient {
             .map_err(|e| match e.to_string() {
                 s if s.contains("not found") => TemporalError::NotFound(saga_id.to_owned()),
                 s => TemporalError::Request(s),
-            })
+            })?;
+        if !owned(&events, &self.settings.task_queue) {
+            return Err(TemporalError::NotFound(saga_id.to_owned()));
+        }
+        Ok(events)
     }
 
     /// The saga's history in the SDK's replayable JSON form (for recorded

@@ -11,7 +11,10 @@
 //!   harmless), signals, and the views the CLI needs (list, show, history,
 //!   stats) built from Temporal's visibility and histories;
 //! - [`worker`]: connecting and running the Temporal worker;
-//! - [`intake`]: what one worker has in progress, for its intake limit.
+//! - [`intake`]: what one worker has in progress, for its intake limit,
+//!   and the window that keeps the cluster's task waits bounded;
+//! - [`task_wait`]: how long the cluster keeps this worker's workflow
+//!   tasks waiting, as the SDK measures it.
 //!
 //! Invariants:
 //! - the resolved saga definition travels in the workflow input: a running
@@ -27,6 +30,8 @@
 pub mod activities;
 pub mod client;
 pub mod intake;
+pub mod scope;
+pub mod task_wait;
 pub mod worker;
 pub mod workflow;
 

@@ -3,26 +3,37 @@
 
 use super::activities::TemporalActivities;
 use super::client::{TemporalClient, TemporalError};
+use super::task_wait::{TaskWait, TaskWaitMeter};
 use super::workflow::SagaWorkflow;
 use crate::config::TemporalSettings;
 use sagaflow_activities::Registry;
 use std::sync::Arc;
 use std::time::Duration;
+use temporalio_common::telemetry::TelemetryOptions;
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
 use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
-/// Runs a worker until `stop` resolves, then shuts it down gracefully.
+/// Runs a worker until `stop` resolves, then shuts it down gracefully;
+/// the workflow tasks' waits go to `wait`.
 ///
 /// The returned future is not `Send` (the SDK runs workflows on a local
 /// task set): await it on the thread that made it.
 pub async fn run_worker(
     client: &TemporalClient,
     registry: Arc<Registry>,
+    wait: Arc<TaskWait>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), TemporalError> {
-    let runtime = Runtime::from_current_tokio(RuntimeOptions::default())
-        .map_err(|e| TemporalError::Request(e.to_string()))?;
+    let telemetry = TelemetryOptions::builder()
+        .metrics(Arc::new(TaskWaitMeter::new(wait)) as Arc<_>)
+        .build();
+    let options = RuntimeOptions::builder()
+        .telemetry_options(telemetry)
+        .build()
+        .map_err(TemporalError::Request)?;
+    let runtime =
+        Runtime::from_current_tokio(options).map_err(|e| TemporalError::Request(e.to_string()))?;
     let settings = &client.settings;
     // `[temporal]`'s slots: with the SDK's defaults (100 of each) a worker
     // whose provider answers in 150 ms caps at about 660 calls a second.
@@ -66,10 +77,12 @@ pub struct WorkerThread {
 impl WorkerThread {
     /// Starts a worker for `settings` on a dedicated thread with its own
     /// runtime (the SDK's worker future is not `Send`, so it cannot be a
-    /// task on the caller's runtime). Returns once it is connected.
+    /// task on the caller's runtime), its task waits going to `wait`.
+    /// Returns once it is connected.
     pub async fn spawn(
         settings: &TemporalSettings,
         registry: Arc<Registry>,
+        wait: Arc<TaskWait>,
     ) -> Result<WorkerThread, TemporalError> {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
@@ -87,7 +100,7 @@ impl WorkerThread {
                         .await
                         .map_err(|e| e.to_string())?;
                     let _ = ready_tx.send(());
-                    run_worker(&client, registry, async {
+                    run_worker(&client, registry, wait, async {
                         let _ = stop_rx.await;
                     })
                     .await
