@@ -127,25 +127,26 @@ fn commands_of(env: &Env, ids: &BTreeSet<String>, bulk: &str) -> Vec<(String, us
     })
 }
 
+/// Each saga commanded once by `bulk`, each command under one of `audits`
+/// (operator, reason); returns how many under each.
 fn assert_each_commanded_once(
     env: &Env,
     ids: &BTreeSet<String>,
     bulk: &str,
-    operator: &str,
-    reason: &str,
-) {
+    audits: &[(&str, &str)],
+) -> Vec<usize> {
+    let mut under = vec![0; audits.len()];
     for (id, count, body) in commands_of(env, ids, bulk) {
         assert_eq!(count, 1, "saga {id} was commanded {count} times by {bulk}");
-        assert_eq!(
-            (
-                body["signal"].as_str(),
-                body["operator"].as_str(),
-                body["reason"].as_str()
-            ),
-            (Some("retry"), Some(operator), Some(reason)),
-            "saga {id}: {body}"
-        );
+        assert_eq!(body["signal"].as_str(), Some("retry"), "saga {id}: {body}");
+        let who = (body["operator"].as_str(), body["reason"].as_str());
+        let i = audits
+            .iter()
+            .position(|(o, r)| who == (Some(*o), Some(*r)))
+            .unwrap_or_else(|| panic!("saga {id}: {body} is under none of {audits:?}"));
+        under[i] += 1;
     }
+    under
 }
 
 fn a_stock_fault_parks_hundreds_and_a_bulk_retry_completes_them(engine: &str) {
@@ -192,7 +193,7 @@ fn a_stock_fault_parks_hundreds_and_a_bulk_retry_completes_them(engine: &str) {
     wait_completed(&env, &ids, Duration::from_secs(180));
     drop(worker);
     check_books(&env.dir, UNITS, ORDERS as u64);
-    assert_each_commanded_once(&env, &ids, &bulk, operator, reason);
+    assert_each_commanded_once(&env, &ids, &bulk, &[(operator, reason)]);
 }
 
 fn a_bulk_retry_killed_half_way_resumes_without_commanding_twice(engine: &str) {
@@ -260,7 +261,20 @@ fn a_bulk_retry_killed_half_way_resumes_without_commanding_twice(engine: &str) {
     worker.kill();
 
     let worker = env.worker();
-    let out = env.sagaflow(&["retry", "--resume", &bulk, "--wait", "60", "--json"]);
+    // The resume is audited under who resumed it, and why.
+    let (resumer, why) = ("rita", "resumed after the CLI was killed");
+    let out = env.sagaflow(&[
+        "retry",
+        "--resume",
+        &bulk,
+        "--wait",
+        "60",
+        "--json",
+        "--operator",
+        resumer,
+        "--reason",
+        why,
+    ]);
     let summary: Value = serde_json::from_str(out.trim()).unwrap();
     let (already, sent) = (
         summary["already"].as_u64().unwrap(),
@@ -279,7 +293,13 @@ fn a_bulk_retry_killed_half_way_resumes_without_commanding_twice(engine: &str) {
     wait_completed(&env, &ids, Duration::from_secs(300));
     drop(worker);
     check_books(&env.dir, UNITS, ORDERS as u64);
-    assert_each_commanded_once(&env, &ids, &bulk, operator, reason);
+    let under =
+        assert_each_commanded_once(&env, &ids, &bulk, &[(operator, reason), (resumer, why)]);
+    assert_eq!(
+        (under[0] as u64, under[1] as u64),
+        (already, sent),
+        "the commands sent before the kill under the planner, the rest under the resumer"
+    );
 }
 
 on_both_engines!(

@@ -29,6 +29,9 @@ mod admin;
 mod admin_browser;
 /// `sagaflow bench --provider separate`: both processes measured.
 mod bench;
+/// A bulk run acts on exactly its dry run's sagas; resumes are audited
+/// under their own operator.
+mod bulk_exact;
 /// Bulk retry at scale: hundreds parked by a stock fault, and a run
 /// killed half way and resumed.
 mod bulk_scale;

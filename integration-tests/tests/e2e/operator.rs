@@ -351,7 +351,22 @@ fn bulk_retry_with_a_dry_run_and_a_resume(engine: &str) {
     for id in &ids {
         env.wait_status(id, "compensated");
     }
-    let again = env.sagaflow(&["retry", "--resume", &bulk, "--json"]);
+    // A resume needs a reason too (it is audited under its own), and its
+    // dry run lists the plan and sends nothing.
+    let err = env.sagaflow_fails(&["retry", "--resume", &bulk, "--json"]);
+    assert!(err.contains("--reason"), "{err}");
+    let planned = env.sagaflow(&["retry", "--resume", &bulk, "--dry-run", "--json"]);
+    assert_eq!(planned.lines().count(), ids.len(), "{planned}");
+    let again = env.sagaflow(&[
+        "retry",
+        "--resume",
+        &bulk,
+        "--json",
+        "--operator",
+        "erin",
+        "--reason",
+        "anything left?",
+    ]);
     let again: Value = serde_json::from_str(again.trim()).unwrap();
     assert_eq!(again["failed"], 0, "{again}");
     drop(worker);
@@ -432,7 +447,16 @@ fn bulk_refund_with_a_dry_run_and_a_second_run(engine: &str) {
     }
     // Resumed, or run again under another id: every refund exists, none
     // is started twice.
-    let again = env.sagaflow(&["refund", "--resume", &bulk, "--json"]);
+    let again = env.sagaflow(&[
+        "refund",
+        "--resume",
+        &bulk,
+        "--json",
+        "--operator",
+        "gina",
+        "--reason",
+        "again",
+    ]);
     let again: Value = serde_json::from_str(again.trim()).unwrap();
     assert_eq!(
         (again["already"].as_u64(), again["sent"].as_u64()),

@@ -326,3 +326,103 @@ fn planted_drift_is_found_and_the_safe_kinds_are_fixed(engine: &str) {
 }
 
 on_both_engines!(planted_drift_is_found_and_the_safe_kinds_are_fixed);
+
+/// Issue 30, finding 4: `reconcile --fix` pointed at an engine that does
+/// not know the sale (a fresh `--data`, as from a laptop with
+/// production's variables) while the sale's holds stand at the shared
+/// provider and its reservations in the shared Redis: it changes nothing
+/// and says why; the holds and reservations are there afterwards, as the
+/// provider and Redis themselves show.
+#[test]
+fn fix_against_an_engine_that_does_not_know_the_sale_changes_nothing() {
+    use sagaflow_activities::stock::{LineState, RedisStock, RedisStockConfig};
+    let dir = data_dir("reconcile-wrong-data");
+    let sandbox = Sandbox::start(&dir);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("reconcile-wrong-{}-{nanos}:", std::process::id());
+    let base_url = format!("base_url = \"{}\"", sandbox.0.url);
+    let prefix_tweak = format!("key_prefix = \"{prefix}\"");
+    let env = Env::new(
+        "reconcile-wrong",
+        "embedded",
+        &[
+            ("payment = \"sandbox\"", "payment = \"http\""),
+            ("base_url = \"\"", &base_url),
+            ("search_lag = \"1m\"", "search_lag = \"0ms\""),
+            ("stock = \"embedded\"", "stock = \"redis\""),
+            ("key_prefix = \"sagaflow:\"", &prefix_tweak),
+        ],
+    );
+    // The live sale, as another deployment's sagas left it mid-flight: a
+    // reservation in Redis and a hold at the provider per order.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let redis = rt
+        .block_on(RedisStock::connect_with(RedisStockConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: prefix.clone(),
+        }))
+        .unwrap();
+    rt.block_on(redis.seed(&[("SKU-1".into(), 100)])).unwrap();
+    let ids: Vec<String> = (0..5).map(|i| env.id(&format!("live{i}"))).collect();
+    let mut holds = Vec::new();
+    for id in &ids {
+        let line = OrderLine {
+            sku: "SKU-1".into(),
+            qty: 1,
+        };
+        rt.block_on(redis.reserve(id, &[line], u64::MAX / 2))
+            .unwrap();
+        holds.push(sandbox.charge(id, "manual"));
+    }
+
+    // The laptop's own journal: a worker ran there once, on nothing.
+    let idle = Command::new(bin())
+        .args(env.with_env(&["run", "--until-idle"]))
+        .env("SAGAFLOW_PAYMENT_API_KEY", API_KEY)
+        .env("SAGAFLOW_REDIS_URL", "redis://127.0.0.1:6379")
+        .output()
+        .unwrap();
+    assert!(idle.status.success(), "{idle:?}");
+    let out = Command::new(bin())
+        .args(env.with_env(&["reconcile", "--json", "--fix", "--reason", "wrong laptop"]))
+        .env("SAGAFLOW_PAYMENT_API_KEY", API_KEY)
+        .env("SAGAFLOW_REDIS_URL", "redis://127.0.0.1:6379")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_ne!(out.status.code(), Some(0), "{report:#}");
+    let why = report["fix_refused"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert!(
+        why.contains("5 order id(s)")
+            && why.contains("unknown to the engine")
+            && why.contains("--fix-unknown"),
+        "{why}"
+    );
+    assert_eq!(report["repaired"], serde_json::json!([]), "{report:#}");
+
+    // The stores themselves: every reservation still held, every hold
+    // still on the card.
+    let lines = rt.block_on(redis.reservations()).unwrap();
+    for id in &ids {
+        assert!(
+            lines
+                .iter()
+                .any(|l| &l.reservation == id && l.state == LineState::Reserved),
+            "{id}: {lines:?}"
+        );
+    }
+    for pi in &holds {
+        let intent = sandbox.call("GET", &format!("/v1/payment_intents/{pi}"), &[], "read");
+        assert_eq!(intent["status"], "requires_capture", "{intent}");
+    }
+}

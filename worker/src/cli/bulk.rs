@@ -62,6 +62,17 @@ pub enum BulkCommand {
 }
 
 impl BulkCommand {
+    /// Records `operator` and `reason` as who sends the run's commands and
+    /// why (the bulk id stays, so no saga is commanded twice).
+    fn set_audit(&mut self, operator: &str, reason: String) {
+        let audit = match self {
+            BulkCommand::Signal(c) => &mut c.audit,
+            BulkCommand::Refund { refund } => refund,
+        };
+        audit.operator = operator.to_owned();
+        audit.reason = reason;
+    }
+
     /// The command's name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -84,6 +95,10 @@ pub struct Plan {
     planned_ms: u64,
     /// The sagas, oldest first.
     targets: Vec<String>,
+    /// Sagas the dry run listed that no longer matched when the run was
+    /// planned: not commanded (id, why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    skipped: Vec<(String, String)>,
 }
 
 fn plan_path(data: &Path, bulk_id: &str) -> PathBuf {
@@ -140,6 +155,15 @@ pub struct BulkSpec {
     /// Seconds to wait for the worker's verdicts at the end.
     #[serde(default)]
     pub wait: u64,
+    /// The dry run's saga ids: the run commands exactly those that still
+    /// match; sagas that started matching since are left alone, and the
+    /// ones that no longer match are skipped and reported.
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
+    /// The number of sagas the run commands, confirmed by the operator:
+    /// required above [`checks::MAX_TARGETS`].
+    #[serde(default)]
+    pub confirm_targets: Option<usize>,
 }
 
 /// A bulk request, planned: the sagas a dry run lists, or a run to execute.
@@ -147,7 +171,7 @@ pub enum Planned {
     /// What a dry run found; nothing was sent.
     Dry(Vec<Target>),
     /// A run, written down before its first command.
-    Run(Plan),
+    Run(Box<Plan>),
 }
 
 /// What a run did, as the CLI prints and the admin API answers it.
@@ -173,6 +197,9 @@ pub struct Summary {
     /// Each failure: saga id and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<(String, String)>,
+    /// Sagas the dry run listed that no longer matched: not commanded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<(String, String)>,
     /// On the embedded engine, the worker's verdicts on this run's
     /// commands when the run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,7 +239,7 @@ pub fn plan(
                     "no bulk run {bulk_id} in the data directory (bulk/{bulk_id}.json); the runs planned here are the files in its bulk/ directory"
                 )
             })?;
-            let plan: Plan = serde_json::from_str(&text)
+            let mut plan: Plan = serde_json::from_str(&text)
                 .with_context(|| format!("bulk/{bulk_id}.json is not a bulk plan"))?;
             if plan.command.name() != what.name() {
                 bail!(
@@ -222,13 +249,21 @@ pub fn plan(
                     plan.command.name()
                 );
             }
+            if spec.dry_run {
+                return Ok(Planned::Dry(
+                    plan.targets.iter().map(|id| Target::planned(id)).collect(),
+                ));
+            }
+            // Each resume is audited under who resumed it, and why.
+            plan.command
+                .set_audit(&spec.operator, required_reason(spec)?);
             note(format!(
                 "resuming bulk run {bulk_id}: {} of {} saga(s) selected by {:?}",
                 plan.command.name(),
                 plan.targets.len(),
                 plan.filter
             ));
-            Planned::Run(plan)
+            Planned::Run(Box::new(plan))
         }
         (None, Some(terms)) => {
             let filter = Filter::parse(terms).map_err(anyhow::Error::msg)?;
@@ -236,10 +271,9 @@ pub fn plan(
             if spec.dry_run {
                 return Ok(Planned::Dry(found));
             }
-            let reason = match spec.reason.as_deref().map(str::trim) {
-                Some(r) if !r.is_empty() => r.to_owned(),
-                _ => bail!("a bulk run needs a reason; say why, e.g. --reason \"provider outage INC-1234 over\""),
-            };
+            let reason = required_reason(spec)?;
+            let (found, skipped) = checks::only_listed(found, spec.ids.as_deref());
+            checks::size(found.len(), spec.confirm_targets)?;
             let bulk_id = spec
                 .bulk_id
                 .clone()
@@ -266,6 +300,7 @@ pub fn plan(
                 filter: terms.clone(),
                 planned_ms: now_ms(),
                 targets: found.into_iter().map(|t| t.id).collect(),
+                skipped,
             };
             std::fs::create_dir_all(path.parent().expect("a plan has a directory"))?;
             std::fs::write(&path, serde_json::to_vec_pretty(&plan)?)
@@ -278,12 +313,22 @@ pub fn plan(
                 plan.command.name(),
                 plan.bulk_id
             ));
-            Planned::Run(plan)
+            Planned::Run(Box::new(plan))
         }
         (None, None) => {
             bail!("a bulk command needs `where` (the sagas to select) or `resume` (a run's id)")
         }
     })
+}
+
+/// The run's reason: required, for a new run and a resume alike.
+fn required_reason(spec: &BulkSpec) -> Result<String> {
+    match spec.reason.as_deref().map(str::trim) {
+        Some(r) if !r.is_empty() => Ok(r.to_owned()),
+        _ => bail!(
+            "a bulk run needs a reason; say why, e.g. --reason \"provider outage INC-1234 over\""
+        ),
+    }
 }
 
 /// Runs (or dry-runs, or resumes) a bulk command from the CLI. A refund
@@ -295,6 +340,10 @@ pub fn run(
     config: Option<&Config>,
     args: CommandArgs,
 ) -> Result<ExitCode> {
+    let ids = match &args.ids {
+        Some(path) => Some(checks::read_ids(path)?),
+        None => None,
+    };
     let spec = BulkSpec {
         where_: args.where_.clone(),
         resume: args.resume.clone(),
@@ -304,6 +353,8 @@ pub fn run(
         operator: operator_name(args.operator.clone()),
         reason: args.reason.clone(),
         wait: args.wait,
+        ids,
+        confirm_targets: args.confirm_targets,
     };
     let name = what.name();
     let answer = match source {
@@ -504,6 +555,7 @@ pub fn execute(
         bulk_id: plan.bulk_id.clone(),
         command: name.to_owned(),
         planned: plan.targets.len(),
+        skipped: plan.skipped.clone(),
         ..Summary::default()
     };
     let temporal = match source {

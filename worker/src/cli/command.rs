@@ -32,7 +32,7 @@ pub struct CommandArgs {
     #[arg(required_unless_present_any = ["where_", "resume"])]
     pub id: Option<String>,
     /// Why: recorded with the command in the saga's history and the audit (required)
-    #[arg(long, short = 'r', required_unless_present_any = ["resume", "dry_run"])]
+    #[arg(long, short = 'r', required_unless_present = "dry_run")]
     pub reason: Option<String>,
     /// Who sends it [default: $SAGAFLOW_OPERATOR, else the OS user]
     #[arg(long, env = "SAGAFLOW_OPERATOR")]
@@ -47,7 +47,7 @@ pub struct CommandArgs {
     #[arg(long = "where", value_name = "TERMS", conflicts_with = "id")]
     pub where_: Option<String>,
     /// Bulk: list exactly the sagas that would be commanded, and send nothing
-    #[arg(long, requires = "where_")]
+    #[arg(long)]
     pub dry_run: bool,
     /// Bulk: at most N commands per second
     #[arg(long, value_name = "N")]
@@ -55,15 +55,24 @@ pub struct CommandArgs {
     /// Bulk: the run's id [default: generated]; a run never commands a saga twice
     #[arg(long, value_name = "ID", requires = "where_")]
     pub bulk_id: Option<String>,
-    /// Bulk: resume the run with this id (after Ctrl-C or a crash): the same sagas and command; the ones it commanded already are skipped
+    /// Bulk: resume the run with this id (after Ctrl-C or a crash): the same sagas and command; the ones it commanded already are skipped; audited under this --operator and --reason
     #[arg(long, value_name = "ID", conflicts_with_all = ["id", "where_"])]
     pub resume: Option<String>,
+    /// Bulk: command only the sagas a dry run listed (FILE: its --json output, or one id per line) that still match; others that match now are left alone
+    #[arg(long, value_name = "FILE", requires = "where_")]
+    pub ids: Option<std::path::PathBuf>,
+    /// Bulk: the number of sagas the run commands, as the dry run showed; required above 1000
+    #[arg(long, value_name = "N", requires = "where_")]
+    pub confirm_targets: Option<usize>,
 }
 
 impl CommandArgs {
     /// The one saga, for the commands that take no filter.
     fn single_id(&self, command: &str) -> Result<&str> {
         match (&self.id, &self.where_, &self.resume) {
+            (Some(_), _, _) if self.dry_run => bail!(
+                "--dry-run lists the sagas a bulk {command} would touch: give --where TERMS (or --resume ID) instead of one id"
+            ),
             (Some(id), _, _) => Ok(id),
             _ => bail!("{command} takes one saga id here"),
         }
@@ -123,6 +132,8 @@ impl SignalArgs {
             rate: None,
             bulk_id: None,
             resume: None,
+            ids: None,
+            confirm_targets: None,
         }
     }
 }

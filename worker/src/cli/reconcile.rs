@@ -11,6 +11,7 @@ use crate::engine::liveness::Liveness;
 use crate::engine::temporal::client::TemporalClient;
 use crate::reconcile::books;
 use crate::reconcile::drift::{self, Drift, Judged};
+use crate::reconcile::guard;
 use crate::reconcile::repair::{self, Operator, Repaired};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -33,6 +34,9 @@ pub struct ReconcileArgs {
     /// Who repairs [default: $SAGAFLOW_OPERATOR, else the OS user]
     #[arg(long, env = "SAGAFLOW_OPERATOR")]
     operator: Option<String>,
+    /// With --fix: also repair when more than 3 order ids (or any, with an engine holding no saga) are unknown to the engine; only after checking it is the deployment that took them
+    #[arg(long, requires = "fix")]
+    fix_unknown: bool,
 }
 
 /// Runs reconcile on this machine's stores and `source`'s sagas.
@@ -102,8 +106,19 @@ pub fn reconcile(
             judged.in_flight += living.len();
             judged.judged -= living.len().min(judged.judged);
         }
-        let repaired = match &reason {
-            Some(reason) => {
+        // Longest step, so a hold a saga has not recorded yet is spared.
+        let longest_step = config
+            .sagas
+            .values()
+            .flat_map(|s| s.steps.iter().map(|st| st.timeout_ms))
+            .max()
+            .unwrap_or(0);
+        guard::spare_young_holds(&mut drifts, &books, now_ms(), search_lag_ms + longest_step);
+        let refused = reason
+            .as_ref()
+            .and_then(|_| guard::refusal(&drifts, rows.len(), args.fix_unknown));
+        let repaired = match (&reason, &refused) {
+            (Some(reason), None) => {
                 let name = super::command::operator_name(args.operator.clone());
                 let operator = Operator {
                     name: &name,
@@ -111,7 +126,7 @@ pub fn reconcile(
                 };
                 repair::repair(&drifts, &liveness, &stock, &payment, data, &operator).await?
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         let covers = match config.profile.engine {
             EngineKind::Embedded => match config.embedded.retention_ms {
@@ -132,6 +147,7 @@ pub fn reconcile(
             judged,
             drifts,
             repaired,
+            refused,
         })
     })?;
     let left = report.left();
@@ -158,6 +174,8 @@ struct Report {
     judged: Judged,
     drifts: Vec<Drift>,
     repaired: Vec<Repaired>,
+    /// Why `--fix` repaired nothing ([`guard::refusal`]).
+    refused: Option<String>,
 }
 
 impl Report {
@@ -186,6 +204,7 @@ impl Report {
             "judged": self.judged,
             "drifts": self.drifts,
             "repaired": self.repaired,
+            "fix_refused": self.refused,
             "left": self.left().len(),
             "seconds": seconds,
         })
@@ -233,6 +252,9 @@ impl Report {
         }
         for r in &self.repaired {
             writeln!(out, "FIXED {} {}: {}", r.saga_id, r.outcome, r.detail)?;
+        }
+        if let Some(why) = &self.refused {
+            writeln!(out, "NOT FIXED: {why}")?;
         }
         let left = self.left().len();
         if left == 0 {

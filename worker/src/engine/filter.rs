@@ -44,6 +44,21 @@ pub struct Target {
     pub created_ms: u64,
 }
 
+impl Target {
+    /// A saga a bulk plan holds, known by its id only (a resumed plan's
+    /// dry run).
+    pub fn planned(id: &str) -> Target {
+        Target {
+            id: id.to_owned(),
+            saga: String::new(),
+            status: "planned".to_owned(),
+            step: None,
+            error: None,
+            created_ms: 0,
+        }
+    }
+}
+
 impl Filter {
     /// The terms again, as [`Filter::parse`] reads them (the admin client
     /// sends them on).

@@ -11,6 +11,7 @@
 
 pub mod books;
 pub mod drift;
+pub mod guard;
 pub mod repair;
 
 use sagaflow_workflows::ActivityError;

@@ -22,6 +22,9 @@ pub struct IntentBooks {
     pub amount_received: u64,
     /// Refunded amount (the sum of its refunds).
     pub amount_refunded: u64,
+    /// When the provider created it (its `created`, seconds, as ms; 0
+    /// when it does not say).
+    pub created_ms: u64,
 }
 
 impl IntentBooks {
@@ -60,6 +63,7 @@ impl PaymentClient {
                 amount: number("amount"),
                 amount_received,
                 amount_refunded,
+                created_ms: number("created").saturating_mul(1_000),
                 id,
             });
         }

@@ -478,10 +478,9 @@ async fn bulk_command(
     };
     let mut spec = body.spec;
     if !spec.dry_run {
+        // A resume too: each is audited under who sent it, and why.
         spec.operator = required("operator", Some(&spec.operator))?;
-        if spec.resume.is_none() {
-            spec.reason = Some(required("reason", spec.reason.as_deref())?);
-        }
+        spec.reason = Some(required("reason", spec.reason.as_deref())?);
     }
     spec.wait = spec.wait.min(60);
     let answer = blocking(&state, move |s| {

@@ -48,7 +48,7 @@ pub async fn run_worker(
         .register_workflow::<SagaWorkflow>()
         .map_err(|e| TemporalError::Request(e.to_string()))?
         .register_activities(TemporalActivities { registry })
-        .graceful_shutdown_period(Duration::from_secs(5))
+        .graceful_shutdown_period(SHUTDOWN_GRACE)
         .tuner(tuner)
         .max_cached_workflows(settings.workflow_cache)
         .build();
@@ -62,11 +62,27 @@ pub async fn run_worker(
         result = &mut run => result.map_err(|e| TemporalError::Request(e.to_string()))?,
         _ = &mut stop => {
             shutdown();
-            run.await.map_err(|e| TemporalError::Request(e.to_string()))?;
+            // The SDK's shutdown once hung for minutes after "Workflow
+            // shutdown is done" (a chaos run, a worker stopped 30 s after
+            // it started). A worker told to stop must stop: what it had
+            // in flight is in the cluster's hands, and the tasks go to
+            // another worker after their timeouts, as after a crash.
+            match tokio::time::timeout(SHUTDOWN_GRACE + SHUTDOWN_SLACK, run).await {
+                Ok(result) => result.map_err(|e| TemporalError::Request(e.to_string()))?,
+                Err(_) => tracing::warn!(
+                    "the Temporal SDK did not finish shutting down within {:?}; stopping anyway (tasks in flight go to another worker after their timeouts)",
+                    SHUTDOWN_GRACE + SHUTDOWN_SLACK
+                ),
+            }
         }
     }
     Ok(())
 }
+
+/// How long running activities get to finish when the worker stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How much longer the SDK gets to wind down after that.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
 
 /// A Temporal worker running on its own thread.
 pub struct WorkerThread {
@@ -95,7 +111,7 @@ impl WorkerThread {
                     .thread_name("sagaflow-temporal-rt")
                     .build()
                     .map_err(|e| e.to_string())?;
-                rt.block_on(async move {
+                let result = rt.block_on(async move {
                     let client = TemporalClient::connect(&settings)
                         .await
                         .map_err(|e| e.to_string())?;
@@ -105,7 +121,10 @@ impl WorkerThread {
                     })
                     .await
                     .map_err(|e| e.to_string())
-                })
+                });
+                // Not a plain drop, which waits for every task the SDK left.
+                rt.shutdown_timeout(SHUTDOWN_SLACK);
+                result
             })
             .map_err(|e| TemporalError::Request(format!("cannot start the worker thread: {e}")))?;
         if ready_rx.await.is_err() {

@@ -15,6 +15,7 @@ fn intent(id: &str, status: &str, received: u64, refunded: u64) -> IntentBooks {
         amount: 1999,
         amount_received: received,
         amount_refunded: refunded,
+        created_ms: 0,
     }
 }
 

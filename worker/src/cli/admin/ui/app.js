@@ -493,11 +493,13 @@ async function confirmBulk(command, terms) {
   }
   return confirmDialog({
     title: `${command}: every saga matching “${terms}”`,
-    what: `${COMMANDS[command]}. Exactly these sagas (the dry run), one command each; the run is in the audit under its bulk id.`,
+    what: `${COMMANDS[command]}. Exactly these sagas (the dry run), one command each; any that stopped matching are skipped, and sagas that match from now on are left alone. The run is in the audit under its bulk id.`,
     targets: dry.targets,
     extra,
     send: async (who, reason) => {
-      const body = { where: terms, operator: who, reason, wait: 10 };
+      // The dry run's ids, so the server acts on exactly the rows shown.
+      const ids = dry.targets.map((t) => t.id);
+      const body = { where: terms, ids, confirm_targets: ids.length, operator: who, reason, wait: 10 };
       if (command === 'resolve') { body.step = step.value; body.output = JSON.parse(output.value || '{}'); }
       const { body: answer } = await api(`/api/bulk/${command}`, { method: 'POST', body });
       return answer;
