@@ -32,7 +32,7 @@ pub(super) fn bulk_id(bulk_id: &str) -> Result<()> {
 pub(super) fn rate(rate: Option<f64>) -> Result<()> {
     match rate {
         Some(r) if !(MIN_RATE..=MAX_RATE).contains(&r) => bail!(
-            "rate {r} is out of range: use {MIN_RATE} to {MAX_RATE} commands a second (or leave it out: as fast as the engine takes them)"
+            "rate {r:?} is out of range: use {MIN_RATE} to {MAX_RATE} commands a second (or leave it out: as fast as the engine takes them)"
         ),
         _ => Ok(()),
     }
