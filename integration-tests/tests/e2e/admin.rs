@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 const TOKEN: &str = "e2e-admin-token-6f1d2c9a8b7e";
 
 /// One HTTP/1.1 request to `base` + `path`: (status, JSON body).
-fn http(
+pub(crate) fn http(
     method: &str,
     base: &str,
     path: &str,

@@ -6,24 +6,10 @@
 
 use crate::scenarios::Env;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 
-/// One JSON request to the worker's admin API: (status, body).
+/// One JSON request to the worker's admin API (no token): (status, body).
 fn api(url: &str, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let addr = url.trim_start_matches("http://").trim_end_matches('/');
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    let body = body.to_string();
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    conn.read_to_string(&mut answer).unwrap();
-    let status = answer[9..12].parse().unwrap();
-    let json = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+    crate::admin::http(method, url, path, None, Some(body))
 }
 
 #[test]

@@ -304,18 +304,7 @@ fn dashboard_sale(engine: &str) {
     assert_eq!(targets, serde_json::json!([parked_too]));
     browser.type_into("#confirm-reason", "bulk: stock store fixed, INC-77");
     browser.click("#confirm-ok");
-    browser.wait_for(
-        "the bulk run's summary",
-        30,
-        "return document.querySelector('#confirm-result').dataset.outcome",
-    );
-    let summary: Value = serde_json::from_str(
-        browser
-            .eval("return document.querySelector('#confirm-result').textContent")
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+    let summary = bulk_summary(&browser, "the bulk run's summary", 30);
     assert_eq!(
         (summary["planned"].as_u64(), summary["sent"].as_u64()),
         (Some(1), Some(1)),
@@ -407,23 +396,29 @@ fn dashboard_sale(engine: &str) {
     env.wait_status(&late, "completed");
     browser.type_into("#confirm-reason", "recall, exactly the rows shown");
     browser.click("#confirm-ok");
-    browser.wait_for(
-        "the bulk refund's summary",
-        60,
-        "return document.querySelector('#confirm-result').dataset.outcome",
-    );
-    let summary: Value = serde_json::from_str(
-        browser
-            .eval("return document.querySelector('#confirm-result').textContent")
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+    let summary = bulk_summary(&browser, "the bulk refund's summary", 60);
     assert_eq!(summary["planned"].as_u64(), Some(shown), "{summary}");
     assert!(!targets.to_string().contains(&late), "{targets}");
     let refund_of_late = env.sagaflow_fails(&["show", &format!("{late}#refund")]);
     assert!(refund_of_late.contains("no saga"), "{refund_of_late}");
     drop(worker);
+}
+
+/// The summary a bulk run from the confirmation dialog answered, once it
+/// shows (within `secs`).
+fn bulk_summary(browser: &Browser, what: &str, secs: u64) -> Value {
+    browser.wait_for(
+        what,
+        secs,
+        "return document.querySelector('#confirm-result').dataset.outcome",
+    );
+    serde_json::from_str(
+        browser
+            .eval("return document.querySelector('#confirm-result').textContent")
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 fn dashboard_token(engine: &str) {
