@@ -6,9 +6,9 @@
 //! (on Temporal, per worker process); an activity belongs to the
 //! dependency its name starts with (`payment.authorize` -> `payment`).
 
-use crate::breaker::{Breaker, BreakerSettings, BreakerSnapshot, Ticket, Transition};
+use crate::breaker::{Breaker, BreakerSettings, BreakerSnapshot, Recorded, Ticket, Transition};
 use crate::Registry;
-use sagaflow_workflows::{ActivityCall, ActivityError, DependencyWait};
+use sagaflow_workflows::{ActivityCall, ActivityError};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -99,11 +99,14 @@ pub async fn run_attempt(
         recorded: false,
     };
     let mut result = timed(registry, call, limit).await;
-    let wait = outcome.record(result.as_ref().err());
+    let recorded = outcome.record(result.as_ref().err());
     if let Err(error) = &mut result {
         // The dependency is down: the saga waits for it, as a refused one
-        // does, instead of spending its attempts on the outage.
-        error.wait = wait;
+        // does, instead of spending its attempts on the outage; or it may
+        // be going down, and the interpreter takes the attempt back if
+        // the breaker opens on this run of failures.
+        error.wait = recorded.wait.map(Box::new);
+        error.failing_since_ms = recorded.failing_since;
     }
     result
 }
@@ -133,13 +136,13 @@ struct Outcome<'a> {
 }
 
 impl Outcome<'_> {
-    fn record(&mut self, error: Option<&ActivityError>) -> Option<DependencyWait> {
+    fn record(&mut self, error: Option<&ActivityError>) -> Recorded {
         self.recorded = true;
-        let recorded = self
+        let mut recorded = self
             .breaker
             .record(self.ticket, wall_ms(), self.saga_id, error);
-        log(recorded.transition);
-        recorded.wait
+        log(recorded.transition.take());
+        recorded
     }
 }
 

@@ -7,6 +7,10 @@
 //!   `{"requests": [[AT_MS, USER_AGENT, "METHOD /path"], ...], "not_kept":
 //!   N}`, so a test
 //!   can count the calls each worker made while the provider was down;
+//! - `GET /_sandbox/calls` (with the request log on): every API request,
+//!   `{"agents": [USER_AGENT, ...], "requests": [[ARRIVED_MS, ANSWERED_MS,
+//!   STATUS, AGENT_INDEX, "METHOD /path"], ...], "not_kept": N}`, so a
+//!   test can tell how many calls were in flight at any moment;
 //! - `GET /_sandbox/traces`: the `traceparent` of every API request that
 //!   carried one, `{"requests": [[AT_MS, "METHOD /path", TRACEPARENT],
 //!   ...]}`, so a test can follow an order's trace to the provider;
@@ -43,6 +47,10 @@ pub(crate) async fn handle(shared: &Shared, request: Request) -> Response {
             200,
             json!(*shared.traced.lock().unwrap_or_else(|e| e.into_inner())),
         ),
+        (Method::GET, "/_sandbox/calls") => Outcome::new(
+            200,
+            json!(*shared.calls.lock().unwrap_or_else(|e| e.into_inner())),
+        ),
         (Method::GET, "/_sandbox/turned_away") => Outcome::new(
             200,
             json!(*shared
@@ -56,8 +64,8 @@ pub(crate) async fn handle(shared: &Shared, request: Request) -> Response {
             Ok(bytes) => match serde_json::from_slice::<KnobsPatch>(&bytes) {
                 Err(error) => bad_request(&format!(
                     "the body is not a JSON object of knobs ({error}); known knobs: error_rate, \
-                     error_side, latency_ms, spike_rate, spike_ms, timeout_rate, timeout_ms, \
-                     search_lag_ms, outage_ms"
+                     error_side, latency_ms, latency_max_ms, spike_rate, spike_ms, timeout_rate, \
+                     timeout_ms, search_lag_ms, outage_ms, retry_after_ms"
                 )),
                 Ok(patch) => match shared.knobs.apply(&patch) {
                     Ok(_) => knobs_json(shared),
@@ -71,7 +79,7 @@ pub(crate) async fn handle(shared: &Shared, request: Request) -> Response {
                 "invalid_request_error",
                 None,
                 &format!(
-                    "Unrecognized admin call ({method}: {path}); the sandbox serves GET and POST /_sandbox/knobs, GET /_sandbox/turned_away and GET /_sandbox/traces."
+                    "Unrecognized admin call ({method}: {path}); the sandbox serves GET and POST /_sandbox/knobs, GET /_sandbox/turned_away, GET /_sandbox/calls and GET /_sandbox/traces."
                 ),
                 None,
             ),

@@ -51,7 +51,10 @@ impl Faults {
                 ..Faults::default()
             };
         }
-        let mut delay = Duration::from_millis(k.latency_ms);
+        let mut delay = Duration::from_millis(match k.latency_max_ms {
+            max if max > k.latency_ms => k.latency_ms + rng.next_u64() % (max - k.latency_ms + 1),
+            _ => k.latency_ms,
+        });
         if rng.chance(k.spike_rate) {
             delay += Duration::from_millis(k.spike_ms);
         }
@@ -208,6 +211,25 @@ mod tests {
         });
         assert!((0..100).all(|_| Faults::roll(&c, &rng, false).inject.is_none()));
         assert!((0..100).all(|_| Faults::roll(&c, &rng, true).inject.is_some()));
+    }
+
+    #[test]
+    fn a_latency_spread_draws_every_delay_between_its_ends() {
+        let rng = Rng::from_clock();
+        let c = current(Knobs {
+            latency_ms: 3_000,
+            latency_max_ms: 8_000,
+            ..Knobs::default()
+        });
+        let delays: Vec<u128> = (0..2_000)
+            .map(|_| Faults::roll(&c, &rng, true).delay.as_millis())
+            .collect();
+        assert!(delays.iter().all(|d| (3_000..=8_000).contains(d)));
+        let low = delays.iter().filter(|d| **d < 5_500).count();
+        assert!(
+            (800..1_200).contains(&low),
+            "{low} of 2000 below the middle"
+        );
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct Knobs {
     pub error_side: ErrorSide,
     /// Delay added before handling each request, in ms.
     pub latency_ms: u64,
+    /// When above `latency_ms`, each request's delay is drawn evenly
+    /// between the two, in ms (a provider that is slow rather than down:
+    /// every call 3 to 8 s, say). 0: every request waits `latency_ms`.
+    pub latency_max_ms: u64,
     /// Fraction of requests delayed by a further `spike_ms` (a latency
     /// spike: the slow tail a provider has under load).
     pub spike_rate: f64,
@@ -58,6 +62,9 @@ pub struct Knobs {
     /// and nothing is applied. Setting it starts an outage of that length
     /// from now; setting 0 ends one.
     pub outage_ms: u64,
+    /// `Retry-After` sent with an outage's 503s, in ms, rounded up to
+    /// whole seconds (0: none).
+    pub retry_after_ms: u64,
 }
 
 impl Default for Knobs {
@@ -66,12 +73,14 @@ impl Default for Knobs {
             error_rate: 0.0,
             error_side: ErrorSide::Both,
             latency_ms: 0,
+            latency_max_ms: 0,
             spike_rate: 0.0,
             spike_ms: 1_000,
             timeout_rate: 0.0,
             timeout_ms: 30_000,
             search_lag_ms: 0,
             outage_ms: 0,
+            retry_after_ms: 0,
         }
     }
 }
@@ -84,12 +93,14 @@ pub struct KnobsPatch {
     pub error_rate: Option<f64>,
     pub error_side: Option<ErrorSide>,
     pub latency_ms: Option<u64>,
+    pub latency_max_ms: Option<u64>,
     pub spike_rate: Option<f64>,
     pub spike_ms: Option<u64>,
     pub timeout_rate: Option<f64>,
     pub timeout_ms: Option<u64>,
     pub search_lag_ms: Option<u64>,
     pub outage_ms: Option<u64>,
+    pub retry_after_ms: Option<u64>,
 }
 
 impl KnobsPatch {
@@ -99,12 +110,14 @@ impl KnobsPatch {
             error_rate: Some(knobs.error_rate),
             error_side: Some(knobs.error_side),
             latency_ms: Some(knobs.latency_ms),
+            latency_max_ms: Some(knobs.latency_max_ms),
             spike_rate: Some(knobs.spike_rate),
             spike_ms: Some(knobs.spike_ms),
             timeout_rate: Some(knobs.timeout_rate),
             timeout_ms: Some(knobs.timeout_ms),
             search_lag_ms: Some(knobs.search_lag_ms),
             outage_ms: Some(knobs.outage_ms),
+            retry_after_ms: Some(knobs.retry_after_ms),
         }
     }
 
@@ -115,12 +128,14 @@ impl KnobsPatch {
         k.error_rate = self.error_rate.unwrap_or(k.error_rate);
         k.error_side = self.error_side.unwrap_or(k.error_side);
         k.latency_ms = self.latency_ms.unwrap_or(k.latency_ms);
+        k.latency_max_ms = self.latency_max_ms.unwrap_or(k.latency_max_ms);
         k.spike_rate = self.spike_rate.unwrap_or(k.spike_rate);
         k.spike_ms = self.spike_ms.unwrap_or(k.spike_ms);
         k.timeout_rate = self.timeout_rate.unwrap_or(k.timeout_rate);
         k.timeout_ms = self.timeout_ms.unwrap_or(k.timeout_ms);
         k.search_lag_ms = self.search_lag_ms.unwrap_or(k.search_lag_ms);
         k.outage_ms = self.outage_ms.unwrap_or(k.outage_ms);
+        k.retry_after_ms = self.retry_after_ms.unwrap_or(k.retry_after_ms);
     }
 
     /// Refuses a rate outside 0..=1 (NaN included), naming the knob.

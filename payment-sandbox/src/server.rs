@@ -66,6 +66,48 @@ pub(crate) struct Shared {
     pub(crate) turned_away: Mutex<TurnedAway>,
     /// The W3C trace context of every API request that carried one.
     pub(crate) traced: Mutex<Traced>,
+    /// Every API request, when and how it was answered (with the
+    /// request log on).
+    pub(crate) calls: Mutex<Calls>,
+}
+
+/// Every API request (the first [`TURNED_AWAY_KEPT`]) with when it
+/// arrived and when it was answered, so a test can tell how many calls
+/// were in flight at any moment: after an outage, say.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Calls {
+    /// The `User-Agent`s seen, indexed by the requests.
+    pub agents: Vec<String>,
+    /// `(arrived ms, answered ms since the Unix epoch, status, agent index,
+    /// "METHOD /path")` of each, in the order they were answered.
+    pub requests: Vec<(u64, u64, u16, usize, String)>,
+    /// How many more were answered after the list was full.
+    pub not_kept: u64,
+}
+
+impl Calls {
+    fn record(&mut self, arrived: u64, parts: (&str, &str), status: u16) {
+        if self.requests.len() >= TURNED_AWAY_KEPT {
+            self.not_kept += 1;
+            return;
+        }
+        let (agent, call) = parts;
+        let index = match self.agents.iter().position(|a| a == agent) {
+            Some(index) => index,
+            None => {
+                self.agents.push(agent.to_owned());
+                self.agents.len() - 1
+            }
+        };
+        self.requests
+            .push((arrived, wall_ms(), status, index, call.to_owned()));
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The `traceparent` headers of the API requests that carried one (the
@@ -111,7 +153,15 @@ impl Shared {
         } else {
             log.not_kept += 1;
         }
-        outage_reply().into_response()
+        let mut response = outage_reply().into_response();
+        let retry_after_ms = self.knobs.get().retry_after_ms;
+        if retry_after_ms > 0 {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_ms.div_ceil(1_000)),
+            );
+        }
+        response
     }
 }
 
@@ -163,6 +213,7 @@ impl Sandbox {
             rng: Rng::from_clock(),
             request_log: config.request_log,
             turned_away: Mutex::new(TurnedAway::default()),
+            calls: Mutex::new(Calls::default()),
             traced: Mutex::new(Traced::default()),
         });
         let app = Router::new()
@@ -301,11 +352,32 @@ async fn serve(listener: TcpListener, app: Router, mut stopped: oneshot::Receive
     graceful.shutdown().await;
 }
 
-/// The one handler: admin, faults, auth, routing, idempotency.
+/// The one handler: admin, faults, auth, routing, idempotency; each API
+/// request logged with its times when the request log is on.
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     if request.uri().path().starts_with(crate::admin::PREFIX) {
         return crate::admin::handle(&shared, request).await;
     }
+    if !shared.request_log {
+        return handle_api(&shared, request).await;
+    }
+    let arrived = wall_ms();
+    let agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let call = format!("{} {}", request.method(), request.uri().path());
+    let response = handle_api(&shared, request).await;
+    let status = response.status().as_u16();
+    let mut calls = shared.calls.lock().unwrap_or_else(|e| e.into_inner());
+    calls.record(arrived, (&agent, &call), status);
+    response
+}
+
+/// An API request: faults, auth, routing, idempotency.
+async fn handle_api(shared: &Shared, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if let Some(traceparent) = parts
         .headers
@@ -395,7 +467,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         execute_post(&mut shared.lock(), &shared.rng, &post)
     } else {
         match Form::parse(parts.uri.query().unwrap_or("").as_bytes()) {
-            Ok(query) => execute_get(&shared, &route, &query, current.knobs.search_lag_ms),
+            Ok(query) => execute_get(shared, &route, &query, current.knobs.search_lag_ms),
             Err(outcome) => Reply::from_outcome(outcome),
         }
     };

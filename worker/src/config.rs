@@ -17,6 +17,7 @@
 //! - `raw.rs`: the file as written (serde structs with spans) and defaults.
 //! - `validate.rs`: raw to settings, recording each problem.
 
+mod breakers;
 mod raw;
 mod settings;
 mod temporal;

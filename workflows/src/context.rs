@@ -66,8 +66,23 @@ pub struct ActivityError {
     /// refused (kind [`BREAKER_OPEN`]), or made and failed while the
     /// dependency is down. The interpreter then waits durably, without
     /// counting the attempt, up to the step's `max_wait`.
+    /// (Boxed: it is rare, and keeps every `Result<_, ActivityError>`
+    /// small.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait: Option<DependencyWait>,
+    pub wait: Option<Box<DependencyWait>>,
+    /// Set when the attempt failed in a way its dependency's breaker
+    /// counts while the breaker was still closed: when the run of failures
+    /// it belongs to began (worker clock). If the breaker then opens on
+    /// that run, its waits carry the same moment
+    /// ([`DependencyWait::since_ms`]) and the interpreter takes the
+    /// attempt back: it failed in the moments before the breaker opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since_ms: Option<u64>,
+    /// How long the dependency asked to be left alone (its `Retry-After`),
+    /// in ms: the next attempt waits at least this long, capped by the
+    /// step's `max_wait`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// What an attempt refused by an open circuit breaker waits for.
@@ -75,7 +90,8 @@ pub struct ActivityError {
 pub struct DependencyWait {
     /// The dependency whose breaker is open: "payment", "stock", "orders".
     pub dependency: String,
-    /// When the breaker opened (worker clock, ms since the Unix epoch).
+    /// When the outage began: the first failure of the run that opened
+    /// the breaker (worker clock, ms since the Unix epoch).
     pub since_ms: u64,
     /// How long to wait before trying again: until the breaker lets a
     /// probe through.
@@ -93,6 +109,8 @@ impl ActivityError {
             message: message.into(),
             retryable: true,
             wait: None,
+            failing_since_ms: None,
+            retry_after_ms: None,
         }
     }
 
@@ -103,6 +121,8 @@ impl ActivityError {
             message: message.into(),
             retryable: false,
             wait: None,
+            failing_since_ms: None,
+            retry_after_ms: None,
         }
     }
 
@@ -117,7 +137,9 @@ impl ActivityError {
                 wait.dependency, wait.retry_after_ms
             ),
             retryable: true,
-            wait: Some(wait),
+            wait: Some(Box::new(wait)),
+            failing_since_ms: None,
+            retry_after_ms: None,
         }
     }
 }

@@ -63,6 +63,14 @@ pub struct StepDef {
     /// unset, so definitions written before it keep their hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_wait_ms: Option<u64>,
+    /// When this step's outcome is unknown (its last attempt failed
+    /// retryably), how long after that its compensation keeps trying,
+    /// through every retryable failure, before its attempts count: the
+    /// time the dependency may need to show what the step did (a payment
+    /// provider's search lag), in ms. Left out of the stored form when
+    /// unset, so definitions written before it keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_ms: Option<u64>,
 }
 
 /// A step's `max_wait` when `sagas.toml` does not set one: 15 minutes,

@@ -7,6 +7,22 @@ fn settings() -> BreakerSettings {
     BreakerSettings::default_for("payment")
 }
 
+/// The consecutive rule alone.
+fn consecutive_only() -> BreakerSettings {
+    BreakerSettings {
+        failures: 10_000,
+        ..settings()
+    }
+}
+
+/// The window's rate rule alone.
+fn rate_only() -> BreakerSettings {
+    BreakerSettings {
+        consecutive: 0,
+        ..settings()
+    }
+}
+
 fn outage() -> ActivityError {
     ActivityError::retryable("http_503", "unavailable")
 }
@@ -40,7 +56,7 @@ fn closed_opens_after_the_configured_failures() {
     let (refused, _) = b.admit(10, "s2");
     let wait = refused.expect_err("open refuses");
     assert_eq!(wait.dependency, "payment");
-    assert_eq!(wait.since_ms, 4);
+    assert_eq!(wait.since_ms, 0, "the outage began at its first failure");
     assert_eq!(
         wait.retry_after_ms,
         5_000 - 6,
@@ -72,7 +88,7 @@ fn declines_and_uncounted_kinds_never_open_it() {
 
 #[test]
 fn failures_below_the_rate_or_spread_over_windows_do_not_open_it() {
-    let b = Breaker::new("payment", settings(), 0);
+    let b = Breaker::new("payment", rate_only(), 0);
     // 5 failures among 20 calls: 25% < 50%.
     for i in 0..20 {
         let error = (i % 4 == 0).then(outage);
@@ -80,7 +96,7 @@ fn failures_below_the_rate_or_spread_over_windows_do_not_open_it() {
     }
     assert_eq!(b.snapshot(20).state, BreakerState::Closed);
     // 4 failures per 10 s window, for a minute.
-    let b = Breaker::new("payment", settings(), 0);
+    let b = Breaker::new("payment", rate_only(), 0);
     for w in 0..6 {
         for i in 0..4 {
             call(&b, w * 10_000 + i, Some(outage()));
@@ -98,7 +114,8 @@ fn open_turns_half_open_after_its_interval_and_a_good_probe_closes_it() {
     assert!(!b.is_open(5_004));
     assert_eq!(b.snapshot(5_004).state, BreakerState::HalfOpen);
     let (probe, t) = b.admit(5_004, "s");
-    assert_eq!(probe, Ok(Ticket::Probe));
+    let probe = probe.expect("a probe goes through");
+    assert!(probe.probe);
     let t = t.expect("the state change is reported once");
     assert_eq!((t.from, t.to), (BreakerState::Open, BreakerState::HalfOpen));
     // One probe at a time: the next saga waits a little.
@@ -106,14 +123,14 @@ fn open_turns_half_open_after_its_interval_and_a_good_probe_closes_it() {
     assert_eq!(t, None);
     assert_eq!(other.expect_err("probes are out").retry_after_ms, 1_000);
     let t = b
-        .record(Ticket::Probe, 5_100, "s", None)
+        .record(probe, 5_100, "s", None)
         .transition
         .expect("closes");
     assert_eq!(
         (t.from, t.to),
         (BreakerState::HalfOpen, BreakerState::Closed)
     );
-    assert_eq!(b.admit(5_101, "s2").0, Ok(Ticket::Call));
+    assert!(!b.admit(5_101, "s2").0.expect("closed").probe);
     let snap = b.snapshot(5_101);
     assert_eq!(snap.state, BreakerState::Closed);
     assert_eq!(snap.since_ms, 5_100);
@@ -134,8 +151,8 @@ fn a_failed_probe_opens_it_again_keeping_the_outage_start() {
     assert_eq!(probe_wait.retry_after_ms, 5_000, "for the new interval");
     let wait = b.admit(6_060, "s").0.expect_err("open again");
     assert_eq!(
-        wait.since_ms, 1_004,
-        "the outage began at the first opening"
+        wait.since_ms, 1_000,
+        "the outage began at the first failure of the run that opened it"
     );
     assert_eq!(wait.retry_after_ms, 11_050 - 6_060);
     assert_eq!(b.snapshot(6_060).opened_total, 2);
@@ -242,4 +259,199 @@ fn count_patterns_match_kinds() {
         !stock.counts(&refusal),
         "a refusal is not the dependency's failure"
     );
+}
+
+/// Lets a call through at `at`, and records `error` at `done`.
+fn timed(b: &Breaker, at: u64, done: u64, error: Option<ActivityError>) -> Recorded {
+    let (ticket, _) = b.admit(at, "s");
+    b.record(ticket.expect("let through"), done, "s", error.as_ref())
+}
+
+/// At a flash sale's rate a window holds thousands of good calls: the
+/// rate rule would need thousands of failures, five in a row open it
+/// (issue 31, defect 1).
+#[test]
+fn five_failures_in_a_row_open_it_at_any_rate() {
+    let b = Breaker::new("payment", settings(), 0);
+    for i in 0..2_000 {
+        call(&b, i, None);
+    }
+    for i in 0..4 {
+        assert_eq!(call(&b, 2_000 + i, Some(outage())), None);
+    }
+    let t = call(&b, 2_004, Some(outage())).expect("the fifth in a row opens it");
+    assert!(t.why.starts_with("5 failures in a row"), "{}", t.why);
+    // A success between failures starts the run again.
+    let b = Breaker::new("payment", consecutive_only(), 0);
+    for round in 0..100 {
+        for i in 0..4 {
+            call(&b, round * 10 + i, Some(outage()));
+        }
+        call(&b, round * 10 + 5, None);
+    }
+    assert_eq!(b.snapshot(1_000).state, BreakerState::Closed);
+}
+
+/// The failures before the opening one carry the moment their run began;
+/// the opening failure and every refusal after it carry the same moment
+/// as the outage's start, so the interpreter can give those attempts back.
+#[test]
+fn failures_before_the_opening_name_the_run_the_outage_began_with() {
+    let b = Breaker::new("payment", consecutive_only(), 0);
+    call(&b, 10, Some(outage()));
+    call(&b, 20, None);
+    let mut tags = Vec::new();
+    for i in 0..4 {
+        let r = timed(&b, 100 + i, 100 + i, Some(outage()));
+        assert_eq!(r.wait, None);
+        tags.push(r.failing_since.expect("closed: tagged with its run"));
+    }
+    assert_eq!(
+        tags,
+        [100, 100, 100, 100],
+        "a success ended the earlier run"
+    );
+    let opening = timed(&b, 104, 104, Some(outage()));
+    assert_eq!(opening.failing_since, None);
+    assert_eq!(opening.wait.expect("waits").since_ms, 100);
+    let refused = b.admit(200, "t").0.expect_err("open");
+    assert_eq!(refused.since_ms, 100);
+    // Not a failure the breaker counts: no tag.
+    let b = Breaker::new("payment", settings(), 0);
+    assert_eq!(timed(&b, 0, 1, Some(declined())).failing_since, None);
+}
+
+/// A provider that answers slowly is down for a sale: calls at or past
+/// `slow_call` count as failures even when they succeed.
+#[test]
+fn slow_calls_count_as_failures() {
+    let b = Breaker::new("payment", settings(), 0);
+    for i in 0..4 {
+        let r = timed(&b, i, i + 3_500, None);
+        assert_eq!(r.transition, None);
+    }
+    let r = timed(&b, 4, 4 + 3_000, None);
+    let t = r.transition.expect("the fifth slow call opens it");
+    assert!(t.why.contains("took 3000 ms"), "{}", t.why);
+    assert_eq!(r.wait, None, "a slow success is still a success");
+    let fast = Breaker::new("payment", settings(), 0);
+    for i in 0..50 {
+        timed(&fast, i, i + 2_999, None);
+    }
+    assert_eq!(fast.snapshot(10_000).state, BreakerState::Closed);
+    let off = Breaker::new(
+        "payment",
+        BreakerSettings {
+            slow_call_ms: 0,
+            ..settings()
+        },
+        0,
+    );
+    for i in 0..50 {
+        timed(&off, i, i + 60_000, None);
+    }
+    assert_eq!(off.snapshot(70_000).state, BreakerState::Closed);
+}
+
+/// A `Retry-After` longer than `open_for` keeps the breaker open that
+/// long (capped at ten minutes).
+#[test]
+fn retry_after_lengthens_the_open_interval() {
+    let b = Breaker::new("payment", settings(), 0);
+    let asked = ActivityError {
+        retry_after_ms: Some(30_000),
+        ..outage()
+    };
+    for i in 0..5 {
+        call(&b, i, Some(asked.clone()));
+    }
+    assert_eq!(b.admit(10, "s").0.unwrap_err().retry_after_ms, 30_004 - 10);
+    assert!(b.is_open(30_000));
+    let b = Breaker::new("payment", settings(), 0);
+    let forever = ActivityError {
+        retry_after_ms: Some(86_400_000),
+        ..outage()
+    };
+    for i in 0..5 {
+        call(&b, i, Some(forever.clone()));
+    }
+    assert_eq!(b.admit(4, "s").0.unwrap_err().retry_after_ms, 600_000);
+}
+
+/// After an outage the calls in flight ramp from the probes up to the
+/// most this worker had in flight before it, over `ramp`; calls beyond
+/// the limit wait a spread-out moment.
+#[test]
+fn after_an_outage_calls_in_flight_ramp_up_to_the_earlier_peak() {
+    let b = Breaker::new("payment", settings(), 0);
+    // Eight at once, healthy, before the outage.
+    let tickets: Vec<Ticket> = (0..8).map(|_| b.admit(0, "s").0.unwrap()).collect();
+    assert_eq!(tickets[7].in_flight, 8);
+    for t in tickets {
+        b.record(t, 5, "s", None);
+    }
+    open_it(&b, 10);
+    let probe = b.admit(5_014, "p").0.unwrap();
+    assert!(probe.probe);
+    b.record(probe, 5_020, "p", None)
+        .transition
+        .expect("closes");
+    let snap = b.snapshot(5_020);
+    assert_eq!(
+        (snap.state, snap.ramp_limit),
+        (BreakerState::Closed, Some(1))
+    );
+    // At first one call at a time; the next waits 250 ms to 1.25 s.
+    let first = b.admit(5_020, "a").0.unwrap();
+    let held = b.admit(5_020, "b").0.expect_err("the ramp holds it back");
+    assert!((250..1_250).contains(&held.retry_after_ms), "{held:?}");
+    b.record(first, 5_021, "a", None);
+    // Halfway through the ramp (5 s of 10 s): 1 + (8 - 1) / 2 = 4.
+    assert_eq!(b.snapshot(10_020).ramp_limit, Some(4));
+    let four: Vec<Ticket> = (0..4).map(|_| b.admit(10_020, "c").0.unwrap()).collect();
+    assert!(b.admit(10_020, "d").0.is_err());
+    for t in four {
+        b.record(t, 10_021, "c", None);
+    }
+    // Never above the earlier peak, and no limit once the ramp is over.
+    assert_eq!(b.snapshot(15_019).ramp_limit, Some(7));
+    assert_eq!(b.snapshot(15_020).ramp_limit, None);
+    let many: Vec<_> = (0..50).map(|_| b.admit(15_020, "e").0).collect();
+    assert!(many.iter().all(Result::is_ok));
+}
+
+/// A call let through before an outage that fails after the breaker
+/// closed again met the outage: its saga waits a moment, the attempt is
+/// not counted.
+#[test]
+fn a_call_that_outlived_an_outage_and_fails_waits() {
+    let b = Breaker::new("payment", settings(), 0);
+    let stuck = b.admit(0, "stuck").0.unwrap();
+    open_it(&b, 10);
+    let probe = b.admit(5_014, "p").0.unwrap();
+    b.record(probe, 5_020, "p", None)
+        .transition
+        .expect("closes");
+    let late = b.record(stuck, 5_030, "stuck", Some(&outage()));
+    assert!(late.wait.is_some(), "{late:?}");
+    assert_eq!(late.failing_since, None);
+}
+
+/// `max_in_flight` caps calls in flight at all times.
+#[test]
+fn max_in_flight_caps_calls_in_flight() {
+    let b = Breaker::new(
+        "payment",
+        BreakerSettings {
+            max_in_flight: 3,
+            ..settings()
+        },
+        0,
+    );
+    let three: Vec<Ticket> = (0..3).map(|_| b.admit(0, "s").0.unwrap()).collect();
+    let refused = b.admit(0, "t").0.expect_err("at the cap");
+    assert!(refused.retry_after_ms >= 250);
+    assert_eq!(b.snapshot(0).in_flight, 3);
+    b.record(three[0], 1, "s", None);
+    assert!(b.admit(1, "t").0.is_ok());
 }

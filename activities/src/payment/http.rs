@@ -9,10 +9,11 @@
 //!   back to when the intent was already captured (the provider has the
 //!   cancel's answer stored under `<key>`, so reusing it would be an
 //!   `idempotency_error`);
-//! - an answer that leaves the outcome unknown (any 5xx, or a 409/429 with
-//!   `Stripe-Should-Retry: false`) is reconciled by reading the provider's
-//!   state before anything is reported: an effect that did happen is
-//!   reported as success, one that did not as a retryable error;
+//! - an answer that leaves the outcome unknown (a 5xx not marked
+//!   `Stripe-Should-Retry: true`, or a 409/429 marked `false`) is
+//!   reconciled by reading the provider's state before anything is
+//!   reported: an effect that did happen is reported as success, one that
+//!   did not as a retryable error; `Retry-After` travels with the error;
 //! - authorizations carry `metadata[idempotency_key]` and
 //!   `metadata[order_id]`, so an authorization whose answer was lost can be
 //!   found again by search (Stripe's search lags writes by up to a minute;
@@ -681,6 +682,7 @@ impl PaymentClient {
             .get("stripe-should-retry")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.eq_ignore_ascii_case("true"));
+        let retry_after_ms = retry_after_ms(response.headers());
         let bytes = response
             .bytes()
             .await
@@ -689,6 +691,7 @@ impl PaymentClient {
         Ok(Answer {
             status,
             should_retry,
+            retry_after_ms,
             body,
         })
     }

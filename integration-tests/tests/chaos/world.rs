@@ -78,6 +78,16 @@ impl Workers {
         self.slots.len()
     }
 
+    /// The process ids of the running workers, by slot.
+    #[allow(dead_code)] // the outage suite's
+    pub fn pids(&self) -> Vec<u32> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|owned| owned.0.id())
+            .collect()
+    }
+
     /// The slots whose worker is running.
     pub fn running(&self) -> Vec<usize> {
         (0..self.slots.len())

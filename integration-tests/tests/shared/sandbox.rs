@@ -27,8 +27,11 @@ impl Drop for StandaloneSandbox {
 impl StandaloneSandbox {
     /// Starts it over `data` with `knobs` (flags such as `--latency 2s`),
     /// accepting `api_key`; waits until it prints where it listens.
+    /// `SAGAFLOW_SANDBOX_BIN` runs it from another `sagaflow` binary:
+    /// an older worker measured against today's sandbox and its logs.
     pub fn start(data: &Path, api_key: &str, knobs: &[&str]) -> StandaloneSandbox {
-        let mut child = Command::new(bin())
+        let program = std::env::var_os("SAGAFLOW_SANDBOX_BIN").map_or_else(bin, PathBuf::from);
+        let mut child = Command::new(program)
             .args(["sandbox", "--port", "0", "--json", "--data"])
             .arg(data)
             .args(knobs)

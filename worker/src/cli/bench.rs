@@ -195,6 +195,7 @@ pub(super) fn noop_saga() -> SagaDef {
         timeout_ms: 10_000,
         compensation_timeout_ms: None,
         max_wait_ms: None,
+        settle_ms: None,
         retry: RetryPolicy::default(),
     };
     SagaDef {

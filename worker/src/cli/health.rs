@@ -34,8 +34,17 @@ pub struct BreakerRow {
     /// Since when (ms since the Unix epoch): the state's start; for open
     /// and half-open, when the outage began.
     pub since_ms: u64,
+    /// When it last opened from closed (0: never).
+    #[serde(default)]
+    pub last_opened_ms: u64,
     /// Sagas waiting on it.
     pub waiting: usize,
+    /// Calls in flight to the dependency now.
+    #[serde(default)]
+    pub in_flight: u32,
+    /// While it ramps up after an outage: the calls it lets be in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_limit: Option<u32>,
     /// Times it opened since the worker started.
     pub opened_total: u64,
     /// Calls it refused since the worker started.
@@ -50,7 +59,10 @@ impl From<BreakerSnapshot> for BreakerRow {
             dependency: s.dependency,
             state: s.state.name().to_owned(),
             since_ms: s.since_ms,
+            last_opened_ms: s.last_opened_ms,
             waiting: s.waiting,
+            in_flight: s.in_flight,
+            ramp_limit: s.ramp_limit,
             opened_total: s.opened_total,
             refused_total: s.refused_total,
             probes_total: s.probes_total,
@@ -146,16 +158,29 @@ pub fn health(config: &Config, admin: Option<&str>, args: HealthArgs) -> Result<
     } else {
         writeln!(
             out,
-            "{:<10} {:<10} {:<22} {:>8} {:>7} {:>9} {:>7}",
-            "BREAKER", "STATE", "SINCE (UTC)", "WAITING", "OPENED", "REFUSED", "PROBES"
+            "{:<10} {:<10} {:<22} {:>9} {:>8} {:>7} {:>9} {:>7}",
+            "BREAKER",
+            "STATE",
+            "SINCE (UTC)",
+            "IN FLIGHT",
+            "WAITING",
+            "OPENED",
+            "REFUSED",
+            "PROBES"
         )?;
         for b in &health.breakers {
+            // While it ramps up after an outage: "calls/limit".
+            let in_flight = match b.ramp_limit {
+                Some(limit) => format!("{}/{limit}", b.in_flight),
+                None => b.in_flight.to_string(),
+            };
             writeln!(
                 out,
-                "{:<10} {:<10} {:<22} {:>8} {:>7} {:>9} {:>7}",
+                "{:<10} {:<10} {:<22} {:>9} {:>8} {:>7} {:>9} {:>7}",
                 b.dependency,
                 b.state,
                 super::inspect::ms_to_utc(b.since_ms),
+                in_flight,
                 b.waiting,
                 b.opened_total,
                 b.refused_total,

@@ -47,6 +47,9 @@ struct KnobFlags {
     /// Delay before each request, e.g. 20ms
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     latency: Option<u64>,
+    /// With --latency, draw each request's delay evenly up to this, e.g. --latency 3s --latency-max 8s (a slow provider); 0ms: off
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    latency_max: Option<u64>,
     /// Fraction of requests that get a latency spike (0 to 1)
     #[arg(long, value_name = "RATE")]
     spike_rate: Option<f64>,
@@ -65,6 +68,9 @@ struct KnobFlags {
     /// Answer every request with 503 for this long from now, e.g. 15s; 0ms ends an outage
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
     outage: Option<u64>,
+    /// Send Retry-After (rounded up to seconds) with the outage's 503s, e.g. 10s; 0ms: none
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    retry_after: Option<u64>,
 }
 
 impl KnobFlags {
@@ -77,12 +83,14 @@ impl KnobFlags {
                 _ => ErrorSide::Both,
             }),
             latency_ms: self.latency,
+            latency_max_ms: self.latency_max,
             spike_rate: self.spike_rate,
             spike_ms: self.spike_latency,
             timeout_rate: self.timeout_rate,
             timeout_ms: self.timeout_hold,
             search_lag_ms: self.search_lag,
             outage_ms: self.outage,
+            retry_after_ms: self.retry_after,
         }
     }
 }

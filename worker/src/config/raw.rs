@@ -357,10 +357,14 @@ impl Default for RawBreakers {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBreaker {
     pub(super) enabled: Option<bool>,
+    pub(super) consecutive: Option<Spanned<i64>>,
     pub(super) failures: Option<Spanned<i64>>,
     pub(super) failure_rate: Option<Spanned<f64>>,
     pub(super) window: Option<Spanned<String>>,
+    pub(super) slow_call: Option<Spanned<String>>,
     pub(super) open_for: Option<Spanned<String>>,
     pub(super) probes: Option<Spanned<i64>>,
+    pub(super) ramp: Option<Spanned<String>>,
+    pub(super) max_in_flight: Option<Spanned<i64>>,
     pub(super) count: Option<Vec<String>>,
 }

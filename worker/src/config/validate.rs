@@ -2,15 +2,14 @@
 //! chosen adapter needs present. Saga definitions are validated by
 //! `sagaflow_workflows::config` through the same [`Diagnostics`].
 
-use super::raw::{RawBreakers, RawConfig, RawEmbedded, RawPayment, RawServiceBus, RawTelemetry};
+use super::raw::{RawConfig, RawEmbedded, RawPayment, RawServiceBus, RawTelemetry};
 use super::settings::{
-    AdminSettings, BreakerSettingsByDependency, CosmosSettings, EmbeddedSettings, HttpVersion,
-    OrdersKind, OtlpProtocol, PaymentKind, PaymentSettings, Profile, RedisSettings,
-    SandboxSettings, ServiceBusSettings, StockSettings, TelemetrySettings,
-    DEFAULT_AUDIT_RETENTION_MS, DEFAULT_PAYMENT_CONNECTIONS, DEFAULT_RETENTION_MS,
+    AdminSettings, CosmosSettings, EmbeddedSettings, HttpVersion, OrdersKind, OtlpProtocol,
+    PaymentKind, PaymentSettings, Profile, RedisSettings, SandboxSettings, ServiceBusSettings,
+    StockSettings, TelemetrySettings, DEFAULT_AUDIT_RETENTION_MS, DEFAULT_PAYMENT_CONNECTIONS,
+    DEFAULT_RETENTION_MS,
 };
 use super::Config;
-use sagaflow_activities::breaker::BreakerSettings;
 use sagaflow_workflows::config::Diagnostics;
 use sagaflow_workflows::duration::{format_duration_ms, parse_duration_ms};
 use toml::Spanned;
@@ -96,12 +95,11 @@ pub(super) fn config(d: &mut Diagnostics<'_>, raw: RawConfig, registered: &[&str
     }
     let servicebus = servicebus(d, raw.servicebus);
     let admin = admin(d, raw.admin);
-    let breakers = breakers(d, raw.breakers);
+    let breakers = super::breakers::breakers(d, raw.breakers);
     let telemetry = telemetry(d, raw.telemetry);
-    let search_lag_span = raw.payment.search_lag.as_ref().map_or(0..0, |v| v.span());
-    let sagas = raw.sagas.validate(d, registered);
+    let mut sagas = raw.sagas.validate(d, registered);
     if raw.profile.payment == PaymentKind::Http {
-        void_outlasts_search_lag(d, &sagas, search_lag_ms, search_lag_span);
+        voids_settle_for_the_search_lag(&mut sagas, search_lag_ms);
     }
     Config {
         file: d.file().to_owned(),
@@ -268,87 +266,6 @@ fn telemetry(d: &mut Diagnostics<'_>, raw: RawTelemetry) -> TelemetrySettings {
     }
 }
 
-/// `[breakers]`: one breaker per dependency, each key checked.
-fn breakers(d: &mut Diagnostics<'_>, raw: RawBreakers) -> BreakerSettingsByDependency {
-    let tables = [
-        ("payment", raw.payment),
-        ("stock", raw.stock),
-        ("orders", raw.orders),
-    ];
-    let mut breakers = Vec::new();
-    for (dependency, table) in tables {
-        let place = Some(format!("[breakers.{dependency}]"));
-        let mut s = BreakerSettings::default_for(dependency);
-        if let Some(f) = &table.failures {
-            match u32::try_from(*f.get_ref()) {
-                Ok(n @ 1..=10_000) => s.failures = n,
-                _ => d.error(
-                    f.span(),
-                    place.clone(),
-                    format!(
-                        "failures is {}; use 1 to 10000 (failures within the window that open the breaker)",
-                        f.get_ref()
-                    ),
-                ),
-            }
-        }
-        if let Some(r) = &table.failure_rate {
-            let rate = *r.get_ref();
-            if rate > 0.0 && rate <= 1.0 {
-                s.failure_rate = rate;
-            } else {
-                d.error(
-                    r.span(),
-                    place.clone(),
-                    format!("failure_rate is {rate}; use a fraction above 0.0, at most 1.0 (0.5: half the calls in the window failed)"),
-                );
-            }
-        }
-        if let Some(w) = &table.window {
-            s.window_ms = d.duration(w, &place, "window");
-            at_least(
-                d,
-                Some(w),
-                &format!("[breakers.{dependency}]"),
-                "window",
-                100,
-                "count failures over at least \"100ms\" (the default is \"10s\")",
-            );
-        }
-        if let Some(o) = &table.open_for {
-            s.open_for_ms = d.duration(o, &place, "open_for");
-            at_least(
-                d,
-                Some(o),
-                &format!("[breakers.{dependency}]"),
-                "open_for",
-                100,
-                "stay open at least \"100ms\" (the default is \"5s\")",
-            );
-        }
-        if let Some(p) = &table.probes {
-            match u32::try_from(*p.get_ref()) {
-                Ok(n @ 1..=1_000) => s.probes = n,
-                _ => d.error(
-                    p.span(),
-                    place.clone(),
-                    format!(
-                        "probes is {}; use 1 to 1000 (calls let through at once while half-open)",
-                        p.get_ref()
-                    ),
-                ),
-            }
-        }
-        if let Some(count) = table.count {
-            s.count = count;
-        }
-        if raw.enabled && table.enabled.unwrap_or(true) {
-            breakers.push((dependency.to_owned(), s));
-        }
-    }
-    BreakerSettingsByDependency { breakers }
-}
-
 fn servicebus(d: &mut Diagnostics<'_>, raw: RawServiceBus) -> ServiceBusSettings {
     let place = Some("[servicebus]".to_owned());
     let queue = raw.queue.get_ref().trim().to_owned();
@@ -389,33 +306,20 @@ fn servicebus(d: &mut Diagnostics<'_>, raw: RawServiceBus) -> ServiceBusSettings
     }
 }
 
-/// A void that looks for a lost authorization must be allowed to look for
-/// `search_lag_ms`: otherwise its retries run out first and the saga parks
-/// on a hold it may simply not see yet. Each attempt searches for its time
-/// limit less the adapter's margin (2 s); the delays between attempts are
-/// not counted.
-fn void_outlasts_search_lag(
-    d: &mut Diagnostics<'_>,
-    sagas: &std::collections::BTreeMap<String, sagaflow_workflows::SagaDef>,
+/// A void that looks for a lost authorization concludes "nothing to
+/// void" only once the provider's search has had `search_lag_ms` to show
+/// it: its compensation keeps trying for that long after the authorize's
+/// outcome became unknown, through every retryable failure, whatever its
+/// attempt count (`StepDef::settle_ms`). Counting attempts instead would
+/// let attempts that end early (a 503 answers at once) run out first.
+fn voids_settle_for_the_search_lag(
+    sagas: &mut std::collections::BTreeMap<String, sagaflow_workflows::SagaDef>,
     search_lag_ms: u64,
-    span: std::ops::Range<usize>,
 ) {
-    for (name, saga) in sagas {
-        let attempts = u64::from(saga.compensation_retry.max_attempts);
-        for step in &saga.steps {
-            if step.compensation.as_deref() != Some("payment.void") || attempts == 0 {
-                continue;
-            }
-            let timeout = step.compensation_timeout_ms.unwrap_or(step.timeout_ms);
-            let looks_ms = attempts * timeout.saturating_sub(2_000);
-            if looks_ms < search_lag_ms {
-                d.error(
-                    span.clone(),
-                    Some(format!("saga {name}, step {}", step.name)),
-                    format!(
-                        "its void may have to look for a lost authorization for [payment] search_lag ({search_lag_ms} ms), but {attempts} compensation attempt(s) of {timeout} ms allow only about {looks_ms} ms; raise compensation_retry max_attempts or the step's compensation_timeout, or lower search_lag if the provider's search catches up sooner"
-                    ),
-                );
+    for saga in sagas.values_mut() {
+        for step in &mut saga.steps {
+            if step.compensation.as_deref() == Some("payment.void") && search_lag_ms > 0 {
+                step.settle_ms = Some(search_lag_ms);
             }
         }
     }

@@ -192,6 +192,7 @@ impl SagaValidator<'_, '_> {
                 compensation_timeout_ms,
                 retry,
                 max_wait_ms,
+                settle_ms: None,
             });
         }
         let pivot_given = saga.pivot.is_some();

@@ -6,6 +6,8 @@
 
 use sagaflow_workflows::{RetryPolicy, SagaDef, StepDef};
 
+pub mod drive;
+
 /// A retry policy of `max_attempts` with `non_retryable` kinds.
 pub fn policy(max_attempts: u32, non_retryable: &[&str]) -> RetryPolicy {
     RetryPolicy {
@@ -27,6 +29,7 @@ pub fn step(name: &str, action: &str, compensation: Option<&str>, retry: RetryPo
         timeout_ms: 1_000,
         compensation_timeout_ms: None,
         max_wait_ms: None,
+        settle_ms: None,
         retry,
     }
 }

@@ -12,6 +12,8 @@ use serde_json::{json, Map, Value};
 pub(super) struct Answer {
     pub(super) status: u16,
     pub(super) should_retry: Option<bool>,
+    /// `Retry-After`, in ms (delta-seconds; an HTTP date is not read).
+    pub(super) retry_after_ms: Option<u64>,
     /// The JSON body, or `Null` when it was not JSON.
     pub(super) body: Value,
 }
@@ -32,9 +34,14 @@ impl Answer {
     }
 
     /// True when the request may have taken effect although the answer is
-    /// an error: read the provider's state before reporting.
+    /// an error: read the provider's state before reporting. A 5xx the
+    /// provider marks `Stripe-Should-Retry: true` (nothing was applied: a
+    /// 503 while it is down) is not read back: the next attempt, under
+    /// the same key, is the reconciliation, and a provider in trouble gets
+    /// one request per attempt rather than two.
     pub(super) fn needs_reconcile(&self) -> bool {
-        self.status >= 500 || (matches!(self.status, 409 | 429) && self.should_retry == Some(false))
+        (self.status >= 500 && self.should_retry != Some(true))
+            || (matches!(self.status, 409 | 429) && self.should_retry == Some(false))
     }
 
     /// Maps an error answer to an activity error.
@@ -55,9 +62,10 @@ impl Answer {
                 "the payment provider rejected the api key; set the environment variable named by \
                  [payment] api_key_env to a valid secret key",
             ),
-            409 | 429 | 500..=599 => {
-                ActivityError::retryable(format!("http_{status}"), format!("{what}: {message}"))
-            }
+            409 | 429 | 500..=599 => ActivityError {
+                retry_after_ms: self.retry_after_ms,
+                ..ActivityError::retryable(format!("http_{status}"), format!("{what}: {message}"))
+            },
             _ if self.should_retry == Some(true) => {
                 ActivityError::retryable(format!("http_{status}"), format!("{what}: {message}"))
             }
@@ -69,6 +77,14 @@ impl Answer {
             }
         }
     }
+}
+
+/// `Retry-After` as delta-seconds, in ms; `None` when absent or an HTTP
+/// date (providers that send one send seconds).
+pub(super) fn retry_after_ms(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let seconds: u64 = value.trim().parse().ok()?;
+    Some(seconds.saturating_mul(1_000))
 }
 
 /// A transport failure: nothing usable came back.

@@ -13,6 +13,7 @@ fn def() -> SagaDef {
         timeout_ms: 1_000,
         compensation_timeout_ms: None,
         max_wait_ms: None,
+        settle_ms: None,
         retry: RetryPolicy::default(),
     };
     SagaDef {
@@ -67,7 +68,7 @@ fn attempt(n: u32, step: &str, number: u32, error: Option<ActivityError>) -> Eve
 #[test]
 fn the_timeline_counts_refusals_as_waits_and_failed_probes_as_both() {
     let mut failed_probe = ActivityError::retryable("http_503", "unavailable");
-    failed_probe.wait = Some(wait());
+    failed_probe.wait = Some(Box::new(wait()));
     let events = vec![
         attempt(1, "reserve", 1, None),
         attempt(2, "authorize", 1, Some(failed_probe)),

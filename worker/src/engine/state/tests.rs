@@ -26,6 +26,7 @@ fn def() -> Arc<Definition> {
                 timeout_ms: 1_000,
                 compensation_timeout_ms: None,
                 max_wait_ms: None,
+                settle_ms: None,
                 retry: RetryPolicy {
                     max_attempts: 3,
                     ..RetryPolicy::default()
@@ -38,6 +39,7 @@ fn def() -> Arc<Definition> {
                 timeout_ms: 1_000,
                 compensation_timeout_ms: None,
                 max_wait_ms: None,
+                settle_ms: None,
                 retry: RetryPolicy::default(),
             },
             StepDef {
@@ -47,6 +49,7 @@ fn def() -> Arc<Definition> {
                 timeout_ms: 1_000,
                 compensation_timeout_ms: None,
                 max_wait_ms: None,
+                settle_ms: None,
                 retry: once,
             },
         ],

@@ -707,11 +707,10 @@ pub(super) fn failure_error(failure: Option<&Failure>) -> ActivityError {
             if let Some(e) = decode::<ActivityError>(app.details.as_ref()) {
                 return e;
             }
+            let error = ActivityError::retryable(app.r#type.clone(), failure.message.clone());
             return ActivityError {
-                kind: app.r#type.clone(),
-                message: failure.message.clone(),
                 retryable: !app.non_retryable,
-                wait: None,
+                ..error
             };
         }
         if let Some(FailureInfo::TimeoutFailureInfo(_)) = &failure.failure_info {
