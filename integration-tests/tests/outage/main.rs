@@ -244,6 +244,8 @@ fn sell(sale: &Sale) -> Figures {
     let sale_began = Instant::now();
     let sale_began_ms = wall_ms();
     let mut sent = 0;
+    // Orders sent before the outage ended: the backlog it left.
+    let mut sent_by_recovery = None;
     let mut tick = 0u32;
     while sent < orders {
         let due = sale_began + Duration::from_millis(250) * tick;
@@ -273,6 +275,12 @@ fn sell(sale: &Sale) -> Figures {
                 }
             }
             eprintln!("outage {name}: {:?} at {:?}", sale.fault, began.elapsed());
+        }
+        if sent_by_recovery.is_none()
+            && outage_started_ms > 0
+            && wall_ms() >= outage_started_ms + sale.outage_s * 1_000
+        {
+            sent_by_recovery = Some(sent);
         }
         if slow_until.is_some_and(|until| Instant::now() >= until) {
             slow_until = None;
@@ -328,7 +336,6 @@ fn sell(sale: &Sale) -> Figures {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    let drained_s = (wall_ms().saturating_sub(outage_ended_ms)) as f64 / 1_000.0;
     let healths: Vec<Option<std::process::Output>> = datas
         .iter()
         .map(|data| {
@@ -368,25 +375,45 @@ fn sell(sale: &Sale) -> Figures {
     if n("parked") == 0 {
         assert_eq!(stock["reserved"], 0, "{name}: {stock}");
     }
-    let parked_on_void = datas
+    let sagas: Vec<Value> = datas
         .iter()
         .flat_map(|data| {
-            run_in(
-                data,
-                &["list", "--status", "parked", "--json", "--limit", "100000"],
-            )
-            .lines()
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
+            run_in(data, &["list", "--json", "--limit", "100000"])
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect::<Vec<Value>>()
         })
+        .collect();
+    // The backlog is drained when the last order sent before the outage
+    // ended has ended.
+    let backlog = sent_by_recovery.unwrap_or(orders);
+    let drained_ms = sagas
+        .iter()
+        .filter(|row| {
+            let id = row["id"].as_str().unwrap_or("");
+            let n: usize = id
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            n < backlog
+        })
+        .filter_map(|row| row["ended_ms"].as_u64())
+        .max()
+        .unwrap_or(outage_ended_ms);
+    let drained_s = drained_ms.saturating_sub(outage_ended_ms) as f64 / 1_000.0;
+    let parked_on_void = sagas
+        .iter()
+        .filter(|row| row["status"] == "parked")
+        .map(|row| row["reason"].as_str().unwrap_or(""))
         // A void looking for an authorization whose answer was lost: it
         // searches (`search: ...`), and finds none yet (`no authorization
         // found`) while the search may trail. (A void of a known
         // authorization has nothing to wait for: the policy's count
         // stands for it.)
-        .filter(|line| {
-            line.contains("payment.void")
-                && (line.contains(": search: ") || line.contains("no authorization found"))
+        .filter(|reason| {
+            reason.contains("payment.void")
+                && (reason.contains(": search: ") || reason.contains("no authorization found"))
         })
         .count();
 
