@@ -286,7 +286,10 @@ pub(crate) const VOID_PARKS: [(&str, &str); 4] = [
         "compensation_retry = { initial_interval = \"100ms\", backoff_coefficient = 2.0, max_interval = \"5s\", max_attempts = 10 }",
         "compensation_retry = { initial_interval = \"10ms\", max_attempts = 2 }",
     ),
-    ("[breakers.payment]\nfailures = 5", "[breakers.payment]\nenabled = false\nfailures = 5"),
+    (
+        "[breakers.payment]\nconsecutive = 5",
+        "[breakers.payment]\nenabled = false\nconsecutive = 5",
+    ),
 ];
 
 fn happy_path(engine: &str) {

@@ -86,6 +86,36 @@ pub fn peak_in_flight(calls: &[Call], from: u64, to: u64) -> usize {
     peak as usize
 }
 
+/// When the worker whose log is `log` first opened `dependency`'s breaker
+/// at or after `after_ms`: the log line's timestamp (RFC 3339, UTC), so it
+/// reads the same from any version of the worker.
+pub fn opened_in_log(log: &str, dependency: &str, after_ms: u64) -> Option<u64> {
+    let tag = format!("dependency={dependency}");
+    log.lines()
+        .filter(|line| line.contains("circuit breaker opened") && line.contains(&tag))
+        .filter_map(|line| utc_ms(line.split_whitespace().next()?))
+        .find(|at| *at >= after_ms)
+}
+
+/// `2026-12-07T14:27:03.643504Z` in ms since the Unix epoch.
+fn utc_ms(text: &str) -> Option<u64> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+    let ms: i64 = format!("{fraction:0<3}")[..3].parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(((days * 24 + h) * 60 + min) * 60_000 + sec * 1_000 + ms).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +148,18 @@ mod tests {
         );
         assert_eq!(of_pid(&calls, 1).len(), 5);
         assert_eq!(of_pid(&calls, 11).len(), 0);
+    }
+
+    #[test]
+    fn log_times_read_as_epoch_ms() {
+        assert_eq!(utc_ms("1970-01-01T00:00:01.5Z"), Some(1_500));
+        assert_eq!(
+            utc_ms("2026-12-07T14:27:03.643504Z"),
+            Some(1_796_653_623_643)
+        );
+        let log = "2026-12-07T14:27:03.643504Z  WARN sagaflow_activities::attempt: circuit breaker opened: 5 failures in a row (last: http_503); open for 5000 ms dependency=payment from=\"closed\" to=\"open\"";
+        assert_eq!(opened_in_log(log, "payment", 0), Some(1_796_653_623_643));
+        assert_eq!(opened_in_log(log, "stock", 0), None);
+        assert_eq!(opened_in_log(log, "payment", 1_796_653_623_644), None);
     }
 }
