@@ -22,12 +22,14 @@
 //!   succeeds closes the breaker; one that fails opens it again. So during
 //!   an outage the dependency sees at most `probes` calls per open
 //!   interval from this worker.
-//! - **Ramp**: for `ramp_ms` after it closes, calls in flight are limited,
-//!   from `probes` growing evenly to the most this worker had in flight
-//!   while the dependency was healthy before the outage; calls beyond the
-//!   limit wait a moment, spread out. The backlog an outage left never
-//!   puts more calls in flight than before it. `max_in_flight` caps calls
-//!   in flight at all times.
+//! - **Ramp**: after it closes, calls in flight are limited, from `probes`
+//!   growing evenly to the most this worker had in flight while the
+//!   dependency was healthy before the outage, reached after `ramp_ms`,
+//!   and on at that pace until four times it; calls beyond the limit wait
+//!   a moment, spread out. For `ramp_ms` the backlog an outage left never
+//!   puts more calls in flight than before it, and after it there is no
+//!   cliff where the rest would rush in. `max_in_flight` caps calls in
+//!   flight at all times.
 //!
 //! What a failure costs the saga (the [`Recorded`] of its call):
 //! - one that finds the breaker open, or that began before the breaker
@@ -159,10 +161,13 @@ const RETRY_AFTER_CAP_MS: u64 = 10 * 60 * 1_000;
 /// told to come back (it may have been cancelled, or its worker stopped).
 const WAITING_GRACE_MS: u64 = 5_000;
 
+/// The ramp after an outage ends when its limit is this many times the
+/// peak before the outage.
+const RAMP_ENDS_AT: u64 = 4;
+
 #[derive(Debug, Clone, Copy)]
 struct Ramp {
     from_ms: u64,
-    until_ms: u64,
     /// The most calls in flight while healthy before the outage.
     peak: u32,
 }
@@ -307,18 +312,21 @@ impl Breaker {
         (verdict, transition)
     }
 
-    /// The calls the ramp lets be in flight at `now_ms`, while it lasts.
+    /// The calls the ramp lets be in flight at `now_ms`, while it lasts:
+    /// the earlier peak times the share of `ramp_ms` gone by (at least
+    /// the probes), so it reaches the peak after `ramp_ms` and goes on
+    /// growing at that pace, without a cliff where a backlog would rush
+    /// in, until it is [`RAMP_ENDS_AT`] times the peak.
     fn ramp_limit(&self, inner: &mut Inner, now_ms: u64) -> Option<u32> {
         let ramp = inner.ramp?;
-        if now_ms >= ramp.until_ms {
+        let peak = u64::from(ramp.peak.max(1));
+        let first = u64::from(self.settings.probes).clamp(1, peak);
+        let grown = peak * now_ms.saturating_sub(ramp.from_ms) / self.settings.ramp_ms.max(1);
+        if grown >= RAMP_ENDS_AT * peak {
             inner.ramp = None;
             return None;
         }
-        let peak = ramp.peak.max(1);
-        let first = self.settings.probes.clamp(1, peak);
-        let grown = u64::from(peak - first) * (now_ms - ramp.from_ms)
-            / (ramp.until_ms - ramp.from_ms).max(1);
-        Some(first + grown as u32)
+        Some(grown.max(first) as u32)
     }
 
     /// Counts `saga_id` among the sagas waiting until it should be back,
@@ -425,15 +433,14 @@ impl Breaker {
         inner.run_since = None;
         inner.run_failures = 0;
         let peak = inner.peak_before;
-        let ramp = (self.settings.ramp_ms > 0).then(|| Ramp {
+        let ramp = (self.settings.ramp_ms > 0).then_some(Ramp {
             from_ms: now_ms,
-            until_ms: now_ms + self.settings.ramp_ms,
             peak,
         });
         inner.ramp = ramp;
         let ramp = match ramp {
             Some(_) => format!(
-                "; calls in flight ramp up to {} over {} ms",
+                "; calls in flight ramp up, back to {} (the peak before) after {} ms",
                 peak.max(1),
                 self.settings.ramp_ms
             ),
@@ -459,8 +466,10 @@ impl Breaker {
         why: impl Fn() -> String,
     ) -> Option<Transition> {
         // A call let through before the breaker opened says nothing
-        // about the dependency now: only closed-state outcomes count.
-        if inner.state != BreakerState::Closed {
+        // about the dependency now: only outcomes of calls let through
+        // since it last closed count (a slow call from the outage that
+        // ends after it must not open it again).
+        if inner.state != BreakerState::Closed || ticket.admitted_ms < inner.since_ms {
             return None;
         }
         if now_ms.saturating_sub(inner.window_start_ms) >= self.settings.window_ms {

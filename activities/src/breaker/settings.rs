@@ -28,10 +28,11 @@ pub struct BreakerSettings {
     pub open_for_ms: u64,
     /// Calls let through at once while half-open.
     pub probes: u32,
-    /// After it closes again, how long calls in flight stay limited: from
-    /// `probes` at first, growing evenly to the most this worker had in
-    /// flight before the outage, in ms (0: no ramp). The backlog an
-    /// outage left is worked off without a stampede.
+    /// After it closes again, how long calls in flight take to grow back,
+    /// evenly from `probes`, to the most this worker had in flight before
+    /// the outage, in ms; they go on growing at that pace until four times
+    /// it, then the limit ends (0: no ramp). The backlog an outage left is
+    /// worked off without a stampede.
     pub ramp_ms: u64,
     /// Calls in flight to the dependency from this worker, at most (0: no
     /// cap); a call beyond it waits a moment without spending an attempt.

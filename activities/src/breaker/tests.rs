@@ -413,10 +413,14 @@ fn after_an_outage_calls_in_flight_ramp_up_to_the_earlier_peak() {
     for t in four {
         b.record(t, 10_021, "c", None);
     }
-    // Never above the earlier peak, and no limit once the ramp is over.
+    // Never above the earlier peak within the ramp; then on at the same
+    // pace, no cliff; no limit once it is four times the peak.
     assert_eq!(b.snapshot(15_019).ramp_limit, Some(7));
-    assert_eq!(b.snapshot(15_020).ramp_limit, None);
-    let many: Vec<_> = (0..50).map(|_| b.admit(15_020, "e").0).collect();
+    assert_eq!(b.snapshot(15_020).ramp_limit, Some(8));
+    assert_eq!(b.snapshot(25_020).ramp_limit, Some(16));
+    assert_eq!(b.snapshot(45_019).ramp_limit, Some(31));
+    assert_eq!(b.snapshot(45_020).ramp_limit, None);
+    let many: Vec<_> = (0..50).map(|_| b.admit(45_020, "e").0).collect();
     assert!(many.iter().all(Result::is_ok));
 }
 
@@ -435,6 +439,17 @@ fn a_call_that_outlived_an_outage_and_fails_waits() {
     let late = b.record(stuck, 5_030, "stuck", Some(&outage()));
     assert!(late.wait.is_some(), "{late:?}");
     assert_eq!(late.failing_since, None);
+    // Five such stragglers do not open it again: they met the outage.
+    // (Tickets as the breaker gave them out before it opened.)
+    let stragglers = (0..5).map(|i| Ticket {
+        probe: false,
+        admitted_ms: 4 + i,
+        in_flight: 1,
+    });
+    for t in stragglers {
+        assert_eq!(b.record(t, 5_040, "x", Some(&outage())).transition, None);
+    }
+    assert_eq!(b.snapshot(5_040).state, BreakerState::Closed);
 }
 
 /// `max_in_flight` caps calls in flight at all times.

@@ -1,6 +1,7 @@
 //! A flash sale through a dependency outage (issues 13 and 31): orders
 //! arrive at a steady rate for 90 s, stock in a Redis of the test's own,
-//! payments at a standalone sandbox; in the middle the provider answers
+//! payments at a standalone sandbox that answers in 50 ms; in the middle
+//! the provider answers
 //! 503 to every request for 30 s, or answers every request slowly (3 to
 //! 8 s each) for 30 s, or Redis is down for 30 s.
 //!
@@ -103,6 +104,11 @@ fn declines(orders: usize) -> usize {
 
 const SKUS: usize = 20;
 
+/// How long the provider takes to answer, outside the fault: a real
+/// provider's few tens of ms, so that calls overlap and the calls in
+/// flight before and after an outage mean something.
+const PROVIDER_LATENCY: &str = "50ms";
+
 /// The most requests a worker may send the provider from its first
 /// failed answer until the worker's breaker opens (issue 31).
 const MOST_BEFORE_OPENING: usize = 10;
@@ -171,7 +177,11 @@ fn sell(sale: &Sale) -> Figures {
     let name = sale.name();
     let dir = common::data_dir(&format!("outage-{name}"));
     let mut redis = Some(RedisServer::start(&dir.join("redis")));
-    let sandbox = StandaloneSandbox::start(&dir.join("provider"), API_KEY, &[]);
+    let sandbox = StandaloneSandbox::start(
+        &dir.join("provider"),
+        API_KEY,
+        &["--latency", PROVIDER_LATENCY],
+    );
     let unique = format!("outage-{name}-{}", std::process::id());
     let datas: Vec<PathBuf> = (0..sale.workers)
         .map(|i| dir.join(format!("worker-{i}")))
@@ -285,7 +295,11 @@ fn sell(sale: &Sale) -> Figures {
         if slow_until.is_some_and(|until| Instant::now() >= until) {
             slow_until = None;
             let knobs = ["sandbox", "knobs", "--url", &sandbox.url];
-            ok(&[&knobs[..], &["--latency", "0ms", "--latency-max", "0ms"]].concat());
+            ok(&[
+                &knobs[..],
+                &["--latency", PROVIDER_LATENCY, "--latency-max", "0ms"],
+            ]
+            .concat());
         }
         let lines: Vec<String> = (sent..(sent + batch).min(orders))
             .map(|n| broker::order_json(&format!("{unique}-{n:05}"), n, SKUS))
