@@ -49,17 +49,24 @@ pub fn of_pid(calls: &[Call], pid: u32) -> Vec<Call> {
 }
 
 /// The calls that reached the provider from its first failed answer
-/// (5xx) to the moment the breaker opened (`opened_ms`, worker clock, the
-/// same machine), every request counted, GETs included. A call arriving
-/// within 100 ms after the opening was let through before it (it was on
-/// its way): it is counted too.
+/// (5xx: from the moment it was sent) to the moment the breaker opened
+/// (`opened_ms`, worker clock, the same machine), every request counted,
+/// GETs included. Calls already on their way when the first failure was
+/// answered are not: no breaker could have held them back. A call
+/// arriving within 100 ms after the opening was let through before it:
+/// it is counted.
 pub fn before_opening(calls: &[Call], opened_ms: u64) -> usize {
-    let Some(first) = calls.iter().find(|c| c.status >= 500) else {
+    let Some(first) = calls
+        .iter()
+        .filter(|c| c.status >= 500)
+        .map(|c| c.answered)
+        .min()
+    else {
         return 0;
     };
     calls
         .iter()
-        .filter(|c| c.arrived >= first.arrived && c.arrived <= opened_ms + 100)
+        .filter(|c| c.arrived >= first && c.arrived <= opened_ms + 100)
         .count()
 }
 
@@ -140,10 +147,12 @@ mod tests {
         ];
         assert_eq!(peak_in_flight(&calls, 0, 100), 2);
         assert_eq!(peak_in_flight(&calls, 400, 600), 1);
-        assert_eq!(before_opening(&calls, 12), 2);
+        // The first failed answer went out at 12: the calls that arrived
+        // at 10 and 11 were already on their way.
+        assert_eq!(before_opening(&calls, 12), 0);
         assert_eq!(
             before_opening(&calls, 400),
-            3,
+            1,
             "one on its way when it opened"
         );
         assert_eq!(of_pid(&calls, 1).len(), 5);
