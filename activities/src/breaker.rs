@@ -6,7 +6,9 @@
 //! argument (the caller reads the clock), and reports a state change as a
 //! [`Transition`] for the caller to log, so its tests need no runtime.
 //!
-//! - **Closed**: calls go through. It opens on whichever rule fires first:
+//! - **Closed**: calls go through; once a call has failed, no more are
+//!   let be in flight than the failures still needed to open, until a
+//!   healthy answer. It opens on whichever rule fires first:
 //!   `consecutive` counted failures in a row (reacts within a handful of
 //!   calls at any rate), or at least `failures` counted failures that are
 //!   at least `failure_rate` of a `window_ms` window's calls (a dependency
@@ -276,13 +278,15 @@ impl Breaker {
             BreakerState::HalfOpen if inner.probes_out < self.settings.probes => None,
             BreakerState::HalfOpen => Some(HALF_OPEN_RETRY_MS.min(self.settings.open_for_ms)),
             BreakerState::Closed => {
-                let cap = self.settings.max_in_flight;
-                let limit = match self.ramp_limit(&mut inner, now_ms) {
-                    Some(ramp) if cap > 0 => Some(ramp.min(cap)),
-                    Some(ramp) => Some(ramp),
-                    None => (cap > 0).then_some(cap),
-                };
-                limit
+                let limits = [
+                    self.ramp_limit(&mut inner, now_ms),
+                    (self.settings.max_in_flight > 0).then_some(self.settings.max_in_flight),
+                    self.suspect_limit(&inner),
+                ];
+                limits
+                    .into_iter()
+                    .flatten()
+                    .min()
                     .filter(|limit| inner.in_flight >= *limit)
                     .map(|_| busy_retry_ms(saga_id, inner.refused_total))
             }
@@ -310,6 +314,17 @@ impl Breaker {
             }
         };
         (verdict, transition)
+    }
+
+    /// While a run of failures is under way (no healthy call since its
+    /// first), calls in flight are held to the failures still needed to
+    /// open the breaker: a burst of calls at a sale's rate cannot all meet
+    /// an outage before the breaker hears of it. The first healthy answer
+    /// lifts it.
+    fn suspect_limit(&self, inner: &Inner) -> Option<u32> {
+        let needed = self.settings.consecutive;
+        (needed > 0 && inner.run_failures > 0)
+            .then(|| needed.saturating_sub(inner.run_failures).max(1))
     }
 
     /// The calls the ramp lets be in flight at `now_ms`, while it lasts:

@@ -38,9 +38,11 @@ fn call(b: &Breaker, now: u64, error: Option<ActivityError>) -> Option<Transitio
         .transition
 }
 
+/// Five calls go out at once and fail one by one: the breaker opens.
 fn open_it(b: &Breaker, now: u64) {
-    for i in 0..5 {
-        call(b, now + i, Some(outage()));
+    let burst: Vec<Ticket> = (0..5).map(|_| b.admit(now, "s").0.unwrap()).collect();
+    for (i, t) in burst.into_iter().enumerate() {
+        b.record(t, now + i as u64, "s", Some(&outage()));
     }
     assert_eq!(b.snapshot(now + 5).state, BreakerState::Open);
 }
@@ -216,13 +218,12 @@ fn a_call_let_through_before_it_opened_does_not_close_it() {
 fn a_failure_that_finds_it_open_sends_the_saga_to_wait() {
     let b = Breaker::new("payment", settings(), 0);
     let (in_flight, _) = b.admit(0, "slow");
-    for i in 0..4 {
-        let (t, _) = b.admit(i, "s");
-        let r = b.record(t.unwrap(), i, "s", Some(&outage()));
+    let burst: Vec<Ticket> = (0..5).map(|_| b.admit(0, "s").0.unwrap()).collect();
+    for (i, t) in burst[..4].iter().enumerate() {
+        let r = b.record(*t, i as u64, "s", Some(&outage()));
         assert_eq!(r.wait, None, "closed: the retry policy decides");
     }
-    let (t, _) = b.admit(4, "opener");
-    let r = b.record(t.unwrap(), 4, "opener", Some(&outage()));
+    let r = b.record(burst[4], 4, "opener", Some(&outage()));
     assert!(r.transition.is_some());
     assert_eq!(
         r.wait.expect("the opening failure waits").retry_after_ms,
@@ -469,4 +470,38 @@ fn max_in_flight_caps_calls_in_flight() {
     assert_eq!(b.snapshot(0).in_flight, 3);
     b.record(three[0], 1, "s", None);
     assert!(b.admit(1, "t").0.is_ok());
+}
+
+/// At a sale's rate calls go out in bursts: once one has failed, no more
+/// calls are let be in flight than the failures still needed to open the
+/// breaker, so a burst cannot all meet an outage; a healthy answer lifts
+/// the hold (issue 31, defect 1).
+#[test]
+fn after_a_failure_calls_in_flight_are_held_to_the_failures_still_needed() {
+    let b = Breaker::new("payment", consecutive_only(), 0);
+    let first = b.admit(0, "s").0.unwrap();
+    b.record(first, 1, "s", Some(&outage()));
+    let four: Vec<Ticket> = (0..4).map(|_| b.admit(2, "s").0.unwrap()).collect();
+    let held = b
+        .admit(2, "t")
+        .0
+        .expect_err("four more may fail: enough to open");
+    assert!((250..1_250).contains(&held.retry_after_ms), "{held:?}");
+    for t in four {
+        b.record(t, 3, "s", Some(&outage()));
+    }
+    assert_eq!(b.snapshot(3).state, BreakerState::Open);
+    // A healthy answer ends the run and the hold.
+    let b = Breaker::new("payment", consecutive_only(), 0);
+    let out: Vec<Ticket> = (0..3).map(|_| b.admit(0, "s").0.unwrap()).collect();
+    b.record(out[0], 1, "s", Some(&outage()));
+    assert!(
+        b.admit(1, "t").0.is_ok(),
+        "2 in flight, 4 failures still needed"
+    );
+    assert!(b.admit(1, "t").0.is_ok());
+    assert!(b.admit(1, "t").0.is_err(), "4 in flight");
+    b.record(out[1], 2, "s", None);
+    let many: Vec<_> = (0..20).map(|_| b.admit(2, "u").0).collect();
+    assert!(many.iter().all(Result::is_ok));
 }
