@@ -1,9 +1,8 @@
 //! A flash sale through a dependency outage (issues 13 and 31): orders
 //! arrive at a steady rate for 90 s, stock in a Redis of the test's own,
 //! payments at a standalone sandbox that answers in 50 ms; in the middle
-//! the provider answers
-//! 503 to every request for 30 s, or answers every request slowly (3 to
-//! 8 s each) for 30 s, or Redis is down for 30 s.
+//! the provider answers 503 to every request for 30 s, or answers every
+//! request slowly (3 to 8 s each) for 30 s, or Redis is down for 30 s.
 //!
 //! With the circuit breakers no order is compensated because of the
 //! outage: only declined cards compensate (one order in 23 pays with one;
@@ -32,6 +31,7 @@
 #[path = "../shared/broker.rs"]
 mod broker;
 mod calls;
+mod checks;
 #[allow(dead_code)]
 #[path = "../shared/common.rs"]
 mod common;
@@ -44,6 +44,7 @@ mod sandbox;
 #[path = "../chaos/world.rs"]
 mod world;
 
+use checks::{check_breakers, Figures};
 use redis_server::RedisServer;
 use sandbox::StandaloneSandbox;
 use serde_json::{json, Value};
@@ -109,10 +110,6 @@ const SKUS: usize = 20;
 /// flight before and after an outage mean something.
 const PROVIDER_LATENCY: &str = "50ms";
 
-/// The most requests a worker may send the provider from its first
-/// failed answer until the worker's breaker opens (issue 31).
-const MOST_BEFORE_OPENING: usize = 10;
-
 /// `GET PATH` of the sandbox with its key, the JSON body.
 fn sandbox_get(base_url: &str, path: &str) -> Value {
     let addr = base_url.trim_start_matches("http://");
@@ -126,26 +123,6 @@ fn sandbox_get(base_url: &str, path: &str) -> Value {
     stream.read_to_string(&mut answer).unwrap();
     let (_, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-}
-
-/// What one sale measured.
-#[derive(Debug)]
-struct Figures {
-    orders: usize,
-    completed: u64,
-    compensated: u64,
-    parked: u64,
-    parked_on_void: usize,
-    lost_to_outage: i64,
-    /// Per worker: requests from the provider's first failed answer until
-    /// the worker's breaker opened.
-    before_opening: Vec<usize>,
-    calls_during_outage: usize,
-    allowed_probes: usize,
-    peak_before: usize,
-    peak_after: usize,
-    drained_s: f64,
-    seconds: f64,
 }
 
 /// Sums `stats --json` over the workers' data directories.
@@ -532,66 +509,6 @@ fn sell(sale: &Sale) -> Figures {
     broker::delete_queues(&queue);
     drop(redis);
     figures
-}
-
-/// What the breakers promise, checked on a sale that had them on.
-fn check_breakers(
-    sale: &Sale,
-    figures: &Figures,
-    stats: &Value,
-    healths: &[Option<std::process::Output>],
-    rows: &[Value],
-    datas: &[PathBuf],
-    turned: &Value,
-) {
-    let name = sale.name();
-    let n = |k: &str| stats[k].as_u64().unwrap_or(0);
-    assert_eq!(
-        n("total"),
-        figures.orders as u64,
-        "{name}: one saga per order: {stats}"
-    );
-    assert_eq!(n("parked"), 0, "{name}: every saga ended: {stats}");
-    let logs: String = datas.iter().map(|d| logs_of(d, 0)).collect();
-    assert_eq!(
-        figures.lost_to_outage, 0,
-        "{name}: only declined cards compensate: {stats}\n{logs}"
-    );
-    for (health, row) in healths.iter().zip(rows) {
-        let health = health
-            .as_ref()
-            .unwrap_or_else(|| panic!("{name}: a worker logged no admin address"));
-        assert!(
-            health.status.success(),
-            "{name}: every breaker closed again after the sale: {}",
-            String::from_utf8_lossy(&health.stdout)
-        );
-        assert!(
-            row["opened_total"].as_u64() >= Some(1),
-            "{name}: the breaker opened during the outage: {row}"
-        );
-    }
-    if sale.fault != Fault::Payment {
-        return;
-    }
-    assert!(
-        figures.calls_during_outage <= figures.allowed_probes,
-        "{name}: the provider saw {} calls during the outage, more than the breakers' {} probes: {turned}",
-        figures.calls_during_outage,
-        figures.allowed_probes
-    );
-    for (worker, before) in figures.before_opening.iter().enumerate() {
-        assert!(
-            *before <= MOST_BEFORE_OPENING,
-            "{name}: worker {worker} sent the provider {before} requests from its first failed answer until its breaker opened, more than {MOST_BEFORE_OPENING} (defect 1)"
-        );
-    }
-    assert!(
-        figures.peak_after <= figures.peak_before,
-        "{name}: {} calls in flight at once in the 10 s after the outage, more than the {} before it (defect 2: a stampede)",
-        figures.peak_after,
-        figures.peak_before
-    );
 }
 
 fn payment_sale(engine: &'static str, trigger: &'static str, breakers: bool) -> Sale {
