@@ -39,6 +39,7 @@ mod books;
 
 use self::answers::*;
 pub use self::books::IntentBooks;
+use crate::attempt::wall_ms;
 use crate::registry::Registry;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use sagaflow_workflows::{ActivityCall, ActivityError};
@@ -54,14 +55,6 @@ const LOST_SEARCH_EVERY_MS: u64 = 1_000;
 /// What a void keeps of its attempt's time limit for the search and the
 /// cancel after its last wait.
 const LOST_SEARCH_MARGIN_MS: u64 = 2_000;
-
-/// Wall-clock milliseconds since the Unix epoch (activities may read the
-/// clock; the saga's times in their input come from the engine).
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Which HTTP version the client speaks to the provider.
 ///
