@@ -6,13 +6,24 @@
 //! (on Temporal, per worker process); an activity belongs to the
 //! dependency its name starts with (`payment.authorize` -> `payment`).
 
-use crate::breaker::{Breaker, BreakerSettings, BreakerSnapshot, Recorded, Ticket, Transition};
+use crate::breaker::{
+    Admission, Breaker, BreakerSettings, BreakerSnapshot, Recorded, Ticket, Transition,
+};
 use crate::Registry;
-use sagaflow_workflows::{ActivityCall, ActivityError};
+use sagaflow_workflows::{ActivityCall, ActivityError, DependencyWait};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// How long a call beyond its breaker's burst limit is held in memory,
+/// waiting for an answer to make room, before it is sent to wait durably
+/// like any call beyond a limit. An answer that takes longer is a slow
+/// dependency, and the saga's task should not hold on to it; shorter
+/// than the second a Temporal activity is given past the call's own
+/// timeout.
+const HOLD_MS: u64 = 500;
 
 /// The dependencies a breaker may guard, as activity name prefixes.
 pub const DEPENDENCIES: [&str; 3] = ["payment", "stock", "orders"];
@@ -86,9 +97,7 @@ pub async fn run_attempt(
     // Owned: the call moves into the activity, and a saga sent to wait is
     // remembered by id.
     let saga_id = call.input["saga_id"].as_str().unwrap_or("").to_owned();
-    let (admitted, transition) = breaker.admit(wall_ms(), &saga_id);
-    log(transition);
-    let ticket = match admitted {
+    let ticket = match admit(breaker, &saga_id).await {
         Ok(ticket) => ticket,
         Err(wait) => return Err(ActivityError::breaker_open(wait)),
     };
@@ -109,6 +118,40 @@ pub async fn run_attempt(
         error.failing_since_ms = recorded.failing_since;
     }
     result
+}
+
+/// Asks `breaker` until it lets the call go or sends the saga to wait,
+/// holding the call in memory meanwhile while the burst limit is full
+/// (at most [`HOLD_MS`]).
+async fn admit(breaker: &Breaker, saga_id: &str) -> Result<Ticket, DependencyWait> {
+    let hold_until = Instant::now() + Duration::from_millis(HOLD_MS);
+    loop {
+        let may_hold = Instant::now() < hold_until;
+        if let Some(verdict) = ask(breaker, saga_id, may_hold) {
+            return verdict;
+        }
+        // Held. Listening, then asking again: room an answer made since
+        // the first ask is not missed, and a call that is let through at
+        // once never touches the listeners' list.
+        let released = breaker.released().notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if let Some(verdict) = ask(breaker, saga_id, may_hold) {
+            return verdict;
+        }
+        let _ = tokio::time::timeout_at(hold_until, released).await;
+    }
+}
+
+/// One ask: `None` when the call is held.
+fn ask(breaker: &Breaker, saga_id: &str, may_hold: bool) -> Option<Result<Ticket, DependencyWait>> {
+    let (admission, transition) = breaker.admit_or_hold(wall_ms(), saga_id, may_hold);
+    log(transition);
+    match admission {
+        Admission::Go(ticket) => Some(Ok(ticket)),
+        Admission::Wait(wait) => Some(Err(wait)),
+        Admission::Hold => None,
+    }
 }
 
 async fn timed(

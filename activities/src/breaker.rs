@@ -32,6 +32,11 @@
 //!   puts more calls in flight than before it, and after it there is no
 //!   cliff where the rest would rush in. `max_in_flight` caps calls in
 //!   flight at all times.
+//! - **Burst**: after a quiet moment, at most `burst` calls go out before
+//!   the dependency answers one, growing by one per healthy answer; a
+//!   call beyond it is held in memory ([`Admission::Hold`]) until an
+//!   answer makes room, so a sale's batch does not all meet an outage
+//!   that began while the worker was quiet ([`limits`]).
 //!
 //! What a failure costs the saga (the [`Recorded`] of its call):
 //! - one that finds the breaker open, or that began before the breaker
@@ -44,106 +49,19 @@
 //!   attempts that failed in the run: those failed in the moments before
 //!   the breaker opened, not because of the step.
 
+mod limits;
 mod settings;
+mod verdicts;
 
 pub use settings::BreakerSettings;
+pub use verdicts::{Admission, BreakerSnapshot, BreakerState, Recorded, Ticket, Transition};
+
+use limits::{Burst, Ramp};
 
 use sagaflow_workflows::{ActivityError, DependencyWait};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
-
-/// Where a breaker stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    /// Calls go through.
-    Closed,
-    /// No call goes through.
-    Open,
-    /// A few probes go through to see whether the dependency is back.
-    HalfOpen,
-}
-
-impl BreakerState {
-    /// "closed", "open" or "half_open".
-    pub fn name(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
-}
-
-/// What taking back a ticket decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recorded {
-    /// The state change the outcome caused, for the caller to log.
-    pub transition: Option<Transition>,
-    /// Set when the call failed while the dependency was down (the breaker
-    /// is open or half-open now, or it closed again while the call ran):
-    /// the saga waits for it instead of counting the attempt.
-    pub wait: Option<DependencyWait>,
-    /// Set when the call failed in a way that counts and the breaker is
-    /// still closed: when the run of failures it belongs to began. Should
-    /// the breaker open on that run, its waits name the same moment.
-    pub failing_since: Option<u64>,
-}
-
-/// A change of state, for the caller to log (once each).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transition {
-    /// The dependency.
-    pub dependency: String,
-    /// The state before.
-    pub from: BreakerState,
-    /// The state after.
-    pub to: BreakerState,
-    /// Why, for the log.
-    pub why: String,
-}
-
-/// A call let through: give it back to [`Breaker::record`] with the
-/// call's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket {
-    /// A probe (the breaker was half-open): its outcome decides.
-    pub probe: bool,
-    /// When the call was let through (its duration decides whether it was
-    /// slow, and whether the breaker closed again while it ran).
-    pub admitted_ms: u64,
-    /// Calls in flight, this one included, when it was let through.
-    pub in_flight: u32,
-}
-
-/// What `health` shows of one breaker.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BreakerSnapshot {
-    /// The dependency.
-    pub dependency: String,
-    /// Its state now.
-    pub state: BreakerState,
-    /// Since when (ms since the Unix epoch): the state's start, and for
-    /// open and half-open the moment the current outage began (its first
-    /// failure).
-    pub since_ms: u64,
-    /// When it last opened from closed (0: never).
-    pub last_opened_ms: u64,
-    /// Sagas refused recently that have not come back yet.
-    pub waiting: usize,
-    /// Calls in flight to the dependency now.
-    pub in_flight: u32,
-    /// While it ramps up after an outage: the calls it lets be in flight
-    /// now.
-    pub ramp_limit: Option<u32>,
-    /// Times it opened since the worker started.
-    pub opened_total: u64,
-    /// Calls it refused since the worker started.
-    pub refused_total: u64,
-    /// Probes it let through since the worker started.
-    pub probes_total: u64,
-}
+use tokio::sync::Notify;
 
 /// How long a saga refused while the probes are out waits before it asks
 /// again (capped by `open_for_ms`).
@@ -162,17 +80,6 @@ const RETRY_AFTER_CAP_MS: u64 = 10 * 60 * 1_000;
 /// A refused saga counts as waiting until this long past the moment it was
 /// told to come back (it may have been cancelled, or its worker stopped).
 const WAITING_GRACE_MS: u64 = 5_000;
-
-/// The ramp after an outage ends when its limit is this many times the
-/// peak before the outage.
-const RAMP_ENDS_AT: u64 = 4;
-
-#[derive(Debug, Clone, Copy)]
-struct Ramp {
-    from_ms: u64,
-    /// The most calls in flight while healthy before the outage.
-    peak: u32,
-}
 
 #[derive(Debug)]
 struct Inner {
@@ -195,6 +102,7 @@ struct Inner {
     peak_now: u32,
     peak_before: u32,
     ramp: Option<Ramp>,
+    burst: Burst,
     /// Saga id -> when it should have come back.
     waiting: HashMap<String, u64>,
     opened_total: u64,
@@ -209,11 +117,13 @@ pub struct Breaker {
     dependency: String,
     settings: BreakerSettings,
     inner: Mutex<Inner>,
+    released: Notify,
 }
 
 impl Breaker {
     /// A closed breaker for `dependency`, as of `now_ms`.
     pub fn new(dependency: &str, settings: BreakerSettings, now_ms: u64) -> Breaker {
+        let burst = Burst::new(settings.burst);
         Breaker {
             dependency: dependency.to_owned(),
             settings,
@@ -232,11 +142,13 @@ impl Breaker {
                 peak_now: 0,
                 peak_before: 0,
                 ramp: None,
+                burst,
                 waiting: HashMap::new(),
                 opened_total: 0,
                 refused_total: 0,
                 probes_total: 0,
             }),
+            released: Notify::new(),
         }
     }
 
@@ -257,12 +169,38 @@ impl Breaker {
 
     /// Asks to call the dependency for saga `saga_id` at `now_ms`: a
     /// ticket to give back to [`Breaker::record`], or the wait to send the
-    /// saga to; with the state change it caused, if any.
+    /// saga to (the burst limit too sends it to wait); with the state
+    /// change it caused, if any.
     pub fn admit(
         &self,
         now_ms: u64,
         saga_id: &str,
     ) -> (Result<Ticket, DependencyWait>, Option<Transition>) {
+        let (admission, transition) = self.admit_or_hold(now_ms, saga_id, false);
+        let verdict = match admission {
+            Admission::Go(ticket) => Ok(ticket),
+            Admission::Wait(wait) => Err(wait),
+            Admission::Hold => unreachable!("a call that may not be held is never held"),
+        };
+        (verdict, transition)
+    }
+
+    /// Notified as answers make room under the burst limit (one waiter
+    /// per call that may go), and when the breaker opens (every waiter):
+    /// a held call asks again then.
+    pub fn released(&self) -> &Notify {
+        &self.released
+    }
+
+    /// As [`Breaker::admit`], but a call beyond the burst limit is held
+    /// ([`Admission::Hold`]) when `may_hold`: the caller waits on
+    /// [`Breaker::released`] and asks again.
+    pub fn admit_or_hold(
+        &self,
+        now_ms: u64,
+        saga_id: &str,
+        may_hold: bool,
+    ) -> (Admission, Option<Transition>) {
         let mut inner = self.lock();
         let mut transition = None;
         if inner.state == BreakerState::Open && now_ms >= inner.open_until_ms {
@@ -278,17 +216,24 @@ impl Breaker {
             BreakerState::HalfOpen if inner.probes_out < self.settings.probes => None,
             BreakerState::HalfOpen => Some(HALF_OPEN_RETRY_MS.min(self.settings.open_for_ms)),
             BreakerState::Closed => {
+                let s = &self.settings;
+                let in_flight = inner.in_flight;
                 let limits = [
-                    self.ramp_limit(&mut inner, now_ms),
-                    (self.settings.max_in_flight > 0).then_some(self.settings.max_in_flight),
-                    self.suspect_limit(&inner),
+                    limits::ramp(&mut inner.ramp, s.probes, s.ramp_ms, now_ms),
+                    (s.max_in_flight > 0).then_some(s.max_in_flight),
+                    limits::suspect(s.consecutive, inner.run_failures),
                 ];
-                limits
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .filter(|limit| inner.in_flight >= *limit)
-                    .map(|_| busy_retry_ms(saga_id, inner.refused_total))
+                let full = |limit: Option<u32>| limit.is_some_and(|l| in_flight >= l);
+                if full(limits.into_iter().flatten().min()) {
+                    Some(busy_retry_ms(saga_id, inner.refused_total))
+                } else if full(inner.burst.limit(s.burst, in_flight, now_ms)) {
+                    if may_hold {
+                        return (Admission::Hold, transition);
+                    }
+                    Some(busy_retry_ms(saga_id, inner.refused_total))
+                } else {
+                    None
+                }
             }
         };
         let verdict = match refused_for {
@@ -302,7 +247,7 @@ impl Breaker {
                     inner.probes_total += 1;
                 }
                 inner.in_flight += 1;
-                Ok(Ticket {
+                Admission::Go(Ticket {
                     probe,
                     admitted_ms: now_ms,
                     in_flight: inner.in_flight,
@@ -310,38 +255,10 @@ impl Breaker {
             }
             Some(retry_after_ms) => {
                 inner.refused_total += 1;
-                Err(self.send_to_wait(&mut inner, now_ms, saga_id, retry_after_ms))
+                Admission::Wait(self.send_to_wait(&mut inner, now_ms, saga_id, retry_after_ms))
             }
         };
         (verdict, transition)
-    }
-
-    /// While a run of failures is under way (no healthy call since its
-    /// first), calls in flight are held to the failures still needed to
-    /// open the breaker: a burst of calls at a sale's rate cannot all meet
-    /// an outage before the breaker hears of it. The first healthy answer
-    /// lifts it.
-    fn suspect_limit(&self, inner: &Inner) -> Option<u32> {
-        let needed = self.settings.consecutive;
-        (needed > 0 && inner.run_failures > 0)
-            .then(|| needed.saturating_sub(inner.run_failures).max(1))
-    }
-
-    /// The calls the ramp lets be in flight at `now_ms`, while it lasts:
-    /// the earlier peak times the share of `ramp_ms` gone by (at least
-    /// the probes), so it reaches the peak after `ramp_ms` and goes on
-    /// growing at that pace, without a cliff where a backlog would rush
-    /// in, until it is [`RAMP_ENDS_AT`] times the peak.
-    fn ramp_limit(&self, inner: &mut Inner, now_ms: u64) -> Option<u32> {
-        let ramp = inner.ramp?;
-        let peak = u64::from(ramp.peak.max(1));
-        let first = u64::from(self.settings.probes).clamp(1, peak);
-        let grown = peak * now_ms.saturating_sub(ramp.from_ms) / self.settings.ramp_ms.max(1);
-        if grown >= RAMP_ENDS_AT * peak {
-            inner.ramp = None;
-            return None;
-        }
-        Some(grown.max(first) as u32)
     }
 
     /// Counts `saga_id` among the sagas waiting until it should be back,
@@ -385,11 +302,24 @@ impl Breaker {
             Some(e) if counted => e.kind.clone(),
             _ => format!("a call took {took} ms"),
         };
+        inner.burst.answered(!failed, now_ms);
         let transition = if ticket.probe {
             self.take_back_probe(&mut inner, now_ms, failed, error, why)
         } else {
             self.take_back_call(&mut inner, &ticket, now_ms, failed, error, why)
         };
+        if transition
+            .as_ref()
+            .is_some_and(|t| t.to == BreakerState::Open)
+        {
+            self.released.notify_waiters();
+        } else if self.settings.burst > 0 {
+            // Room for one call (this one's end), two after a healthy
+            // answer (the limit grew by one).
+            for _ in 0..(1 + u32::from(!failed)) {
+                self.released.notify_one();
+            }
+        }
         let mut recorded = Recorded {
             transition,
             wait: None,
@@ -548,7 +478,12 @@ impl Breaker {
             s => s,
         };
         let ramp_limit = match state {
-            BreakerState::Closed => self.ramp_limit(&mut inner, now_ms),
+            BreakerState::Closed => limits::ramp(
+                &mut inner.ramp,
+                self.settings.probes,
+                self.settings.ramp_ms,
+                now_ms,
+            ),
             _ => None,
         };
         BreakerSnapshot {

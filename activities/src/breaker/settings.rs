@@ -37,6 +37,12 @@ pub struct BreakerSettings {
     /// Calls in flight to the dependency from this worker, at most (0: no
     /// cap); a call beyond it waits a moment without spending an attempt.
     pub max_in_flight: u32,
+    /// After a quiet moment, calls that go out before the dependency
+    /// answers one, at most; each healthy answer lets one more be in
+    /// flight (0: no limit). A call beyond it is held in memory for a few
+    /// ms, until an answer makes room, instead of meeting an outage that
+    /// began while the worker was quiet.
+    pub burst: u32,
     /// Error kinds that count as failures (a trailing `*` matches any
     /// suffix, e.g. `http_5*`); empty: every retryable error. Business
     /// errors never count.
@@ -46,7 +52,8 @@ pub struct BreakerSettings {
 impl BreakerSettings {
     /// The defaults for `dependency`: open after 5 consecutive failures,
     /// or 5 failures that are at least half of the calls within 10 s;
-    /// stay open 5 s; one probe; a 10 s ramp; no cap. The payment
+    /// stay open 5 s; one probe; a 10 s ramp; no cap; bursts of 5 after a
+    /// quiet moment. The payment
     /// provider's calls also count as failures when they take 3 s or
     /// more, and its count leaves out `http_409` (a request with the same
     /// key still in progress: the provider answered).
@@ -70,6 +77,7 @@ impl BreakerSettings {
             probes: 1,
             ramp_ms: 10_000,
             max_in_flight: 0,
+            burst: 5,
             count,
         }
     }

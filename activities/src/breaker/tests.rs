@@ -3,8 +3,13 @@
 
 use super::*;
 
+/// The payment defaults without the burst limit (it has tests of its
+/// own below; the others send many calls at once).
 fn settings() -> BreakerSettings {
-    BreakerSettings::default_for("payment")
+    BreakerSettings {
+        burst: 0,
+        ..BreakerSettings::default_for("payment")
+    }
 }
 
 /// The consecutive rule alone.
@@ -504,4 +509,86 @@ fn after_a_failure_calls_in_flight_are_held_to_the_failures_still_needed() {
     b.record(out[1], 2, "s", None);
     let many: Vec<_> = (0..20).map(|_| b.admit(2, "u").0).collect();
     assert!(many.iter().all(Result::is_ok));
+}
+
+fn go(a: (Admission, Option<Transition>)) -> Ticket {
+    match a.0 {
+        Admission::Go(ticket) => ticket,
+        other => panic!("expected the call to go, got {other:?}"),
+    }
+}
+
+/// After a quiet moment a batch goes out `burst` at a time: the rest are
+/// held (or, when they may not be, sent to wait), and each healthy answer
+/// makes room for two.
+#[test]
+fn after_a_quiet_moment_a_batch_goes_out_a_burst_at_a_time() {
+    let b = Breaker::new("payment", BreakerSettings::default_for("payment"), 0);
+    let first: Vec<Ticket> = (0..5)
+        .map(|_| go(b.admit_or_hold(1_000, "s", true)))
+        .collect();
+    assert!(matches!(
+        b.admit_or_hold(1_000, "t", true).0,
+        Admission::Hold
+    ));
+    assert!(b.admit(1_000, "t").0.is_err(), "may not hold: sent to wait");
+    b.record(first[0], 1_050, "s", None);
+    let two = [
+        go(b.admit_or_hold(1_050, "t", true)),
+        go(b.admit_or_hold(1_050, "u", true)),
+    ];
+    assert!(matches!(
+        b.admit_or_hold(1_050, "v", true).0,
+        Admission::Hold
+    ));
+    for t in first[1..].iter().chain(&two) {
+        b.record(*t, 1_060, "s", None);
+    }
+    // Steady: the limit grew with the answers.
+    let many: Vec<Ticket> = (0..11)
+        .map(|_| go(b.admit_or_hold(1_060, "w", true)))
+        .collect();
+    for t in many {
+        b.record(t, 1_070, "s", None);
+    }
+    // Quiet again: five at a time.
+    for _ in 0..5 {
+        go(b.admit_or_hold(2_000, "x", true));
+    }
+    assert!(matches!(
+        b.admit_or_hold(2_000, "y", true).0,
+        Admission::Hold
+    ));
+}
+
+/// A sale's batch of 15 meets an outage that began while the worker was
+/// quiet and is answered at once: five calls reach the provider, the
+/// held ones are sent to wait as the failures come back, and the breaker
+/// opens on the five. Without the burst limit all 15 went out.
+#[test]
+fn a_batch_meeting_an_outage_sends_the_provider_one_burst() {
+    let b = Breaker::new("payment", BreakerSettings::default_for("payment"), 0);
+    let mut sent = Vec::new();
+    let mut held = 0;
+    for i in 0..15 {
+        match b.admit_or_hold(1_000, &format!("s{i}"), true).0 {
+            Admission::Go(t) => sent.push(t),
+            Admission::Hold => held += 1,
+            Admission::Wait(w) => panic!("sent to wait before any answer: {w:?}"),
+        }
+    }
+    assert_eq!((sent.len(), held), (5, 10));
+    for (i, t) in sent.into_iter().enumerate() {
+        b.record(t, 1_001, "s", Some(&outage()));
+        // The held ask again after each answer: none goes.
+        assert!(
+            matches!(
+                b.admit_or_hold(1_001, &format!("h{i}"), true).0,
+                Admission::Wait(_)
+            ),
+            "after {} failures a held call must not go",
+            i + 1
+        );
+    }
+    assert_eq!(b.snapshot(1_001).state, BreakerState::Open);
 }

@@ -69,6 +69,15 @@ fn breaker(d: &mut Diagnostics<'_>, dependency: &str, table: &RawBreaker) -> Bre
     ) {
         s.max_in_flight = n;
     }
+    if let Some(n) = count(
+        d,
+        "burst",
+        &table.burst,
+        0..=100_000,
+        "calls that go out after a quiet moment before the dependency answers one; 0: no limit",
+    ) {
+        s.burst = n;
+    }
     if let Some(r) = &table.failure_rate {
         let rate = *r.get_ref();
         if rate > 0.0 && rate <= 1.0 {

@@ -366,5 +366,6 @@ pub(super) struct RawBreaker {
     pub(super) probes: Option<Spanned<i64>>,
     pub(super) ramp: Option<Spanned<String>>,
     pub(super) max_in_flight: Option<Spanned<i64>>,
+    pub(super) burst: Option<Spanned<i64>>,
     pub(super) count: Option<Vec<String>>,
 }

@@ -260,9 +260,9 @@ fn breakers_default_on_for_every_dependency_and_each_key_is_checked() {
         (payment.consecutive, payment.slow_call_ms, payment.ramp_ms),
         (5, 3_000, 10_000)
     );
-    assert_eq!(payment.max_in_flight, 0);
+    assert_eq!((payment.max_in_flight, payment.burst), (0, 5));
     let set = parse(&format!(
-        "{PROFILE}[breakers.stock]\nconsecutive = 0\nslow_call = \"800ms\"\nramp = \"0s\"\nmax_in_flight = 64\n"
+        "{PROFILE}[breakers.stock]\nconsecutive = 0\nslow_call = \"800ms\"\nramp = \"0s\"\nmax_in_flight = 64\nburst = 0\n"
     ))
     .unwrap();
     let stock = &set.breakers.breakers[1].1;
@@ -271,18 +271,20 @@ fn breakers_default_on_for_every_dependency_and_each_key_is_checked() {
             stock.consecutive,
             stock.slow_call_ms,
             stock.ramp_ms,
-            stock.max_in_flight
+            stock.max_in_flight,
+            stock.burst
         ),
-        (0, 800, 0, 64)
+        (0, 800, 0, 64, 0)
     );
     let err = parse(&format!(
-        "{PROFILE}[breakers.orders]\nconsecutive = -1\nmax_in_flight = 100001\nslow_call = \"soon\"\n"
+        "{PROFILE}[breakers.orders]\nconsecutive = -1\nmax_in_flight = 100001\nslow_call = \"soon\"\nburst = -2\n"
     ))
     .unwrap_err();
     for line in [
         "sagas.toml:8: [breakers.orders]: consecutive is -1; use 0 to 10000 (failures in a row that open the breaker; 0 turns this rule off)",
         "sagas.toml:9: [breakers.orders]: max_in_flight is 100001; use 0 to 100000",
         "sagas.toml:10: [breakers.orders]: slow_call",
+        "sagas.toml:11: [breakers.orders]: burst is -2; use 0 to 100000",
     ] {
         assert!(err.contains(line), "{line}\n{err}");
     }
