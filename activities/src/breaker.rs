@@ -33,7 +33,7 @@
 //!   cliff where the rest would rush in. `max_in_flight` caps calls in
 //!   flight at all times.
 //! - **Burst**: after a quiet moment, at most `burst` calls go out before
-//!   the dependency answers one, growing by one per healthy answer; a
+//!   the dependency answers one, growing by `burst` per healthy answer; a
 //!   call beyond it is held in memory ([`Admission::Hold`]) until an
 //!   answer makes room, so a sale's batch does not all meet an outage
 //!   that began while the worker was quiet ([`limits`]).
@@ -302,7 +302,7 @@ impl Breaker {
             Some(e) if counted => e.kind.clone(),
             _ => format!("a call took {took} ms"),
         };
-        inner.burst.answered(!failed, now_ms);
+        inner.burst.answered(self.settings.burst, !failed, now_ms);
         let transition = if ticket.probe {
             self.take_back_probe(&mut inner, now_ms, failed, error, why)
         } else {
@@ -314,9 +314,10 @@ impl Breaker {
         {
             self.released.notify_waiters();
         } else if self.settings.burst > 0 {
-            // Room for one call (this one's end), two after a healthy
-            // answer (the limit grew by one).
-            for _ in 0..(1 + u32::from(!failed)) {
+            // Room for one call (this one's end), and after a healthy
+            // answer for `burst` more (the limit grew).
+            let room = 1 + if failed { 0 } else { self.settings.burst };
+            for _ in 0..room {
                 self.released.notify_one();
             }
         }

@@ -38,7 +38,7 @@ pub struct BreakerSettings {
     /// cap); a call beyond it waits a moment without spending an attempt.
     pub max_in_flight: u32,
     /// After a quiet moment, calls that go out before the dependency
-    /// answers one, at most; each healthy answer lets one more be in
+    /// answers one, at most; each healthy answer lets `burst` more be in
     /// flight (0: no limit). A call beyond it is held in memory for a few
     /// ms, until an answer makes room, instead of meeting an outage that
     /// began while the worker was quiet.

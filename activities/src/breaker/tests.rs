@@ -520,7 +520,7 @@ fn go(a: (Admission, Option<Transition>)) -> Ticket {
 
 /// After a quiet moment a batch goes out `burst` at a time: the rest are
 /// held (or, when they may not be, sent to wait), and each healthy answer
-/// makes room for two.
+/// makes room for six (its own place and `burst` more).
 #[test]
 fn after_a_quiet_moment_a_batch_goes_out_a_burst_at_a_time() {
     let b = Breaker::new("payment", BreakerSettings::default_for("payment"), 0);
@@ -533,15 +533,14 @@ fn after_a_quiet_moment_a_batch_goes_out_a_burst_at_a_time() {
     ));
     assert!(b.admit(1_000, "t").0.is_err(), "may not hold: sent to wait");
     b.record(first[0], 1_050, "s", None);
-    let two = [
-        go(b.admit_or_hold(1_050, "t", true)),
-        go(b.admit_or_hold(1_050, "u", true)),
-    ];
+    let six: Vec<Ticket> = (0..6)
+        .map(|_| go(b.admit_or_hold(1_050, "t", true)))
+        .collect();
     assert!(matches!(
         b.admit_or_hold(1_050, "v", true).0,
         Admission::Hold
     ));
-    for t in first[1..].iter().chain(&two) {
+    for t in first[1..].iter().chain(&six) {
         b.record(*t, 1_060, "s", None);
     }
     // Steady: the limit grew with the answers.
