@@ -34,8 +34,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use crate::trigger::TriggerStats;
-
 /// The OpenMetrics content type `/metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -140,11 +138,28 @@ pub fn global() -> &'static Arc<Metrics> {
     METRICS.get_or_init(|| Arc::new(Metrics::new()))
 }
 
+/// The trigger's message counters, as `/metrics` shows them (read from
+/// the trigger at scrape time; a value here so that metrics, which the
+/// engine calls, knows nothing of triggers).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Messages received (redeliveries included).
+    pub received: u64,
+    /// Messages settled after a new saga started.
+    pub started: u64,
+    /// Messages settled as duplicates of an existing saga.
+    pub duplicates: u64,
+    /// Messages released after a failed start.
+    pub abandoned: u64,
+    /// Messages dead-lettered.
+    pub dead_lettered: u64,
+}
+
 /// What `/metrics` reads at scrape time.
 #[derive(Default)]
 pub struct Scrape<'a> {
     /// The trigger's counters.
-    pub trigger: Option<&'a TriggerStats>,
+    pub trigger: Option<QueueCounts>,
     /// The worker's breakers.
     pub breakers: Option<&'a Breakers>,
     /// Sagas in progress now.
@@ -338,26 +353,21 @@ impl Metrics {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = scrape.trigger {
             let set = |c: &Counter, v: u64| c.inner().store(v, Ordering::Relaxed);
-            set(&self.queue_received, t.received.load(Ordering::Relaxed));
-            let started = t.started.load(Ordering::Relaxed);
-            let duplicates = t.duplicates.load(Ordering::Relaxed);
+            set(&self.queue_received, t.received);
             set(
                 &self
                     .queue_completed
                     .get_or_create(&ReasonLabels { reason: "started" }),
-                started,
+                t.started,
             );
             set(
                 &self.queue_completed.get_or_create(&ReasonLabels {
                     reason: "duplicate",
                 }),
-                duplicates,
+                t.duplicates,
             );
-            set(&self.queue_abandoned, t.abandoned.load(Ordering::Relaxed));
-            set(
-                &self.queue_dead_lettered,
-                t.dead_lettered.load(Ordering::Relaxed),
-            );
+            set(&self.queue_abandoned, t.abandoned);
+            set(&self.queue_dead_lettered, t.dead_lettered);
         }
         if let Some(n) = scrape.in_progress {
             self.sagas_in_progress.set(n as i64);

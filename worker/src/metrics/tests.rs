@@ -48,13 +48,15 @@ fn attempts_failures_refusals_and_sagas_are_counted_with_their_labels() {
     m.saga_parked(&saga, &Arc::from("commit_stock"), Phase::Action);
     m.journal_committed(12, Duration::from_micros(900));
 
-    let stats = TriggerStats::default();
-    stats.received.store(5, Ordering::Relaxed);
-    stats.started.store(3, Ordering::Relaxed);
-    stats.duplicates.store(1, Ordering::Relaxed);
-    stats.dead_lettered.store(1, Ordering::Relaxed);
+    let stats = QueueCounts {
+        received: 5,
+        started: 3,
+        duplicates: 1,
+        dead_lettered: 1,
+        ..QueueCounts::default()
+    };
     let text = m.render(&Scrape {
-        trigger: Some(&stats),
+        trigger: Some(stats),
         breakers: None,
         in_progress: Some(7),
     });
@@ -207,13 +209,13 @@ fn the_dashboard_queries_only_exported_metrics() {
     m.saga_ended(&saga, "completed", Duration::from_millis(5));
     m.saga_parked(&saga, &saga, Phase::Action);
     m.journal_committed(1, Duration::from_millis(1));
-    let stats = TriggerStats::default();
+    let stats = QueueCounts::default();
     let breakers = Breakers::new([(
         "payment".to_owned(),
         sagaflow_activities::breaker::BreakerSettings::default_for("payment"),
     )]);
     let text = m.render(&Scrape {
-        trigger: Some(&stats),
+        trigger: Some(stats),
         breakers: Some(&breakers),
         in_progress: Some(0),
     });

@@ -144,6 +144,18 @@ impl TriggerStats {
 }
 
 impl TriggerStats {
+    /// The message counters `/metrics` shows, as of now.
+    pub fn queue_counts(&self) -> crate::metrics::QueueCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::metrics::QueueCounts {
+            received: get(&self.received),
+            started: get(&self.started),
+            duplicates: get(&self.duplicates),
+            abandoned: get(&self.abandoned),
+            dead_lettered: get(&self.dead_lettered),
+        }
+    }
+
     /// True when connected, nothing is in flight, and no message arrived
     /// for `quiet_ms` (nor since the receiver attached): the queue looks
     /// empty. A broker cannot say so outright without its management API.

@@ -79,7 +79,7 @@ async fn guard_browser(State(state): State<Shared>, req: Request, next: Next) ->
 async fn metrics(State(state): State<Shared>) -> Response {
     let parts = state.health.parts();
     let scrape = crate::metrics::Scrape {
-        trigger: parts.map(|(_, stats)| &**stats),
+        trigger: parts.map(|(_, stats)| stats.queue_counts()),
         breakers: parts.map(|(breakers, _)| breakers),
         in_progress: state.health.readiness().map(|r| r.in_progress()),
     };
