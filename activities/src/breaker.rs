@@ -170,8 +170,10 @@ impl Breaker {
     /// Asks to call the dependency for saga `saga_id` at `now_ms`: a
     /// ticket to give back to [`Breaker::record`], or the wait to send the
     /// saga to (the burst limit too sends it to wait); with the state
-    /// change it caused, if any.
-    pub fn admit(
+    /// change it caused, if any. The tests' shorthand: the engines hold
+    /// calls ([`Breaker::admit_or_hold`]).
+    #[cfg(test)]
+    pub(crate) fn admit(
         &self,
         now_ms: u64,
         saga_id: &str,
@@ -226,7 +228,7 @@ impl Breaker {
                 let full = |limit: Option<u32>| limit.is_some_and(|l| in_flight >= l);
                 if full(limits.into_iter().flatten().min()) {
                     Some(busy_retry_ms(saga_id, inner.refused_total))
-                } else if full(inner.burst.limit(s.burst, in_flight, now_ms)) {
+                } else if full(inner.burst.limit(in_flight, now_ms)) {
                     if may_hold {
                         return (Admission::Hold, transition);
                     }
@@ -302,7 +304,7 @@ impl Breaker {
             Some(e) if counted => e.kind.clone(),
             _ => format!("a call took {took} ms"),
         };
-        inner.burst.answered(self.settings.burst, !failed, now_ms);
+        inner.burst.answered(!failed, now_ms);
         let transition = if ticket.probe {
             self.take_back_probe(&mut inner, now_ms, failed, error, why)
         } else {

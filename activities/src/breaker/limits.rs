@@ -30,6 +30,9 @@ const RAMP_ENDS_AT: u64 = 4;
 /// The burst limit's state.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Burst {
+    /// The setting: calls after a quiet moment, and the growth per
+    /// healthy answer (0: no limit).
+    burst: u32,
     limit: u32,
     last_answer_ms: u64,
 }
@@ -39,29 +42,30 @@ impl Burst {
     /// come after a quiet moment).
     pub(super) fn new(burst: u32) -> Burst {
         Burst {
+            burst,
             limit: burst,
             last_answer_ms: 0,
         }
     }
 
-    /// The calls `burst` lets be in flight at `now_ms` with `in_flight`
-    /// out (`None`: `burst` is 0, no limit).
-    pub(super) fn limit(&mut self, burst: u32, in_flight: u32, now_ms: u64) -> Option<u32> {
-        if burst == 0 {
+    /// The calls it lets be in flight at `now_ms` with `in_flight` out
+    /// (`None`: `burst` is 0, no limit).
+    pub(super) fn limit(&mut self, in_flight: u32, now_ms: u64) -> Option<u32> {
+        if self.burst == 0 {
             return None;
         }
         if in_flight == 0 && now_ms.saturating_sub(self.last_answer_ms) >= QUIET_MS {
-            self.limit = burst;
+            self.limit = self.burst;
         }
         Some(self.limit)
     }
 
     /// An answer came at `now_ms`; a healthy one lets `burst` more calls
     /// be in flight.
-    pub(super) fn answered(&mut self, burst: u32, healthy: bool, now_ms: u64) {
+    pub(super) fn answered(&mut self, healthy: bool, now_ms: u64) {
         self.last_answer_ms = now_ms;
         if healthy {
-            self.limit = self.limit.saturating_add(burst);
+            self.limit = self.limit.saturating_add(self.burst);
         }
     }
 }
@@ -106,24 +110,24 @@ mod tests {
     #[test]
     fn a_burst_after_quiet_goes_out_a_few_at_a_time_and_grows_sixfold_per_round_trip() {
         let mut b = Burst::new(5);
-        assert_eq!(b.limit(5, 0, 1_000), Some(5));
+        assert_eq!(b.limit(0, 1_000), Some(5));
         // Five answers in one round trip: thirty may be in flight.
         for _ in 0..5 {
-            b.answered(5, true, 1_050);
+            b.answered(true, 1_050);
         }
-        assert_eq!(b.limit(5, 0, 1_050), Some(30));
+        assert_eq!(b.limit(0, 1_050), Some(30));
         // Under steady load the limit stays; a quiet moment restarts it.
-        assert_eq!(b.limit(5, 0, 1_050 + QUIET_MS - 1), Some(30));
-        assert_eq!(b.limit(5, 3, 5_000), Some(30));
-        assert_eq!(b.limit(5, 0, 1_050 + QUIET_MS), Some(5));
+        assert_eq!(b.limit(0, 1_050 + QUIET_MS - 1), Some(30));
+        assert_eq!(b.limit(3, 5_000), Some(30));
+        assert_eq!(b.limit(0, 1_050 + QUIET_MS), Some(5));
     }
 
     #[test]
     fn failed_answers_do_not_grow_the_burst_and_zero_turns_it_off() {
         let mut b = Burst::new(5);
-        b.answered(5, false, 10);
-        assert_eq!(b.limit(5, 1, 10), Some(5));
-        assert_eq!(Burst::new(0).limit(0, 0, 10), None);
+        b.answered(false, 10);
+        assert_eq!(b.limit(1, 10), Some(5));
+        assert_eq!(Burst::new(0).limit(0, 10), None);
     }
 
     #[test]
