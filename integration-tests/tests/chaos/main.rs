@@ -110,6 +110,11 @@ const FAULTS: &[&str] = &[
 
 const SKUS: usize = 8;
 
+/// How long one `sagaflow` command of the driver may take (each takes
+/// seconds at most, even while the broker or Redis is down): past it the
+/// run fails naming the command, rather than hanging until CI's limit.
+const CALL_LIMIT: Duration = Duration::from_secs(120);
+
 /// One valid order; every tenth has a second line (two SKUs: the
 /// multi-line reserve and its undo), about one in 23 is declined.
 fn order(id: &str, n: usize) -> String {
@@ -205,7 +210,7 @@ fn chaos(engine: &str, worker_count: usize, scale: &Scale, mode: &str) {
     let redis_url = redis.url();
     let run = |args: &[&str]| command(args, &config, &data, &redis_url);
     let ok = |args: &[&str]| -> String {
-        let out = run(args).output().expect("run sagaflow");
+        let out = common::output_within(&mut run(args), CALL_LIMIT);
         common::stdout_of_success(args, out)
     };
 
@@ -263,7 +268,10 @@ fn chaos(engine: &str, worker_count: usize, scale: &Scale, mode: &str) {
             // Every line was checked when written; the invalid ones are
             // meant to be dead-lettered by the worker.
             let mut tries = 0;
-            while !run(&["send", "--raw", file]).status().unwrap().success() {
+            while !common::output_within(&mut run(&["send", "--raw", file]), CALL_LIMIT)
+                .status
+                .success()
+            {
                 tries += 1;
                 assert!(tries < 20, "cannot send {file} to the broker");
                 std::thread::sleep(Duration::from_millis(500));
@@ -353,7 +361,7 @@ fn chaos(engine: &str, worker_count: usize, scale: &Scale, mode: &str) {
                     "cancel"
                 };
                 let why = "chaos: a re-run that may have passed the pivot";
-                let _ = run(&[verb, &id, "--reason", why]).output();
+                let _ = common::output_within(&mut run(&[verb, &id, "--reason", why]), CALL_LIMIT);
                 operator_commands += 1;
                 commanded = true;
             }
@@ -430,7 +438,7 @@ fn chaos(engine: &str, worker_count: usize, scale: &Scale, mode: &str) {
     );
 
     // Reconcile agrees, store by store and saga by saga.
-    let out = run(&["reconcile", "--json"]).output().unwrap();
+    let out = common::output_within(&mut run(&["reconcile", "--json"]), CALL_LIMIT);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "reconcile printed no JSON ({e}): {}",

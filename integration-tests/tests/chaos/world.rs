@@ -124,15 +124,27 @@ impl Workers {
         }
     }
 
-    /// Ctrl-C to every worker, as an operator would stop them.
+    /// Ctrl-C to every worker, as an operator would stop them; panics with
+    /// its log when one has not exited a minute later (a worker stops
+    /// within its shutdown grace, seconds).
     pub fn stop(&mut self) {
         for owned in self.slots.iter_mut().flatten() {
             let _ = Command::new("kill")
                 .args(["-INT", &owned.0.id().to_string()])
                 .status();
         }
-        for owned in self.slots.iter_mut().flatten() {
-            let _ = owned.0.wait();
+        let began = std::time::Instant::now();
+        for slot in 0..self.slots.len() {
+            let Some(owned) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            while owned.0.try_wait().unwrap().is_none() {
+                if began.elapsed() > std::time::Duration::from_secs(60) {
+                    let logs = logs_of(&self.data, slot);
+                    panic!("worker {slot} had not stopped a minute after Ctrl-C:\n{logs}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
         self.slots.iter_mut().for_each(|s| *s = None);
     }

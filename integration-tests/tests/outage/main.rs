@@ -203,9 +203,10 @@ fn sell(sale: &Sale) -> Figures {
     };
     let redis_url = redis.as_ref().unwrap().url();
     let run_in = |data: &Path, args: &[&str]| -> String {
-        let out = command(args, &config, data, &redis_url)
-            .output()
-            .expect("run sagaflow");
+        let out = common::output_within(
+            &mut command(args, &config, data, &redis_url),
+            common::COMMAND_LIMIT,
+        );
         common::stdout_of_success(args, out)
     };
     let ok = |args: &[&str]| run_in(&datas[0], args);
@@ -331,14 +332,15 @@ fn sell(sale: &Sale) -> Figures {
         .iter()
         .map(|data| {
             admin_url(data).map(|url| {
-                command(
-                    &["health", "--json", "--admin", &url],
-                    &config,
-                    data,
-                    &redis_url,
+                common::output_within(
+                    &mut command(
+                        &["health", "--json", "--admin", &url],
+                        &config,
+                        data,
+                        &redis_url,
+                    ),
+                    common::COMMAND_LIMIT,
                 )
-                .output()
-                .expect("sagaflow health")
             })
         })
         .collect();

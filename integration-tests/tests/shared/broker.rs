@@ -39,13 +39,14 @@ pub fn fresh_queue(name: &str) -> String {
     name
 }
 
+/// How long a `rabbitmqctl` command may take (`await_startup` after a
+/// restart takes seconds); past it the test fails naming the command.
+const RABBITMQCTL_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// Runs `rabbitmqctl ARGS`; asserts it succeeded.
 #[allow(dead_code)] // the e2e binary never restarts the broker
 pub fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl");
+    let out = output_within(Command::new("rabbitmqctl").args(args), RABBITMQCTL_LIMIT);
     assert!(
         out.status.success(),
         "rabbitmqctl {args:?} failed: {}",
@@ -66,17 +67,16 @@ pub fn restart_broker(down: std::time::Duration) {
 
 /// (ready, unacknowledged) messages of `queue`, straight from the broker.
 pub fn depth(queue: &str) -> (u64, u64) {
-    let out = Command::new("rabbitmqctl")
-        .args([
-            "list_queues",
-            "-q",
-            "--no-table-headers",
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-        ])
-        .output()
-        .expect("run rabbitmqctl");
+    let mut cmd = Command::new("rabbitmqctl");
+    cmd.args([
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+    ]);
+    let out = output_within(&mut cmd, RABBITMQCTL_LIMIT);
     let text = String::from_utf8_lossy(&out.stdout);
     for line in text.lines() {
         let cols: Vec<&str> = line.split_whitespace().collect();

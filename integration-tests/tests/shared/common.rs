@@ -1,7 +1,8 @@
 //! Shared helpers: find the binary, run it, make data directories.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// The `sagaflow` binary of the profile these tests were built with.
 pub fn bin() -> PathBuf {
@@ -33,14 +34,48 @@ pub fn shipped_config() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sagas.toml")
 }
 
-/// Runs `sagaflow ARGS` and returns its output (whatever the exit code).
+/// Runs `sagaflow ARGS` and returns its output (whatever the exit code);
+/// panics if it hangs past [`COMMAND_LIMIT`].
 pub fn sagaflow(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
         .env_remove("SAGAFLOW_CONFIG")
-        .env_remove("SAGAFLOW_DATA")
-        .output()
-        .expect("run sagaflow")
+        .env_remove("SAGAFLOW_DATA");
+    output_within(&mut cmd, COMMAND_LIMIT)
+}
+
+/// How long one `sagaflow` command of a test may take: far above any
+/// (the longest, a demo run, takes seconds), so reaching it means a hang.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(600);
+
+/// Runs `cmd` to its end and returns its output, or kills it and panics
+/// with what it was once `limit` has passed: a command that hangs fails
+/// its test with its name instead of holding the whole run until CI's time
+/// is up.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // wait_with_output drains both pipes, so a chatty command cannot fill
+    // one and block; the channel gives the wait its limit.
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {what}: {e}")),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{what} had not ended after {limit:?}: killed it");
+        }
+    }
 }
 
 /// Runs `sagaflow ARGS`, asserts success and returns stdout.

@@ -40,6 +40,15 @@ pub enum LinkError {
         /// The outcome it answered.
         outcome: String,
     },
+    /// The broker answered nothing for a while: it may be blocking
+    /// publishers. Messages it had not accepted were not sent.
+    #[error("the broker answered nothing for {waited_secs} s while {what}: a RabbitMQ memory or disk alarm blocks publishers (`rabbitmqctl status` shows alarms), a Service Bus namespace over its quota throttles them; messages it had not accepted were not sent, and sending again is safe (a saga starts once per order id)")]
+    Stalled {
+        /// What `send` was waiting for.
+        what: &'static str,
+        /// How long it waited, in seconds.
+        waited_secs: u64,
+    },
     /// `dlq resubmit`: no dead letter has this id.
     #[error("no dead-lettered message has id {id}; `sagaflow dlq list` shows the ids")]
     NoSuchDeadLetter {

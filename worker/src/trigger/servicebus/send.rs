@@ -6,9 +6,30 @@ use super::message::order_message;
 use fe2o3_amqp::types::messaging::Outcome;
 use fe2o3_amqp::Sender;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::time::Duration;
 
 /// Sends at most this many messages ahead of their acknowledgements.
 const WINDOW: usize = 512;
+
+/// How long the broker may take to attach the link, take a message or
+/// settle one before `send` gives up: a broker that blocks publishers
+/// (a RabbitMQ memory or disk alarm, a throttled Service Bus namespace)
+/// otherwise holds the command forever without a word.
+const STALL: Duration = Duration::from_secs(30);
+
+/// `fut`, or [`LinkError::Stalled`] once [`STALL`] has passed.
+async fn within<T>(
+    what: &'static str,
+    fut: impl Future<Output = Result<T, LinkError>>,
+) -> Result<T, LinkError> {
+    tokio::time::timeout(STALL, fut)
+        .await
+        .unwrap_or(Err(LinkError::Stalled {
+            what,
+            waited_secs: STALL.as_secs(),
+        }))
+}
 
 /// One message to send: its id and body.
 pub struct Outgoing {
@@ -34,33 +55,43 @@ pub async fn send_all(
         .connect(&format!("sagaflow-send-{}", std::process::id()))
         .await?;
     let result = async {
-        let mut sender = Sender::attach(&mut link.session, "sagaflow-send", address.to_owned())
-            .await
-            .map_err(|e| LinkError::Attach {
-                what: "send to",
-                address: address.to_owned(),
-                detail: e.to_string(),
-                hint: "; check the queue exists",
-            })?;
+        let attach = async {
+            Sender::attach(&mut link.session, "sagaflow-send", address.to_owned())
+                .await
+                .map_err(|e| LinkError::Attach {
+                    what: "send to",
+                    address: address.to_owned(),
+                    detail: e.to_string(),
+                    hint: "; check the queue exists",
+                })
+        };
+        let mut sender = within("attaching the sender", attach).await?;
         let total = messages.len();
         let mut pending = VecDeque::with_capacity(WINDOW);
         let mut accepted = 0usize;
         for m in messages {
             if pending.len() >= WINDOW {
-                check(pending.pop_front().expect("window is full")).await?;
+                within(
+                    "waiting for the broker to accept a message",
+                    check(pending.pop_front().expect("window is full")),
+                )
+                .await?;
                 accepted += 1;
                 if accepted.is_multiple_of(1000) {
                     progress(accepted);
                 }
             }
-            let fut = sender
-                .send_batchable(order_message(&m.id, m.body, &m.properties))
-                .await
-                .map_err(|e| LinkError::transfer(format!("sending {}", m.id), e))?;
+            let send = async {
+                sender
+                    .send_batchable(order_message(&m.id, m.body, &m.properties))
+                    .await
+                    .map_err(|e| LinkError::transfer(format!("sending {}", m.id), e))
+            };
+            let fut = within("sending a message (no link credit)", send).await?;
             pending.push_back(fut);
         }
         for fut in pending {
-            check(fut).await?;
+            within("waiting for the broker to accept a message", check(fut)).await?;
             accepted += 1;
         }
         progress(accepted);
