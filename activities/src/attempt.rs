@@ -9,12 +9,13 @@
 use crate::breaker::{
     Admission, Breaker, BreakerSettings, BreakerSnapshot, Recorded, Ticket, Transition,
 };
+use crate::clock::now_ms;
 use crate::Registry;
 use sagaflow_workflows::{ActivityCall, ActivityError, DependencyWait};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// How long a call beyond its breaker's burst limit is held in memory,
@@ -42,7 +43,7 @@ impl Breakers {
 
     /// One closed breaker per `(dependency, settings)`.
     pub fn new(settings: impl IntoIterator<Item = (String, BreakerSettings)>) -> Breakers {
-        let now = wall_ms();
+        let now = now_ms();
         Breakers {
             by_dependency: settings
                 .into_iter()
@@ -62,7 +63,7 @@ impl Breakers {
 
     /// Every breaker's state now, by dependency.
     pub fn snapshots(&self) -> Vec<BreakerSnapshot> {
-        let now = wall_ms();
+        let now = now_ms();
         self.by_dependency
             .values()
             .map(|b| b.snapshot(now))
@@ -72,7 +73,7 @@ impl Breakers {
     /// The first breaker among those guarding `activities` that refuses
     /// every call now: new sagas would only wait on it.
     pub fn open_among<'a>(&self, activities: impl IntoIterator<Item = &'a str>) -> Option<&str> {
-        let now = wall_ms();
+        let now = now_ms();
         activities
             .into_iter()
             .filter_map(|a| self.for_activity(a))
@@ -145,7 +146,7 @@ async fn admit(breaker: &Breaker, saga_id: &str) -> Result<Ticket, DependencyWai
 
 /// One ask: `None` when the call is held.
 fn ask(breaker: &Breaker, saga_id: &str, may_hold: bool) -> Option<Result<Ticket, DependencyWait>> {
-    let (admission, transition) = breaker.admit_or_hold(wall_ms(), saga_id, may_hold);
+    let (admission, transition) = breaker.admit_or_hold(now_ms(), saga_id, may_hold);
     log(transition);
     match admission {
         Admission::Go(ticket) => Some(Ok(ticket)),
@@ -183,7 +184,7 @@ impl Outcome<'_> {
         self.recorded = true;
         let mut recorded = self
             .breaker
-            .record(self.ticket, wall_ms(), self.saga_id, error);
+            .record(self.ticket, now_ms(), self.saga_id, error);
         log(recorded.transition.take());
         recorded
     }
@@ -210,11 +211,4 @@ fn log(transition: Option<Transition>) {
             tracing::info!(dependency = %t.dependency, from, to, "circuit breaker {to}: {}", t.why);
         }
     }
-}
-
-/// The worker's clock, in ms since the Unix epoch.
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

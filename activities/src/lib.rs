@@ -23,6 +23,7 @@
 
 pub mod attempt;
 pub mod breaker;
+pub mod clock;
 pub mod group_commit;
 pub mod order;
 pub mod orders;

@@ -12,10 +12,11 @@
 //!   exist, so a create that arrives after its own compensation fails
 //!   instead of resurrecting the order.
 
+use crate::clock::now_ms;
 use crate::group_commit::GroupCommit;
 use crate::order::Order;
 use crate::registry::Registry;
-use crate::sqlite::{now_ms, open_store};
+use crate::sqlite::open_store;
 use rusqlite::{params, Connection, OptionalExtension};
 use sagaflow_workflows::ActivityError;
 use serde::Serialize;

@@ -7,7 +7,8 @@
 //! delivered `max_deliveries` times is dead-lettered automatically, so no
 //! message is ever silently dropped.
 
-use crate::sqlite::{now_ms, open_store};
+use crate::clock::now_ms;
+use crate::sqlite::open_store;
 use rusqlite::{params, Connection, TransactionBehavior};
 use serde::Serialize;
 use std::path::Path;

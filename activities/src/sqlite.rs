@@ -52,12 +52,3 @@ fn is_busy(e: &rusqlite::Error) -> bool {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
 }
-
-/// Wall-clock milliseconds since the Unix epoch (activities may read clocks;
-/// workflows may not).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}

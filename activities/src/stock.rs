@@ -24,9 +24,9 @@
 //! - releasing an unknown reservation records a tombstone, so a reserve that
 //!   arrives after its own compensation cannot take stock.
 
+use crate::clock::now_ms;
 use crate::order::{Order, OrderLine};
 use crate::registry::Registry;
-use crate::sqlite::now_ms;
 use sagaflow_workflows::{ActivityCall, ActivityError};
 use serde::Serialize;
 use serde_json::Value;

@@ -3,9 +3,9 @@
 //! its world here, so they all exercise the same code.
 
 use crate::config::{Config, OrdersKind, PaymentKind, StockKind};
+use crate::engine::embedded::retention::Retention;
+use crate::engine::embedded::{Ended, Engine, EngineConfig};
 use crate::engine::liveness::Liveness;
-use crate::engine::retention::Retention;
-use crate::engine::{Ended, Engine, EngineConfig};
 use anyhow::{Context, Result};
 use sagaflow_activities::orders::cosmos::{CosmosOrders, CosmosOrdersConfig};
 use sagaflow_activities::orders::OrderStore;
@@ -275,7 +275,7 @@ pub fn spawn_stock_reaper(
         let mut trouble = Trouble::default();
         loop {
             every.tick().await;
-            let now = crate::engine::core::now_ms();
+            let now = sagaflow_activities::clock::now_ms();
             let round = reap_once(&stock, &liveness, now, now + reservation_ttl_ms).await;
             match (trouble.note(round.is_err(), now), &round) {
                 (Say::Failing, Err(e)) => tracing::warn!(

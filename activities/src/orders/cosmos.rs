@@ -46,8 +46,8 @@
 //!   `cosmos_auth`): the same request fails the same way every time.
 
 use super::{OrdersError, OrdersSnapshot};
+use crate::clock::now_ms;
 use crate::order::Order;
-use crate::sqlite::now_ms;
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::options::{
     ItemWriteOptions, OperationOptionsBuilder, Precondition, Region, ThrottlingRetryOptionsBuilder,

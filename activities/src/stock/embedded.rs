@@ -6,9 +6,10 @@ use super::{
     aggregate_lines, not_sold, unknown_to_return, Expired, LineState, ReservationLine, Settled,
     SkuLevel, StockError, StockSnapshot,
 };
+use crate::clock::now_ms;
 use crate::group_commit::GroupCommit;
 use crate::order::OrderLine;
-use crate::sqlite::{now_ms, open_store};
+use crate::sqlite::open_store;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sagaflow_workflows::ActivityError;
 use serde_json::{json, Value};

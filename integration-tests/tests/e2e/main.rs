@@ -51,6 +51,8 @@ mod demo;
 mod deployment;
 /// Parked sagas do not hold intake back (issue 13).
 mod intake;
+/// The worker's rooms import each other one way; the engines never each other.
+mod layers;
 /// `/metrics` agrees with `stats` and with the journal, attempt by attempt.
 mod metrics;
 /// Operator commands (cancel, resolve, retry) and their audit, on both

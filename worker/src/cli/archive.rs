@@ -12,12 +12,13 @@
 //! at most [`BATCH`] sagas, made only after the lines that hold them are
 //! synced to disk.
 
-use super::inspect::open_journal;
 use crate::config::{Config, EngineKind};
-use crate::engine::core::now_ms;
-use crate::engine::read::{self, EventRow, SagaRow};
-use crate::engine::{journal, retention};
+use crate::engine::embedded::read;
+use crate::engine::embedded::{journal, retention};
+use crate::engine::view::{EventRow, SagaRow};
+use crate::ops::source::open_journal;
 use anyhow::{bail, Context, Result};
+use sagaflow_activities::clock::now_ms;
 use sagaflow_workflows::duration::{format_duration_ms, parse_duration_ms};
 use serde::Serialize;
 use serde_json::Value;

@@ -18,27 +18,29 @@
 //! journal of millions of ended sagas; `--retention` overrides `[embedded]
 //! retention` for the run, and the progress lines show the journal's size.
 
-use super::run::runtime;
-use super::usage;
-use crate::app::{self, Adapters, DataPaths, SANDBOX_KEY};
+use crate::app::{self, DataPaths, SANDBOX_KEY};
 use crate::config::{Config, EngineKind, PaymentKind, StepMode};
-use crate::engine::read::percentile;
-use crate::engine::temporal::client::TemporalClient;
-use crate::engine::temporal::worker::WorkerThread;
-use crate::engine::Definition;
+use crate::engine::view::percentile;
+use crate::runtime::runtime;
 use anyhow::Result;
-use sagaflow_activities::order::{Order, OrderLine};
-use sagaflow_activities::registry::register_noop;
-use sagaflow_activities::Registry;
 use sagaflow_workflows::duration::parse_duration_ms;
 use sagaflow_workflows::{RetryPolicy, SagaDef, SagaStatus, StepDef};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod fixture;
+mod provider;
+mod temporal;
+
+pub(super) use fixture::order;
+use fixture::{journal_mb, journal_sagas, world};
+use provider::{Meter, SeparateProvider};
+use temporal::bench_temporal;
 
 /// What the activities do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -320,7 +322,7 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
         let mut not_completed = 0usize;
         let mut first_saga = None;
         // Ids of their own, so a run on a kept journal starts new sagas.
-        let run = crate::engine::core::now_ms();
+        let run = sagaflow_activities::clock::now_ms();
         let launch = |i: usize, started_at: &mut HashMap<Arc<str>, Instant>| {
             let id = format!("bench-{run:x}-{i:08}");
             let input = order(&id);
@@ -460,260 +462,4 @@ pub fn bench(mut config: Config, data: Option<PathBuf>, args: BenchArgs) -> Resu
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Sagas in the journal at `path` (0 when there is none yet).
-fn journal_sagas(path: &Path) -> Result<u64> {
-    if !path.exists() {
-        return Ok(0);
-    }
-    let conn = crate::engine::journal::open_reader(path)?;
-    Ok(crate::engine::read::stats(&conn)?.total)
-}
-
-/// The journal's size on disk: the file and its write-ahead log, in MB.
-fn journal_mb(path: &Path) -> f64 {
-    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-    let wal = path.with_extension("db-wal");
-    ((size(path) + size(&wal)) as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0
-}
-
-/// A `sagaflow sandbox` child process serving the checkout's payments;
-/// killed when dropped.
-struct SeparateProvider {
-    child: Child,
-    url: String,
-}
-
-impl SeparateProvider {
-    /// Starts this binary's `sandbox` over `data` with the configuration's
-    /// knobs (`--provider-latency` included) and waits for its address.
-    fn start(config: &Config, data: &Path) -> Result<SeparateProvider> {
-        let exe = std::env::current_exe()?;
-        let mut command = Command::new(exe);
-        // Without a file (the built-in sagas.toml) the child finds the
-        // same built-in one: it starts in this directory and environment.
-        if config.file.is_file() {
-            command.arg("--config").arg(&config.file);
-        }
-        let mut child = command
-            .arg("--data")
-            .arg(data)
-            .args(["sandbox", "--port", "0", "--json", "--no-request-log"])
-            .arg("--latency")
-            .arg(format!("{}ms", config.sandbox.latency_ms))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| {
-                anyhow::anyhow!("cannot start `sagaflow sandbox` for --provider separate: {e}")
-            })?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .map_err(|e| anyhow::anyhow!("`sagaflow sandbox` said nothing: {e}"))?;
-        let url = serde_json::from_str::<serde_json::Value>(&line)
-            .ok()
-            .and_then(|v| v["base_url"].as_str().map(str::to_owned));
-        match url {
-            Some(url) => Ok(SeparateProvider { child, url }),
-            None => {
-                let _ = child.kill();
-                anyhow::bail!("`sagaflow sandbox` did not start (it printed {line:?})")
-            }
-        }
-    }
-}
-
-impl Drop for SeparateProvider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// CPU used from the start of a run to its end, this process's and the
-/// separate provider's.
-struct Meter {
-    own: usage::Usage,
-    provider: Option<(u32, Duration)>,
-}
-
-/// What a run used per saga.
-struct Used {
-    worker_cpu_ms: f64,
-    provider_cpu_ms: Option<f64>,
-    peak_rss_mb: f64,
-}
-
-impl Meter {
-    fn start(provider_pid: Option<u32>) -> Meter {
-        Meter {
-            own: usage::own(),
-            provider: provider_pid.and_then(|pid| usage::cpu_of(pid).map(|cpu| (pid, cpu))),
-        }
-    }
-
-    fn per_saga(&self, sagas: usize) -> Used {
-        let now = usage::own();
-        let n = sagas.max(1) as f64;
-        let ms = |d: Duration| (d.as_secs_f64() * 1000.0 / n * 1000.0).round() / 1000.0;
-        Used {
-            worker_cpu_ms: ms(now.cpu.saturating_sub(self.own.cpu)),
-            provider_cpu_ms: self.provider.and_then(|(pid, before)| {
-                usage::cpu_of(pid).map(|after| ms(after.saturating_sub(before)))
-            }),
-            peak_rss_mb: (now.peak_rss_bytes as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0,
-        }
-    }
-}
-
-/// What the activities run on: the noop registry, or the embedded adapters
-/// (kept alive by the returned `Adapters`) with enough stock for every saga.
-async fn world(
-    config: &Config,
-    paths: &DataPaths,
-    activities: Activities,
-    sagas: usize,
-) -> Result<(Arc<Registry>, Arc<Definition>, Option<Adapters>)> {
-    Ok(match activities {
-        Activities::Noop => {
-            let mut r = Registry::new();
-            register_noop(&mut r);
-            (Arc::new(r), Definition::new(noop_saga()), None)
-        }
-        Activities::Checkout => {
-            let adapters = app::start_adapters(config, paths).await?;
-            adapters
-                .stock
-                .seed(&[("SKU-1".into(), sagas as i64)])
-                .await?;
-            let def = Definition::new(config.saga("checkout").map_err(anyhow::Error::msg)?.clone());
-            (adapters.registry.clone(), def, Some(adapters))
-        }
-    })
-}
-
-/// A one-unit order paid with a card that succeeds.
-pub(super) fn order(id: &str) -> serde_json::Value {
-    serde_json::to_value(Order {
-        order_id: id.to_owned(),
-        customer: "bench".into(),
-        items: vec![OrderLine {
-            sku: "SKU-1".into(),
-            qty: 1,
-        }],
-        amount: 1999,
-        currency: "usd".into(),
-        payment_method: "pm_card_visa".into(),
-        refund: None,
-        traceparent: None,
-    })
-    .expect("orders serialize")
-}
-
-/// The same closed loop on a Temporal cluster: a worker in this process
-/// (same adapters), `in_flight` clients each starting a saga and waiting
-/// for its result.
-async fn bench_temporal(
-    config: &Config,
-    paths: &DataPaths,
-    args: &BenchArgs,
-    (sagas, in_flight): (usize, usize),
-    provider_pid: Option<u32>,
-) -> Result<BenchResult> {
-    let (registry, def, _adapters) = world(config, paths, args.activities, sagas).await?;
-    let client = TemporalClient::connect(&config.temporal).await?;
-    client.check_search_attributes().await?;
-    let worker = WorkerThread::spawn(&config.temporal, registry, Arc::default()).await?;
-    let run = format!(
-        "bench-{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis())
-    );
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let meter = Meter::start(provider_pid);
-    let begin = Instant::now();
-    let mut tasks = Vec::with_capacity(in_flight);
-    for _ in 0..in_flight.min(sagas) {
-        let (client, def, next, run) = (client.clone(), def.clone(), next.clone(), run.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= sagas {
-                    return anyhow::Ok(latencies);
-                }
-                let id = format!("{run}-{i:08}");
-                let t = Instant::now();
-                client
-                    .start(client.saga_input(id.clone(), &def, order(&id)))
-                    .await?;
-                let outcome = client.wait(&id).await?;
-                if outcome.status != SagaStatus::Completed {
-                    anyhow::bail!(
-                        "saga {id} ended {}; the measurement is void",
-                        outcome.status.name()
-                    );
-                }
-                latencies.push(t.elapsed().as_micros() as u64);
-            }
-        }));
-    }
-    let mut latencies = Vec::with_capacity(sagas);
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let elapsed = begin.elapsed();
-    let used = meter.per_saga(latencies.len());
-    tokio::task::spawn_blocking(move || worker.stop())
-        .await?
-        .map_err(anyhow::Error::msg)?;
-    latencies.sort_unstable();
-    Ok(BenchResult {
-        engine: "temporal",
-        activities: args.activities,
-        group_commit: None,
-        sagas: latencies.len(),
-        in_flight,
-        // Activity and local-activity slots alike (`--max-activities`).
-        max_concurrent_activities: Some(config.temporal.activity_slots),
-        sagas_per_sec: (latencies.len() as f64 / elapsed.as_secs_f64() * 10.0).round() / 10.0,
-        p50_ms: percentile(&latencies, 0.50) as f64 / 1000.0,
-        p99_ms: percentile(&latencies, 0.99) as f64 / 1000.0,
-        elapsed_s: (elapsed.as_secs_f64() * 100.0).round() / 100.0,
-        fsync: "the Temporal server's persistence (dev server: SQLite file)",
-        provider: None,
-        provider_latency_ms: None,
-        worker_cpu_ms_per_saga: used.worker_cpu_ms,
-        provider_cpu_ms_per_saga: used.provider_cpu_ms,
-        peak_rss_mb: used.peak_rss_mb,
-        journal_sagas_before: None,
-        first_saga_ms: None,
-        journal_mb: None,
-        temporal_steps: Some(TemporalSteps::of(config.temporal.steps)),
-        history_events_per_saga: Some(
-            history_events_per_saga(&client.scoped(&run), latencies.len()).await?,
-        ),
-    })
-}
-
-/// The run's history events per saga (visibility's `HistoryLength`
-/// summed), once all `sagas` show as ended there: visibility trails the
-/// workflows' ends by a moment.
-async fn history_events_per_saga(client: &TemporalClient, sagas: usize) -> Result<f64> {
-    let deadline = Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (ended, events) = client.history_events(sagas).await?;
-        if ended as usize >= sagas {
-            return Ok((events as f64 / ended as f64 * 100.0).round() / 100.0);
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "visibility did not show all {sagas} sagas of the run as ended within 30 s"
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
 }

@@ -15,10 +15,10 @@
 //! writes competes with the starts on the same two cores).
 
 use super::bench::{noop_saga, order};
-use super::run::runtime;
 use crate::app::{self, DataPaths};
 use crate::config::Config;
 use crate::engine::{Definition, Starter};
+use crate::runtime::runtime;
 use crate::trigger::servicebus::endpoint::Endpoint;
 use crate::trigger::servicebus::error::LinkError;
 use crate::trigger::servicebus::send::{send_all, Outgoing};
@@ -161,7 +161,7 @@ pub fn bench_queue(
         std::fs::remove_dir_all(&dir)?;
     }
     let paths = DataPaths::new(&dir)?;
-    let run = format!("{:x}", crate::engine::core::now_ms());
+    let run = format!("{:x}", sagaflow_activities::clock::now_ms());
     let rt = runtime()?;
     let result = rt.block_on(async {
         let drained_before = receive_accept(&endpoint, &address, usize::MAX, prefetch)

@@ -7,8 +7,8 @@
 //! ratio is what the adapter (the redis crate's multiplexed connection,
 //! argument building, reply mapping) costs over the bare protocol.
 
-use super::run::runtime;
 use crate::config::Config;
+use crate::runtime::runtime;
 use anyhow::{anyhow, bail, Context, Result};
 use sagaflow_activities::stock::bench::{bench_reserve, StockBenchConfig};
 use sagaflow_activities::stock::redis::{RedisStock, RedisStockConfig};
@@ -53,7 +53,7 @@ pub fn bench_stock(config: Config, args: BenchStockArgs) -> Result<ExitCode> {
     let parsed = url::Url::parse(&url).context("the Redis URL is not a URL")?;
     let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
     let port = parsed.port().unwrap_or(6379);
-    let run = format!("{:x}", crate::engine::core::now_ms());
+    let run = format!("{:x}", sagaflow_activities::clock::now_ms());
     let prefix = format!("{}bench-{run}:", config.redis.key_prefix);
     let rt = runtime()?;
     let (adapter, sha, keys, redis) = rt.block_on(async {

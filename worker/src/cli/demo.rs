@@ -7,13 +7,14 @@
 //! resumes the same sale (seeding happens once), which is how the crash
 //! test drives it.
 
-use super::run::{runtime, EngineRun, Worker};
+use super::run::{EngineRun, Worker};
 use crate::app::DataPaths;
 use crate::config::{Config, EngineKind, StockKind};
-use crate::engine::journal;
-use crate::engine::read;
-use crate::engine::read::Stats;
+use crate::engine::embedded::journal;
+use crate::engine::embedded::read;
 use crate::engine::temporal::client::TemporalClient;
+use crate::engine::view::Stats;
+use crate::runtime::runtime;
 use anyhow::{bail, Context, Result};
 use sagaflow_activities::order::{Order, OrderLine};
 use sagaflow_activities::orders::OrdersSnapshot;

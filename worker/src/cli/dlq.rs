@@ -2,10 +2,11 @@
 //! the queue side. `dlq` follows `profile.trigger`: the embedded queue's
 //! dead-letter table, or the Service Bus / broker dead-letter queue.
 
-use super::run::{read_input, runtime, split_messages};
+use super::run::{read_input, split_messages};
 use super::shown::shown;
 use crate::app::{self, DataPaths};
 use crate::config::{Config, TriggerKind};
+use crate::runtime::runtime;
 use crate::trigger::servicebus::deadletter::{self, DeadLetter};
 use crate::trigger::servicebus::endpoint::Endpoint;
 use crate::trigger::servicebus::send::{send_all, Outgoing};

@@ -1,18 +1,18 @@
-//! Operator views over the journal: list, show, history, stats, signal.
+//! `list`, `show`, `history`, `stats` and `stock` on a terminal: their
+//! flags, and the rows of the operator service ([`crate::ops::source`])
+//! printed as tables or JSON.
 
 use super::shown::shown;
 use crate::app::DataPaths;
-use crate::config::{Config, StockKind, TemporalSettings};
-use crate::engine::journal;
-use crate::engine::read;
+use crate::config::{Config, StockKind};
 use crate::engine::temporal::client::TemporalClient;
+use crate::engine::view;
+use crate::ops::source::{refund_links, SagaView, Source};
+use crate::runtime::block_on;
 use anyhow::{bail, Context, Result};
-use rusqlite::Connection;
-use sagaflow_workflows::{SagaDef, SagaStatus};
-use serde_json::Value;
+use sagaflow_workflows::SagaStatus;
 use std::io::Write;
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// `--json`.
@@ -58,153 +58,6 @@ pub struct HistoryArgs {
     /// Temporal only: write the workflow's Temporal history to FILE in the SDK's replayable JSON form (for replay tests)
     #[arg(long, value_name = "FILE")]
     pub export: Option<PathBuf>,
-}
-
-/// Opens the journal of a data directory for reading, with a helpful error
-/// when there is none.
-pub fn open_journal(data: &Path) -> Result<Connection> {
-    let paths = DataPaths {
-        dir: data.to_owned(),
-    };
-    if !paths.journal().exists() {
-        bail!(
-            "no journal at {}; run `sagaflow run` or `sagaflow demo` first, or pass --data DIR",
-            paths.journal().display()
-        );
-    }
-    Ok(journal::open_reader(&paths.journal())?)
-}
-
-fn find_saga(conn: &Connection, id: &str, data: &Path) -> Result<read::SagaRow> {
-    read::saga(conn, id)?.with_context(|| {
-        format!(
-            "no saga {id} in {}; `sagaflow list` shows the ids",
-            data.display()
-        )
-    })
-}
-
-/// Where the operator views read from: the embedded journal in a data
-/// directory, or a Temporal cluster. Both give the same rows, so every
-/// command prints the same way on both engines.
-pub enum Source {
-    /// The embedded engine's journal under this data directory.
-    Journal(PathBuf),
-    /// A Temporal cluster.
-    Temporal(TemporalSettings),
-    /// A running worker's admin API (`--admin URL`), which answers from
-    /// one of the two above.
-    Admin(super::admin::client::AdminClient),
-}
-
-/// One saga with everything `show` and `history` print.
-pub(super) struct SagaView {
-    pub(super) row: read::SagaRow,
-    pub(super) def: SagaDef,
-    pub(super) input: Option<Value>,
-    pub(super) events: Vec<read::EventRow>,
-}
-
-pub(super) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(f))
-}
-
-impl Source {
-    /// Sagas, newest first, optionally of one status.
-    pub(super) fn list(&self, status: Option<&str>, limit: usize) -> Result<Vec<read::SagaRow>> {
-        match self {
-            Source::Journal(data) => Ok(read::list(&open_journal(data)?, status, limit)?),
-            Source::Temporal(settings) => block_on(async {
-                TemporalClient::connect(settings)
-                    .await?
-                    .list(status, limit)
-                    .await
-            })?
-            .map_err(Into::into),
-            Source::Admin(client) => client.list(status, limit),
-        }
-    }
-
-    /// One saga with its definition, input and journal.
-    pub(super) fn saga(&self, id: &str) -> Result<SagaView> {
-        match self {
-            Source::Journal(data) => {
-                let conn = open_journal(data)?;
-                let row = find_saga(&conn, id, data)?;
-                let def = read::definition(&conn, &row.def_hash)?.with_context(|| {
-                    format!(
-                        "the definition {} of saga {} is missing from the journal",
-                        row.def_hash, row.id
-                    )
-                })?;
-                Ok(SagaView {
-                    input: read::input(&conn, id)?,
-                    events: read::events(&conn, id)?,
-                    row,
-                    def,
-                })
-            }
-            Source::Temporal(settings) => {
-                let saga =
-                    block_on(async { TemporalClient::connect(settings).await?.saga(id).await })??;
-                Ok(SagaView {
-                    row: saga.row,
-                    def: saga.def,
-                    input: Some(saga.order),
-                    events: saga.events,
-                })
-            }
-            Source::Admin(client) => client.saga(id),
-        }
-    }
-
-    /// Counts by status and latency percentiles.
-    pub(super) fn stats(&self) -> Result<read::Stats> {
-        match self {
-            Source::Journal(data) => Ok(read::stats(&open_journal(data)?)?),
-            Source::Temporal(settings) => Ok(block_on(async {
-                TemporalClient::connect(settings).await?.stats().await
-            })??),
-            Source::Admin(client) => client.stats(),
-        }
-    }
-}
-
-/// The refund link, both ways: a refund saga names the sale it undoes in
-/// its input; a refunded sale has a saga at its refund id.
-pub(super) fn refund_links(
-    source: &Source,
-    id: &str,
-    input: Option<&Value>,
-) -> (Option<Value>, Option<Value>) {
-    let refund_of = input.and_then(|i| i.get("refund")).cloned();
-    let refunded_by = match &refund_of {
-        Some(_) => None,
-        None => source
-            .saga(&crate::engine::command::refund_id(id))
-            .ok()
-            .map(|r| serde_json::json!({"id": r.row.id, "status": r.row.status})),
-    };
-    (refund_of, refunded_by)
-}
-
-/// `show --json`'s document, with the definition, as the admin API's
-/// `GET /api/sagas/{id}` answers.
-pub(super) fn saga_document(source: &Source, view: &SagaView) -> Value {
-    let (refund_of, refunded_by) = refund_links(source, &view.row.id, view.input.as_ref());
-    serde_json::json!({
-        "saga": view.row,
-        "input": view.input,
-        "timeline": read::timeline(&view.def, &view.events, &view.row.status),
-        "spans": read::spans(&view.events, &view.row.status),
-        "commands": read::commands(&view.events),
-        "refund_of": refund_of,
-        "refunded_by": refunded_by,
-        "definition": view.def,
-    })
 }
 
 pub(crate) fn ms_to_utc(ms: u64) -> String {
@@ -266,9 +119,9 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
         input,
         events,
     } = source.saga(&args.id)?;
-    let timeline = read::timeline(&def, &events, &saga.status);
-    let waiting = read::breaker_wait(&events, &saga.status);
-    let commands = read::commands(&events);
+    let timeline = view::timeline(&def, &events, &saga.status);
+    let waiting = view::breaker_wait(&events, &saga.status);
+    let commands = view::commands(&events);
     let (refund_of, refunded_by) = refund_links(source, &saga.id, input.as_ref());
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -475,7 +328,7 @@ pub enum StockCommand {
 /// `sagaflow stock show|set`: the stock backend `profile.stock` selects.
 pub fn stock(config: &Config, data: &Path, command: StockCommand) -> Result<ExitCode> {
     let paths = DataPaths::new(data)?;
-    let rt = super::run::runtime()?;
+    let rt = crate::runtime::runtime()?;
     let ledger = rt.block_on(crate::app::open_stock(config, &paths))?;
     let where_ = match config.profile.stock {
         StockKind::Embedded => paths.stock().display().to_string(),

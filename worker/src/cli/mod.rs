@@ -1,6 +1,5 @@
 //! Command-line interface: one documented function per subcommand.
 
-mod admin;
 mod archive;
 mod bench;
 mod bench_queue;
@@ -9,9 +8,8 @@ mod bulk;
 mod command;
 mod demo;
 mod dlq;
-pub(crate) mod health;
+mod health;
 mod inspect;
-mod ready;
 mod reconcile;
 mod run;
 mod sandbox;
@@ -19,6 +17,8 @@ mod shown;
 mod usage;
 
 use crate::config::{Config, EngineKind};
+use crate::ops::remote::{client_token, AdminClient};
+use crate::ops::source::Source;
 use anyhow::{anyhow, bail, Result};
 use clap::{Parser, Subcommand};
 use sagaflow_activities::registry::BUILTIN_ACTIVITIES;
@@ -270,19 +270,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if remote.is_some() && !args.command.speaks_admin() {
         bail!("--admin applies to list, show, history, stats, health, audit, retry, cancel, resolve and refund; run this command on the worker's machine without --admin");
     }
-    let source = |config: &Config, data: Option<PathBuf>| -> Result<inspect::Source> {
+    let source = |config: &Config, data: Option<PathBuf>| -> Result<Source> {
         Ok(match (&remote, config.profile.engine) {
-            (Some(url), _) => inspect::Source::Admin(admin::client::AdminClient::new(
-                url,
-                admin::auth::client_token(&config.admin),
-            )?),
-            (None, EngineKind::Embedded) => inspect::Source::Journal(data_dir(config, data)),
-            (None, EngineKind::Temporal) => inspect::Source::Temporal(config.temporal.clone()),
+            (Some(url), _) => Source::Admin(AdminClient::new(url, client_token(&config.admin))?),
+            (None, EngineKind::Embedded) => Source::Journal(data_dir(config, data)),
+            (None, EngineKind::Temporal) => Source::Temporal(config.temporal.clone()),
         })
     };
     // The operator commands read the engine and keep bulk plans in the
     // data directory.
-    type WithData<'a> = Box<dyn FnOnce(&inspect::Source, &Path) -> Result<ExitCode> + 'a>;
+    type WithData<'a> = Box<dyn FnOnce(&Source, &Path) -> Result<ExitCode> + 'a>;
     let data_flag = args.data.clone();
     let with_data = |f: WithData<'_>| {
         let config = load(None)?;

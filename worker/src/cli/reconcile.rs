@@ -3,17 +3,17 @@
 //! store (see [`crate::reconcile`]), prints every drift with what to do,
 //! and exits 1 while any is left.
 
-use super::inspect::Source;
 use crate::app::{open_orders, open_payment, open_stock, DataPaths};
 use crate::config::{Config, EngineKind, PaymentKind};
-use crate::engine::core::now_ms;
 use crate::engine::liveness::Liveness;
 use crate::engine::temporal::client::TemporalClient;
+use crate::ops::source::Source;
 use crate::reconcile::books;
 use crate::reconcile::drift::{self, Drift, Judged};
 use crate::reconcile::guard;
 use crate::reconcile::repair::{self, Operator, Repaired};
 use anyhow::{bail, Context, Result};
+use sagaflow_activities::clock::now_ms;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
@@ -59,7 +59,7 @@ pub fn reconcile(
     }
     let rows = source.list(None, usize::MAX)?;
     let paths = DataPaths::new(data)?;
-    let rt = super::run::runtime()?;
+    let rt = crate::runtime::runtime()?;
     let report = rt.block_on(async {
         let stock = open_stock(config, &paths).await?;
         let orders = open_orders(config, &paths).await?;
@@ -119,7 +119,7 @@ pub fn reconcile(
             .and_then(|_| guard::refusal(&drifts, rows.len(), args.fix_unknown));
         let repaired = match (&reason, &refused) {
             (Some(reason), None) => {
-                let name = super::command::operator_name(args.operator.clone());
+                let name = crate::ops::command::operator_name(args.operator.clone());
                 let operator = Operator {
                     name: &name,
                     reason,

@@ -1,14 +1,16 @@
 //! `sagaflow run` (the worker) and `sagaflow submit` (the producer).
 
-use super::ready::{EngineCheck, Readiness};
 use crate::app::{self, Adapters, DataPaths};
 use crate::config::{Config, EngineKind, TriggerKind};
+use crate::engine::embedded::{Ended, Engine};
 use crate::engine::liveness::Liveness;
 use crate::engine::temporal::client::TemporalClient;
 use crate::engine::temporal::intake::{self, OwnSagas, StartWindow};
 use crate::engine::temporal::task_wait::TaskWait;
 use crate::engine::temporal::worker::WorkerThread;
-use crate::engine::{Definition, Ended, Engine, Starter};
+use crate::engine::{Definition, Starter};
+use crate::ops::ready::{EngineCheck, Readiness};
+use crate::runtime::runtime;
 use crate::trigger::embedded::{self, TriggerConfig};
 use crate::trigger::servicebus::ServiceBusTrigger;
 use crate::trigger::{Intake, TriggerStats};
@@ -47,14 +49,6 @@ pub struct SubmitArgs {
     /// Queue each line as it is, without checking it (the worker dead-letters malformed ones)
     #[arg(long)]
     pub raw: bool,
-}
-
-/// Builds the multi-threaded runtime activities and the sandbox run on.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("sagaflow-rt")
-        .build()?)
 }
 
 /// The engine a worker runs sagas on.
@@ -137,7 +131,7 @@ impl Worker {
                 }
                 let starter = Starter::Embedded(engine.handle());
                 let check = EngineCheck::Embedded(engine.handle());
-                let journal = crate::engine::journal::open_reader(&paths.journal())?;
+                let journal = crate::engine::embedded::journal::open_reader(&paths.journal())?;
                 (EngineRun::Embedded { engine, journal }, starter, check)
             }
             EngineKind::Temporal => {
@@ -169,9 +163,7 @@ impl Worker {
                     own.clone(),
                     window,
                     move || breakers.snapshots().iter().map(|b| b.waiting).sum(),
-                    move || {
-                        answered.store(sagaflow_activities::attempt::wall_ms(), Ordering::Relaxed)
-                    },
+                    move || answered.store(sagaflow_activities::clock::now_ms(), Ordering::Relaxed),
                 ));
                 let starter = Starter::Temporal(client.clone(), own);
                 (
@@ -248,9 +240,9 @@ impl Worker {
     pub async fn is_idle(&mut self) -> Result<bool> {
         let pending = match (&self.queue, &self.servicebus) {
             (Some(queue), _) => queue.counts()?.pending,
-            (None, Some(stats)) => {
-                i64::from(!stats.looks_drained(crate::engine::core::now_ms(), SERVICE_BUS_QUIET_MS))
-            }
+            (None, Some(stats)) => i64::from(
+                !stats.looks_drained(sagaflow_activities::clock::now_ms(), SERVICE_BUS_QUIET_MS),
+            ),
             (None, None) => 0,
         };
         let (open, needed) = match &self.engine {
@@ -330,7 +322,7 @@ pub fn run(config: Config, data: &Path, args: RunArgs) -> Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async {
         // First: a bind without its token refuses before anything starts.
-        let _admin = super::admin::start(&config, data, args.admin_bind).await?;
+        let _admin = crate::admin::start(&config, data, args.admin_bind).await?;
         let mut worker = Worker::start(&config, &paths, &args.saga, args.max_live, None).await?;
         if let Some(admin) = &_admin {
             admin.health.attach(

@@ -3,8 +3,8 @@
 //! at it), its knobs changed while it runs, and its ledger read.
 
 use crate::app::{self, DataPaths, SANDBOX_KEY};
-use crate::cli::run::runtime;
 use crate::config::Config;
+use crate::runtime::runtime;
 use anyhow::{bail, Context, Result};
 use sagaflow_payment_sandbox::{
     read_ledger, read_requests, ErrorSide, KnobsPatch, Sandbox, SandboxConfig,

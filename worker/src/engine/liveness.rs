@@ -7,8 +7,8 @@
 //! not live. Any doubt (the journal cannot be read, the cluster does not
 //! answer) is an error, and the reaper then reclaims nothing.
 
-use super::journal::{open_reader, JournalError};
-use super::read;
+use super::embedded::journal::{open_reader, JournalError};
+use super::embedded::read;
 use super::temporal::client::{TemporalClient, TemporalError};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashSet;

@@ -1,48 +1,26 @@
-//! The embedded durable engine: journal + replay on SQLite.
+//! Where sagas run: the [`embedded`] engine (a journal on SQLite, in this
+//! process) or a [`temporal`] cluster, and what both share.
 //!
-//! - `api`: configuration, errors, [`EngineHandle`] and the messages the
-//!   core thread takes; `lifecycle`: [`Engine`], starting and stopping the
-//!   threads;
-//! - `state`: the pure state machine that decides (`apply(message, now)`
-//!   -> records + actions; no clock, I/O, channel or exit inside);
-//! - [`core`]: the thread loop around it: rounds, the hand-off to the
-//!   writer, timers, and carrying actions out only after the journal
-//!   commit that justifies them;
-//! - `dispatch`: activity attempts on the runtime; `inbox`: operator
-//!   signals from the journal's inbox; `recovery`: the journal read back
-//!   as inputs for the state machine;
-//! - [`journal`]: the on-disk format and the group-commit writer thread;
-//! - [`read`]: read-only queries for the CLI (list, show, history, stats);
-//! - [`liveness`]: which sagas have not ended (on either engine), for the
-//!   stock reaper.
+//! - [`model`]: a definition and the answer to a start; [`view`]: the rows
+//!   the operator sees (list, show, history, stats, audit), which both
+//!   engines produce; [`command`]: operator commands as journaled or sent
+//!   as Temporal Updates; [`filter`]: the `--where` of bulk commands;
+//!   [`liveness`]: which sagas have not ended, for the stock reaper;
+//! - [`Starter`]: where a trigger's starts go, on either engine.
 //!
-//! - [`temporal`]: the same sagas on a Temporal cluster.
-//!
-//! Live sagas stay in memory; the journal is replayed only on start-up
-//! (recovery). Activities run on the tokio runtime with bounded
-//! concurrency; each is at-least-once, made safe by idempotency keys.
-//! [`Starter`] is the one thing triggers know about engines.
+//! Neither engine imports the other: `embedded` knows nothing of
+//! `temporal`, and `temporal` only the shared modules above.
 
-mod api;
 pub mod command;
-pub mod core;
-mod dispatch;
+pub mod embedded;
 pub mod filter;
-mod inbox;
-pub mod journal;
-mod journal_ids;
-mod lifecycle;
 pub mod liveness;
-pub mod operator;
-pub mod read;
-pub(crate) mod recovery;
-pub mod retention;
-mod schema;
-pub(crate) mod state;
+pub mod model;
 pub mod temporal;
+pub mod view;
 
-pub use self::api::{Definition, Ended, EngineConfig, EngineError, EngineHandle, StartOutcome};
-pub use self::lifecycle::Engine;
+pub use self::embedded::{EngineError, EngineHandle};
+pub use self::model::{Definition, StartOutcome};
 
 use self::temporal::client::{TemporalClient, TemporalError};
 use self::temporal::intake::OwnSagas;

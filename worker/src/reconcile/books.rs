@@ -10,7 +10,7 @@
 
 use super::drift::{Books, Effects, Outcome, SagaFacts};
 use crate::config::Config;
-use crate::engine::read::SagaRow;
+use crate::engine::view::SagaRow;
 use futures::{StreamExt, TryStreamExt};
 use sagaflow_activities::orders::Orders;
 use sagaflow_activities::payment::http::PaymentClient;

@@ -9,7 +9,7 @@
 
 use super::drift::{Drift, Fix};
 use crate::engine::liveness::Liveness;
-use crate::engine::operator::AuditRow;
+use crate::engine::view::AuditRow;
 use sagaflow_activities::order::OrderLine;
 use sagaflow_activities::payment::http::PaymentClient;
 use sagaflow_activities::stock::Stock;
@@ -163,7 +163,7 @@ fn record(data: &Path, operator: &Operator<'_>, repaired: &Repaired) -> Result<(
         Fix::ReleaseReservation { .. } => "reconcile-release",
     };
     let row = AuditRow {
-        at_ms: crate::engine::core::now_ms(),
+        at_ms: sagaflow_activities::clock::now_ms(),
         saga_id: repaired.saga_id.clone(),
         command: command.into(),
         operator: operator.name.to_owned(),

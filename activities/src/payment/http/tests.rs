@@ -1,10 +1,14 @@
 //! The HTTP adapter against the payment sandbox: every call, every error
 //! mapping, reconciliation after injected failures on either side.
 
+use super::answers::{quote, void_output};
 use super::*;
+use crate::clock::now_ms;
 use sagaflow_payment_sandbox::testing::{start, TempDb};
 use sagaflow_payment_sandbox::{read_ledger, ErrorSide, KnobsPatch, PaymentLedger, Sandbox};
+use sagaflow_workflows::ActivityCall;
 use sagaflow_workflows::Phase;
+use serde_json::{json, Value};
 
 struct Fixture {
     db: TempDb,
@@ -302,7 +306,7 @@ async fn a_void_after_a_lost_authorize_waits_for_the_search_to_show_it() {
     })
     .unwrap();
     let mut void = void_call("o1", json!({}));
-    void.input["unknown_since_ms"] = json!(wall_ms());
+    void.input["unknown_since_ms"] = json!(now_ms());
     let mut short = void.clone();
     short.timeout_ms = 1_000;
     let e = lagging.void(&short).await.unwrap_err();
@@ -318,7 +322,7 @@ async fn a_void_after_a_lost_authorize_waits_for_the_search_to_show_it() {
     // Once the window has passed, an authorize that never reached the
     // provider has nothing to void, at once.
     let mut never = void_call("o2", json!({}));
-    never.input["unknown_since_ms"] = json!(wall_ms() - 10_000);
+    never.input["unknown_since_ms"] = json!(now_ms() - 10_000);
     let out = lagging.void(&never).await.unwrap();
     assert_eq!(out["status"], "nothing_to_void", "{out}");
 }

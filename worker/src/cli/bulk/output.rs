@@ -2,8 +2,9 @@
 //! summary with each refusal and failure (text from outside escaped), or
 //! one JSON document.
 
-use super::{BulkAnswer, Target};
 use crate::cli::shown::shown;
+use crate::engine::filter::Target;
+use crate::ops::bulk::BulkAnswer;
 use anyhow::Result;
 use std::io::Write;
 use std::process::ExitCode;

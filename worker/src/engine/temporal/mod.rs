@@ -29,6 +29,7 @@
 
 pub mod activities;
 pub mod client;
+pub mod history;
 pub mod intake;
 pub mod scope;
 pub mod task_wait;

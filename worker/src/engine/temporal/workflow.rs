@@ -1,6 +1,6 @@
 //! `SagaWorkflow`: the generic saga interpreter as a Temporal workflow.
 
-use super::client::failure_error;
+use super::history::failure_error;
 use crate::config::StepMode;
 use crate::engine::command::CommandRequest;
 use futures::future::Either;

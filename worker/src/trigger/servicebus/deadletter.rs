@@ -100,7 +100,7 @@ impl DeadLetterer {
                     Some((
                         rejection.reason,
                         &rejection.description,
-                        crate::engine::core::now_ms(),
+                        sagaflow_activities::clock::now_ms(),
                     )),
                 );
                 match sender.send(copy).await {

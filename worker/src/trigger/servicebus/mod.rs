@@ -178,7 +178,7 @@ impl ServiceBusTrigger {
         let mut dead = DeadLetterer::attach(link, name, &self.endpoint, &self.settings).await?;
         stats
             .connected_at_ms
-            .store(crate::engine::core::now_ms(), Ordering::Relaxed);
+            .store(sagaflow_activities::clock::now_ms(), Ordering::Relaxed);
         stats.connected.store(true, Ordering::Relaxed);
         stats.connects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(endpoint = %self.endpoint, queue = %address, prefetch = self.settings.prefetch, "consuming orders");
@@ -249,7 +249,7 @@ impl ServiceBusTrigger {
             stats.received.fetch_add(1, Ordering::Relaxed);
             stats
                 .last_message_ms
-                .store(crate::engine::core::now_ms(), Ordering::Relaxed);
+                .store(sagaflow_activities::clock::now_ms(), Ordering::Relaxed);
             let (info, message) = delivery.into_parts();
             let message_id = message::message_id(&message);
             let parsed = match body_bytes(&message.body) {
