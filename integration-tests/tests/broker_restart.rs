@@ -4,9 +4,13 @@
 //! `/healthz` answers throughout; SIGTERM (what Kubernetes sends) stops it
 //! cleanly.
 //!
-//! A test binary of its own because it restarts the shared RabbitMQ node:
-//! cargo runs test binaries one after another, so no other broker test is
-//! running meanwhile.
+//! A broker that stops answering without closing anything (its process
+//! frozen) does not keep a worker from stopping: every operation on a link
+//! has a time limit.
+//!
+//! A test binary of its own because it restarts and freezes the shared
+//! RabbitMQ node: cargo runs test binaries one after another, so no other
+//! broker test is running meanwhile; the two here take turns.
 
 #[path = "shared/books.rs"]
 mod books;
@@ -21,7 +25,11 @@ use books::{check_books, check_journal};
 use broker::*;
 use common::*;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Both tests stop the broker one way or another: one at a time.
+static BROKER: Mutex<()> = Mutex::new(());
 
 /// The broker check's `ok` in a `/readyz` answer.
 fn broker_ok(body: &str) -> Option<bool> {
@@ -51,6 +59,7 @@ fn wait_ready(addr: &str, want: u16, within: Duration, what: &str) -> String {
 
 #[test]
 fn the_worker_reconnects_after_a_broker_restart_and_the_run_completes() {
+    let _turn = BROKER.lock().unwrap_or_else(|e| e.into_inner());
     let queue = fresh_queue("sb-e2e-restart");
     let dir = data_dir("sb-restart");
     let d = dir.to_str().unwrap().to_owned();
@@ -194,5 +203,100 @@ fn the_worker_reconnects_after_a_broker_restart_and_the_run_completes() {
     check_books(&dir, units, completed);
     assert_eq!(wait_depth(&queue, (0, 0)), (0, 0), "the queue is empty");
     assert_eq!(wait_depth(&format!("{queue}.dlq"), (0, 0)), (0, 0));
+    delete_queues(&queue);
+}
+
+/// The broker's OS process, frozen (SIGSTOP) while this lives and thawed
+/// (SIGCONT) when it is dropped, even when the test fails.
+struct Frozen(String);
+
+impl Frozen {
+    fn broker() -> Frozen {
+        let out = Command::new("rabbitmqctl")
+            .args(["eval", "os:getpid()."])
+            .output()
+            .expect("run rabbitmqctl");
+        let pid: String = String::from_utf8_lossy(&out.stdout)
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
+        assert!(!pid.is_empty(), "the broker's pid: {out:?}");
+        assert!(Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success());
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}
+
+#[test]
+fn a_frozen_broker_does_not_keep_the_worker_from_stopping() {
+    let _turn = BROKER.lock().unwrap_or_else(|e| e.into_inner());
+    let queue = fresh_queue("sb-e2e-frozen");
+    let dir = data_dir("sb-frozen");
+    let d = dir.to_str().unwrap().to_owned();
+    let config = servicebus_config(&dir, &queue, &[]);
+    let c = config.to_str().unwrap().to_owned();
+    let log = dir.join("worker.log");
+    let mut child = sb_command(&[
+        "run",
+        "--admin-bind",
+        "127.0.0.1:0",
+        "--config",
+        &c,
+        "--data",
+        &d,
+    ])
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
+    let began = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("consuming orders")
+    {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the worker never attached:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let frozen = Frozen::broker();
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // Before the fix the trigger waited for the frozen broker to answer
+    // its detach, and the worker stopped only once the broker was thawed.
+    let limit = Duration::from_secs(45);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if asked.elapsed() > limit {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(frozen);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the worker had not stopped {limit:?} after Ctrl-C with the broker frozen:\n{text}");
+    };
+    assert!(status.success(), "the worker failed ({status}):\n{text}");
+    rabbitmqctl(&["await_startup"]);
     delete_queues(&queue);
 }

@@ -36,9 +36,37 @@ use fe2o3_amqp::types::messaging::Body;
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::Receiver;
 use sagaflow_activities::{Order, Rejection};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long one operation on an open link (granting credit, settling a
+/// message, forwarding a dead letter) may take before the link is taken
+/// as lost. fe2o3 does not always notice a connection the broker dropped
+/// (a broker restart while a dead letter was being forwarded left the
+/// trigger waiting for its outcome for good: no more intake, and Ctrl-C
+/// never finished); the reconnect that follows a lost link brings back
+/// every unsettled message.
+const LINK_OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `fut`, or a lost link once [`LINK_OP_TIMEOUT`] has passed.
+async fn on_link<T>(
+    what: &'static str,
+    fut: impl Future<Output = Result<T, LinkError>>,
+) -> Result<T, LinkError> {
+    tokio::time::timeout(LINK_OP_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(LinkError::transfer(
+                what,
+                format!(
+                    "no answer within {} s; the connection is taken as lost",
+                    LINK_OP_TIMEOUT.as_secs()
+                ),
+            ))
+        })
+}
 
 /// How the trigger consumes.
 #[derive(Debug, Clone)]
@@ -154,7 +182,8 @@ impl ServiceBusTrigger {
         let result = self
             .consume_on(&mut link, &name, engine, def, stop, stats)
             .await;
-        // Settle what is in flight while the link still exists.
+        // Settle what is in flight while the link still exists (each
+        // settlement is bounded, so this ends).
         while stats.in_flight.load(Ordering::Relaxed) > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -197,7 +226,7 @@ impl ServiceBusTrigger {
                 while stats.in_flight.load(Ordering::Relaxed) > 0 {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                let _ = receiver.close().await;
+                let _ = tokio::time::timeout(LINK_OP_TIMEOUT, receiver.close()).await;
                 return Ok(());
             }
             // Starts not yet acknowledged count too: the broker hands over a
@@ -214,10 +243,13 @@ impl ServiceBusTrigger {
                         // the queue, visible to KEDA and operators, not in
                         // this worker's buffer. Credit is granted again
                         // when intake resumes.
-                        receiver
-                            .set_credit(0)
-                            .await
-                            .map_err(|e| LinkError::transfer("withdrawing credit", e))?;
+                        on_link("withdrawing credit", async {
+                            receiver
+                                .set_credit(0)
+                                .await
+                                .map_err(|e| LinkError::transfer("withdrawing credit", e))
+                        })
+                        .await?;
                         credit = 0;
                     }
                     stats.note_pause(Some(pause));
@@ -228,10 +260,13 @@ impl ServiceBusTrigger {
             let unsettled = stats.in_flight.load(Ordering::Relaxed) as u32;
             let room = prefetch.saturating_sub(unsettled);
             if credit <= prefetch / 2 && room > credit {
-                receiver
-                    .set_credit(room)
-                    .await
-                    .map_err(|e| LinkError::transfer("granting credit", e))?;
+                on_link("granting credit", async {
+                    receiver
+                        .set_credit(room)
+                        .await
+                        .map_err(|e| LinkError::transfer("granting credit", e))
+                })
+                .await?;
                 credit = room;
             }
             if credit == 0 {
@@ -284,12 +319,24 @@ impl ServiceBusTrigger {
                                     }
                                 };
                                 counter.fetch_add(1, Ordering::Relaxed);
-                                disposer.accept(info).await
+                                on_link("accepting", async {
+                                    disposer
+                                        .accept(info)
+                                        .await
+                                        .map_err(|e| LinkError::transfer("accepting", e))
+                                })
+                                .await
                             }
                             Err(e) => {
                                 tracing::warn!(order = id, error = %e, "saga start failed; the message is released and will be delivered again");
                                 stats.abandoned.fetch_add(1, Ordering::Relaxed);
-                                disposer.release(info).await
+                                on_link("releasing", async {
+                                    disposer
+                                        .release(info)
+                                        .await
+                                        .map_err(|e| LinkError::transfer("releasing", e))
+                                })
+                                .await
                             }
                         };
                         if let Err(e) = settled {
@@ -302,8 +349,11 @@ impl ServiceBusTrigger {
                 }
                 Err(rejection) => {
                     tracing::warn!(message = message_id.as_deref().unwrap_or("-"), reason = rejection.reason, description = %rejection.description, "malformed order dead-lettered");
-                    dead.dead_letter(&receiver, info, message, &rejection)
-                        .await?;
+                    on_link(
+                        "dead-lettering",
+                        dead.dead_letter(&receiver, info, message, &rejection),
+                    )
+                    .await?;
                     stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 }
             }
