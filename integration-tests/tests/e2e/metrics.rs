@@ -90,8 +90,20 @@ fn metrics_agree_with_stats_and_with_the_journal() {
     let began = Instant::now();
     let addr = admin_address(&log, &mut worker);
 
-    // While it runs: served without a token, in OpenMetrics text.
-    let (status, content_type, during) = get(&addr, "/metrics");
+    // While it runs: served without a token, in OpenMetrics text. A
+    // family shows once it has a sample: the first scrape can come before
+    // the worker's first attempt (the admin API listens before the engine
+    // starts), so scrape until the steps' histogram is there.
+    let (status, content_type, during) = loop {
+        let (status, content_type, text) = get(&addr, "/metrics");
+        if status != 200
+            || text.contains("sagaflow_step_duration_seconds")
+            || began.elapsed() > Duration::from_secs(30)
+        {
+            break (status, content_type, text);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(status, 200, "{during}");
     assert!(
         content_type.starts_with("application/openmetrics-text"),

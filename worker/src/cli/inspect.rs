@@ -5,10 +5,8 @@
 use super::shown::shown;
 use crate::app::DataPaths;
 use crate::config::{Config, StockKind};
-use crate::engine::temporal::client::TemporalClient;
 use crate::engine::view;
 use crate::ops::source::{refund_links, SagaView, Source};
-use crate::runtime::block_on;
 use anyhow::{bail, Context, Result};
 use sagaflow_workflows::SagaStatus;
 use std::io::Write;
@@ -240,15 +238,7 @@ pub fn show(source: &Source, args: ShowArgs) -> Result<ExitCode> {
 /// `sagaflow history ID`: the raw journal.
 pub fn history(source: &Source, args: HistoryArgs) -> Result<ExitCode> {
     if let Some(file) = &args.export {
-        let Source::Temporal(settings) = source else {
-            bail!("--export writes a Temporal history; pass --engine temporal (the embedded journal is `history --json`)");
-        };
-        let json = block_on(async {
-            TemporalClient::connect(settings)
-                .await?
-                .history_json(&args.id)
-                .await
-        })??;
+        let json = source.replayable_history(&args.id)?;
         std::fs::write(file, json).with_context(|| format!("cannot write {}", file.display()))?;
         println!("wrote the history of {} to {}", args.id, file.display());
         return Ok(ExitCode::SUCCESS);

@@ -110,6 +110,22 @@ impl Source {
         }
     }
 
+    /// One saga's Temporal history in the SDK's replayable JSON form (for
+    /// replay tests); only a Temporal cluster has one.
+    pub(crate) fn replayable_history(&self, id: &str) -> Result<Vec<u8>> {
+        match self {
+            Source::Temporal(settings) => Ok(block_on(async {
+                TemporalClient::connect(settings)
+                    .await?
+                    .history_json(id)
+                    .await
+            })??),
+            Source::Journal(_) | Source::Admin(_) => bail!(
+                "--export writes a Temporal history; pass --engine temporal on the worker's machine (the embedded journal is `history --json`)"
+            ),
+        }
+    }
+
     /// Counts by status and latency percentiles.
     pub(crate) fn stats(&self) -> Result<view::Stats> {
         match self {
