@@ -130,20 +130,7 @@ pub const JOURNAL_LATENCY_SAMPLE: usize = 20_000;
 /// transactions that change them), throughput and latency over the most
 /// recent [`JOURNAL_LATENCY_SAMPLE`] ended sagas.
 pub fn stats(conn: &Connection) -> rusqlite::Result<Stats> {
-    let mut s = Stats {
-        total: 0,
-        running: 0,
-        compensating: 0,
-        completed: 0,
-        compensated: 0,
-        parked: 0,
-        sagas_per_sec: 0.0,
-        p50_ms: 0,
-        p99_ms: 0,
-        latency_over: 0,
-        events: 0,
-        inbox: 0,
-    };
+    let mut s = Stats::default();
     let mut stmt = conn.prepare("SELECT name, n FROM counts")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {

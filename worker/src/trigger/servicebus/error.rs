@@ -79,3 +79,16 @@ impl LinkError {
         }
     }
 }
+
+/// `fut`, or the error `timed_out` makes once `limit` has passed: the
+/// one time limit on an operation the peer must answer (fe2o3 does not
+/// always notice a connection the broker dropped, and then waits for good).
+pub(super) async fn within<T>(
+    limit: std::time::Duration,
+    fut: impl std::future::Future<Output = Result<T, LinkError>>,
+    timed_out: impl FnOnce() -> LinkError,
+) -> Result<T, LinkError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
+}

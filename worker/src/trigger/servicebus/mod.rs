@@ -55,17 +55,16 @@ async fn on_link<T>(
     what: &'static str,
     fut: impl Future<Output = Result<T, LinkError>>,
 ) -> Result<T, LinkError> {
-    tokio::time::timeout(LINK_OP_TIMEOUT, fut)
-        .await
-        .unwrap_or_else(|_| {
-            Err(LinkError::transfer(
-                what,
-                format!(
-                    "no answer within {} s; the connection is taken as lost",
-                    LINK_OP_TIMEOUT.as_secs()
-                ),
-            ))
-        })
+    error::within(LINK_OP_TIMEOUT, fut, || {
+        LinkError::transfer(
+            what,
+            format!(
+                "no answer within {} s; the connection is taken as lost",
+                LINK_OP_TIMEOUT.as_secs()
+            ),
+        )
+    })
+    .await
 }
 
 /// How the trigger consumes.

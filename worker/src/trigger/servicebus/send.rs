@@ -23,12 +23,11 @@ async fn within<T>(
     what: &'static str,
     fut: impl Future<Output = Result<T, LinkError>>,
 ) -> Result<T, LinkError> {
-    tokio::time::timeout(STALL, fut)
-        .await
-        .unwrap_or(Err(LinkError::Stalled {
-            what,
-            waited_secs: STALL.as_secs(),
-        }))
+    super::error::within(STALL, fut, || LinkError::Stalled {
+        what,
+        waited_secs: STALL.as_secs(),
+    })
+    .await
 }
 
 /// One message to send: its id and body.

@@ -314,18 +314,12 @@ impl TemporalClient {
     /// cluster that has run millions.
     pub async fn stats(&self) -> Result<Stats, TemporalError> {
         let mut s = Stats {
-            total: 0,
             running: self.count(Some("running")).await?,
             compensating: self.count(Some("compensating")).await?,
             completed: self.count(Some("completed")).await?,
             compensated: self.count(Some("compensated")).await?,
             parked: self.count(Some("parked")).await?,
-            sagas_per_sec: 0.0,
-            p50_ms: 0,
-            p99_ms: 0,
-            latency_over: 0,
-            events: 0,
-            inbox: 0,
+            ..Stats::default()
         };
         s.total = s.running + s.compensating + s.completed + s.compensated + s.parked;
         let spans: Vec<(u64, u64, i64)> = self
